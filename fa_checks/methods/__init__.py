@@ -1,0 +1,21 @@
+"""Training rules: backpropagation and the feedback-alignment family."""
+
+from .base import (
+    ENTRY_POINT_GROUP,
+    Method,
+    MethodError,
+    available_methods,
+    get_method,
+    method_class,
+    register,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Method",
+    "MethodError",
+    "available_methods",
+    "get_method",
+    "method_class",
+    "register",
+]

@@ -1,0 +1,171 @@
+"""The interface every training rule implements, and the registry of rules by name.
+
+A method is set up on a model, then ``step(x, y)`` performs one update of every trainable tensor
+it owns (the model's parameters and any feedback it learns).  ``credit(x, y)`` returns the signal
+it would use for each hidden state, so the protocol's credit metrics work for every rule.
+
+Credit convention: ``credit(x, y)`` returns ``[a_0, ..., a_L]``, one tensor per hidden state and
+shaped like it.  ``a_{l+1}`` is the signal that trains block ``l`` (its branch output feeds
+``h_{l+1}``, so ``a_{l+1}`` stands in for ``dLoss/dh_{l+1}``) and ``a_0`` the one that trains the
+embedding.  For backpropagation it is the true per-sample gradient.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..anatomy import Anatomy, anatomy_of
+
+ENTRY_POINT_GROUP = "fa_checks.methods"
+
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+
+
+def default_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+
+
+class MethodError(ValueError):
+    """An unknown method, a bad method option, or a method used where it does not apply."""
+
+
+class Method:
+    """Base class of a training rule.  Subclasses set ``name`` and implement ``step``.
+
+    Keyword options are given to ``__init__`` and kept in ``self.options`` (they travel in the
+    checkpoint); tensors that define the rule (feedback matrices) go in ``state_dict``.
+    """
+
+    name: str = "method"
+    #: the architectures the rule applies to; None means any model with an anatomy
+    architectures: tuple[str, ...] | None = None
+
+    def __init__(self, **options: Any) -> None:
+        self.options: dict[str, Any] = dict(options)
+        self.model: nn.Module | None = None
+        self.anatomy: Anatomy | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.num_classes = 0
+
+    # -- life cycle ------------------------------------------------------------------------
+    def setup(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        generator: torch.Generator,
+        optimizer: OptimizerFactory = default_optimizer,
+    ) -> None:
+        """Attach to ``model``, draw any random feedback from ``generator``, build the optimizer."""
+        arch = getattr(model, "spec", {}).get("arch")
+        if self.architectures is not None and arch not in self.architectures:
+            raise MethodError(
+                f"method {self.name!r} applies to {', '.join(self.architectures)}, not {arch!r}"
+            )
+        self.model = model
+        self.anatomy = anatomy_of(model)
+        self.num_classes = int(num_classes)
+        self.init_state(generator)
+        self.optimizer = optimizer(self.trainable_parameters())
+
+    def init_state(self, generator: torch.Generator) -> None:
+        """Draw feedback matrices and other rule state; nothing by default."""
+
+    def trainable_parameters(self) -> list[Any]:
+        """Parameters (or param groups) the optimizer updates; all that require grad by default."""
+        assert self.model is not None
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:  # pragma: no cover - abstract
+        """One update on the batch; returns figures for the history (at least ``loss``)."""
+        raise NotImplementedError
+
+    def credit(self, x: Tensor, y: Tensor) -> list[Tensor] | None:
+        """``[a_0, ..., a_L]`` (see the module docstring), or None if the rule has none."""
+        return None
+
+    def epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called before each epoch (1-based), for rules with schedules."""
+
+    def redraw_feedback(self, generator: torch.Generator) -> bool:
+        """Replace random feedback by a fresh draw (for the chance-level null); False if none."""
+        return False
+
+    # -- persistence -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if state:
+            raise MethodError(f"method {self.name!r} keeps no state, got keys {sorted(state)}")
+
+
+# -- registry ----------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its ``name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_methods() -> list[str]:
+    _load_builtins()
+    names = set(_REGISTRY)
+    names.update(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(names)
+
+
+def _load_builtins() -> None:
+    importlib.import_module("fa_checks.methods.builtins")
+
+
+def method_class(name: str) -> type[Method]:
+    """Resolve a built-in name, an entry point of ``fa_checks.methods``, or ``module:Class``."""
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return _checked(ep.load(), name)
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise MethodError(f"cannot import method module {module_name!r}: {exc}") from None
+        try:
+            return _checked(getattr(module, attr), name)
+        except AttributeError:
+            raise MethodError(f"module {module_name!r} has no attribute {attr!r}") from None
+    raise MethodError(
+        f"unknown method {name!r}; choose one of {', '.join(available_methods())} "
+        "or name your own as module:Class"
+    )
+
+
+def _checked(obj: Any, name: str) -> type[Method]:
+    if isinstance(obj, type) and issubclass(obj, Method):
+        return obj
+    needed = ("setup", "step", "credit", "state_dict", "load_state_dict")
+    if isinstance(obj, type) and all(callable(getattr(obj, a, None)) for a in needed):
+        return obj  # duck-typed user rule
+    raise MethodError(
+        f"{name!r} is not a training method: it needs methods {', '.join(needed)} "
+        "(subclass fa_checks.Method)"
+    )
+
+
+def get_method(name: str, **options: Any) -> Method:
+    """An instance of the method ``name`` with ``options``; bad options are a MethodError."""
+    cls = method_class(name)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise MethodError(f"bad option for method {name!r}: {exc}") from None

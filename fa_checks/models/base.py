@@ -1,0 +1,63 @@
+"""The base class of the built-in models: forward is defined once, from the anatomy's methods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+
+class BlockModel(nn.Module):
+    """A network ``readout(step(L-1, ... step(0, embed(x))))``.
+
+    Subclasses define ``embed``, ``step`` and ``readout``, keep their blocks in ``self.blocks``
+    and their readout in ``out_ln`` / ``out_head``; ``forward`` and the hidden states follow.
+    """
+
+    residual: bool = True
+    feature_axis: int = -1
+    #: set by :func:`fa_checks.models.build_model`, so a checkpoint can rebuild the model
+    spec: dict[str, Any]
+
+    blocks: nn.ModuleList
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def embed(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, l: int, h: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def branch(self, l: int, h: Tensor) -> Tensor:
+        out = self.step(l, h)
+        return out - h if self.residual else out
+
+    def readout(self, h: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x)
+        for l in range(self.num_blocks):
+            h = self.step(l, h)
+        return self.readout(h)
+
+
+def flat_features(input_shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in input_shape:
+        n *= int(s)
+    return n
+
+
+def image_shape(arch: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(C, H, W)`` for image models; a clear error for flat inputs such as MNIST-1D."""
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"{arch} needs image inputs shaped (channels, height, width); this data has input "
+            f"shape {tuple(input_shape)}. Use arch 'resmlp' or 'mlp' for flat inputs."
+        )
+    c, h, w = (int(s) for s in input_shape)
+    return c, h, w
