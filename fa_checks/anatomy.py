@@ -181,3 +181,23 @@ def describe(model: nn.Module) -> dict[str, Any]:
 def per_sample_loss(logits: Tensor, y: Tensor) -> Tensor:
     """Cross-entropy of each sample, shape ``(N,)``."""
     return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+
+
+def per_sample_gradients(
+    model: nn.Module | Anatomy, x: Tensor, y: Tensor
+) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """Hidden states ``[h_0..h_L]``, each sample's own loss gradient at each of them, and logits.
+
+    The gradient of the *sum* of per-sample losses equals each sample's own gradient when the
+    forward pass treats samples independently (eval mode), so the figures do not depend on how
+    many samples are evaluated together, unlike the gradient of the mean loss.  Parameters get
+    no ``.grad``.  Everything returned is detached.
+    """
+    anatomy = anatomy_of(model)
+    with torch.enable_grad():
+        hidden = anatomy.hidden_states(x)
+        logits = anatomy.readout(hidden[-1])
+        loss = per_sample_loss(logits, y).sum()
+        grads = torch.autograd.grad(loss, hidden, allow_unused=True)
+    grads = [torch.zeros_like(h) if g is None else g for h, g in zip(hidden, grads, strict=True)]
+    return [h.detach() for h in hidden], [g.detach() for g in grads], logits.detach()

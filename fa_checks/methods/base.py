@@ -73,6 +73,11 @@ class Method:
         self.init_state(generator)
         self.optimizer = optimizer(self.trainable_parameters())
 
+    @classmethod
+    def model_overrides(cls, arch: str) -> dict[str, Any]:
+        """Model keywords the rule forces when the trainer builds its model (e.g. no blocks)."""
+        return {}
+
     def init_state(self, generator: torch.Generator) -> None:
         """Draw feedback matrices and other rule state; nothing by default."""
 
