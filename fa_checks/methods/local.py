@@ -1,1 +1,282 @@
-"""(being written)"""
+"""Local-loss training: one forward pass, one backward pass, one optimizer step.
+
+Rule.  Given a credit signal ``a_l`` for every hidden state (a subclass's ``local_credit``), block
+``l`` is trained on the batch-mean local loss
+
+    loss_l = mean_n [ <f_l(h_l.detach()), a_{l+1} / rms(a_{l+1})> + penalty * ||f_l(h_l)||^2 ]
+
+the embedding on ``mean_n <h_0, a_0 / rms(a_0)>`` and the readout on the mean cross-entropy of
+``readout(h_L.detach())``.  ``rms`` is taken over the feature axis (per position) plus 1e-6, as
+the seeds do.
+
+Why one backward pass is enough: the local losses share no parameters and each block's input is
+detached, so the gradient of ``loss_l`` with respect to ``f_l`` is simply
+
+    g_{l+1} = a_{l+1} / rms(a_{l+1}) / N + 2 * penalty * f_l / N
+
+and ``torch.autograd.backward([head_loss, f_0..f_{L-1}, h_0], [None, g_1..g_L, g_0])`` fills every
+parameter's gradient exactly as the seeds' loop of L+2 separate backward passes did.  AdamW
+updates each parameter on its own, so one optimizer over all groups takes the same step as the
+seeds' separate head, block and embedding optimizers (tested to float32 rounding).
+
+Conventions where hidden states have positions (vit tokens, resnet maps): ``<f, a>`` and
+``||f||^2`` sum over every non-batch axis, positions included (the seeds averaged over positions
+for convolutional maps; under Adam this constant factor per block only meets the optimizer's
+epsilon), and a per-feature signal ``(N, d)`` is spread over positions with
+``Anatomy.broadcast``.
+
+Subclasses implement ``local_credit`` and may declare fixed random feedback matrices with
+``feedback_specs``; this class draws them, saves them as ``{"feedback.<i>": B_i}`` and redraws
+them for the fresh-feedback null.  A subclass with more options than ``penalty`` and ``clip``
+defines its own ``__init__`` with explicit keywords, calls ``super().__init__(penalty=...,
+clip=...)`` and adds its options to ``self.options`` (so unknown options stay an error).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Method, MethodError
+
+RMS_EPS = 1e-6
+FEEDBACK_PREFIX = "feedback."
+
+
+# -- helpers shared by local-loss rules -----------------------------------------------------
+def output_error(logits: Tensor, y: Tensor) -> Tensor:
+    """``softmax(logits) - onehot(y)``: each sample's cross-entropy gradient at the logits."""
+    probs = torch.softmax(logits, dim=-1)
+    return probs - F.one_hot(y, probs.shape[-1]).to(probs.dtype)
+
+
+def rms_normalise(a: Tensor, feature_axis: int = -1) -> Tensor:
+    """``a / (rms(a) + 1e-6)`` with the rms over the feature axis (per sample and position)."""
+    rms = (a**2).mean(dim=feature_axis, keepdim=True).sqrt() + RMS_EPS
+    return a / rms
+
+
+def along_features(a: Tensor, matrix: Tensor, feature_axis: int = -1) -> Tensor:
+    """``a @ matrix`` along ``feature_axis`` (``a``'s features contract ``matrix``'s rows)."""
+    axis = feature_axis % a.dim()
+    if axis == a.dim() - 1:
+        return a @ matrix
+    return (a.movedim(axis, -1) @ matrix).movedim(-1, axis)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode, then restore each one's own mode (frozen BN stays eval)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _number(method: str, option: str, value: Any, *, allow_none: bool, minimum: float) -> Any:
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        if allow_none:
+            return None
+        raise MethodError(f"method {method!r} option {option} needs a number, got None")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise MethodError(
+            f"method {method!r} option {option} must be a number, got {value!r}"
+        ) from None
+    if not math.isfinite(number) or number < minimum or (allow_none and number == 0):
+        bound = "> 0" if allow_none else f">= {minimum:g}"
+        raise MethodError(f"method {method!r} option {option} must be {bound}, got {value!r}")
+    return number
+
+
+class LocalLossMethod(Method):
+    """Base of rules that train each block on a local loss from a credit signal (DFA, FA, vec).
+
+    Options: ``penalty`` (lambda on ``||f_l||^2``, default 0) and ``clip`` (max gradient norm of
+    each block's parameters, default None: no clipping).
+    """
+
+    name = "local"
+
+    def __init__(self, penalty: float = 0.0, clip: float | None = None) -> None:
+        penalty = _number(self.name, "penalty", penalty, allow_none=False, minimum=0.0)
+        clip = _number(self.name, "clip", clip, allow_none=True, minimum=0.0)
+        super().__init__(penalty=penalty, clip=clip)
+        self.feedback: list[Tensor] = []
+        self._feedback_specs: list[tuple[tuple[int, ...], float]] = []
+
+    @property
+    def penalty(self) -> float:
+        return float(self.options["penalty"])
+
+    @property
+    def clip(self) -> float | None:
+        return self.options["clip"]
+
+    # -- the hook ------------------------------------------------------------------------------
+    def local_credit(self, hidden: list[Tensor], logits: Tensor, y: Tensor) -> list[Tensor]:
+        """[a_0..a_L] for this batch from the detached hidden states and logits (may use
+        autograd internally, e.g. FA's head gradient)."""
+        raise NotImplementedError
+
+    def after_backward(self) -> None:
+        """Called after the backward pass (and clipping), before ``optimizer.step()``."""
+
+    # -- the fused step --------------------------------------------------------------------------
+    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        anatomy, optimizer = self._attached()
+        optimizer.zero_grad(set_to_none=True)
+
+        h0 = anatomy.embed(x)  # keeps its graph to the embedding parameters
+        inputs = [h0.detach()]
+        branches: list[Tensor] = []
+        for l in range(anatomy.num_blocks):
+            h_in = inputs[-1]
+            f = anatomy.branch(l, h_in)
+            branches.append(f)
+            inputs.append((h_in + f if anatomy.residual else f).detach())
+        logits = anatomy.readout(inputs[-1])
+        head_loss = F.cross_entropy(logits, y)
+
+        credits = self.local_credit(inputs, logits.detach(), y)
+        if len(credits) != anatomy.num_blocks + 1:
+            raise MethodError(
+                f"{type(self).__name__}.local_credit returned {len(credits)} signals; "
+                f"it must return one per hidden state ({anatomy.num_blocks + 1})"
+            )
+
+        with torch.no_grad():
+            grads = self._local_gradients(credits, branches, x.shape[0])
+        outputs = [head_loss, *branches, h0]
+        out_grads = [None, *grads[1:], grads[0]]
+        pairs = [  # frozen parts have no graph
+            (out, grad) for out, grad in zip(outputs, out_grads, strict=True) if out.requires_grad
+        ]
+        if pairs:
+            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
+
+        if self.clip is not None:
+            for l in range(anatomy.num_blocks):
+                params = [p for p in anatomy.block_parameters(l) if p.grad is not None]
+                if params:
+                    torch.nn.utils.clip_grad_norm_(params, self.clip)
+        self.after_backward()
+        optimizer.step()
+        return {"loss": float(head_loss.detach())}
+
+    def _local_gradients(
+        self, credits: list[Tensor], branches: list[Tensor], batch: int
+    ) -> list[Tensor]:
+        """``[g_0..g_L]``: the gradient of each batch-mean local loss at h_0 and at each f_l."""
+        axis = self.anatomy.feature_axis if self.anatomy is not None else -1
+        normalised: dict[int, Tensor] = {}  # DFA gives h_0 and block 0 the same tensor
+        grads = []
+        for a in credits:
+            key = id(a)
+            if key not in normalised:
+                normalised[key] = rms_normalise(a.detach(), axis) * (1.0 / batch)
+            grads.append(normalised[key])
+        if self.penalty:
+            scale = self.penalty * (1.0 / batch)
+            for l, f in enumerate(branches):
+                grads[l + 1] = grads[l + 1] + scale * (2 * f.detach())
+        return grads
+
+    # -- credit --------------------------------------------------------------------------------
+    def credit(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        """The signal each hidden state gets, from an eval-mode forward pass."""
+        anatomy, _ = self._attached()
+        with eval_mode(anatomy.model):
+            with torch.no_grad():
+                hidden = anatomy.hidden_states(x)
+                logits = anatomy.readout(hidden[-1])
+            credits = self.local_credit(hidden, logits, y)
+        return [a.detach().contiguous() for a in credits]
+
+    # -- fixed random feedback -----------------------------------------------------------------
+    def feedback_specs(self) -> list[tuple[tuple[int, ...], float]]:
+        """``(shape, std)`` of each fixed random feedback matrix; none by default."""
+        return []
+
+    def init_state(self, generator: torch.Generator) -> None:
+        self._feedback_specs = self.feedback_specs()
+        self.feedback = self._draw_feedback(generator)
+
+    def redraw_feedback(self, generator: torch.Generator) -> bool:
+        if not self._feedback_specs:
+            return False
+        self.feedback = self._draw_feedback(generator)
+        return True
+
+    def _draw_feedback(self, generator: torch.Generator) -> list[Tensor]:
+        # Drawn on the generator's device, then moved: a seed gives the same B on any device.
+        device = self.model_device()
+        return [
+            (torch.randn(shape, generator=generator, device=generator.device) * std).to(device)
+            for shape, std in self._feedback_specs
+        ]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {f"{FEEDBACK_PREFIX}{i}": b for i, b in enumerate(self.feedback)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        expected = {f"{FEEDBACK_PREFIX}{i}": b for i, b in enumerate(self.feedback)}
+        if set(state) != set(expected):
+            raise MethodError(
+                f"method {self.name!r} state needs keys {sorted(expected) or 'none'}, "
+                f"got {sorted(state) or 'none'}"
+            )
+        loaded = []
+        for key, current in expected.items():
+            value = state[key]
+            if not isinstance(value, Tensor) or tuple(value.shape) != tuple(current.shape):
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise MethodError(
+                    f"method {self.name!r} state {key} must have shape {tuple(current.shape)} "
+                    f"for this model, got {got}"
+                )
+            loaded.append(value.detach().to(device=current.device, dtype=current.dtype).clone())
+        self.feedback = loaded
+
+    # -- model facts -----------------------------------------------------------------------------
+    def model_device(self) -> torch.device:
+        assert self.model is not None
+        for tensor in self.model.parameters():
+            return tensor.device
+        return torch.device("cpu")
+
+    def feature_dims(self) -> list[int]:
+        """Feature size of each hidden state ``[d_0..d_L]``, read off a probe forward pass."""
+        anatomy, _ = self._attached(optimizer=False)
+        model = anatomy.model
+        input_shape = getattr(model, "spec", {}).get("kwargs", {}).get("input_shape")
+        if input_shape is None:
+            for attribute in ("d_hidden", "d_model", "width"):
+                size = getattr(model, attribute, None)
+                if isinstance(size, int):
+                    return [size] * (anatomy.num_blocks + 1)
+            raise MethodError(
+                f"method {self.name!r} cannot tell the hidden sizes of {type(model).__name__}: "
+                "give it a spec {'kwargs': {'input_shape': ...}} (build_model does) or an int "
+                "attribute d_hidden"
+            )
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        probe = torch.zeros(2, *input_shape, device=self.model_device(), dtype=dtype)
+        with eval_mode(model), torch.no_grad():
+            hidden = anatomy.hidden_states(probe)
+        return [anatomy.feature_dim(h) for h in hidden]
+
+    def _attached(self, optimizer: bool = True) -> tuple[Any, torch.optim.Optimizer]:
+        if self.anatomy is None or (optimizer and self.optimizer is None):
+            raise MethodError(f"method {self.name!r} is not set up: call setup(model, ...) first")
+        return self.anatomy, self.optimizer  # type: ignore[return-value]
