@@ -1,0 +1,143 @@
+"""Datasets as device-resident tensors: ``load_data(name, root=None, *, download=False, **params)``.
+
+=========  ===============================================  ====================================
+name       params (defaults)                                 root
+=========  ===============================================  ====================================
+mnist1d    num_samples=10000, train_split=0.8, seed=42       cache folder (default
+                                                             ``$FA_CHECKS_DATA_DIR`` or
+                                                             ``~/.cache/fa-checks/data``)
+synthetic  num_samples=512, dim=20, num_classes=4, seed=0    unused (generated in memory)
+cifar10    none                                              folder holding cifar-10-batches-py
+cifar100   none                                              folder holding cifar-100-python
+mnist      none                                              folder holding MNIST/raw
+=========  ===============================================  ====================================
+
+``mnist1d`` is the default and needs no network. Parameter values may be given as strings (as a
+command line passes them); they are converted to the parameter's type or refused with a
+``DataError`` naming the parameter.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fa_checks.data import mnist1d, synthetic, vision
+from fa_checks.data.dataset import (
+    Augmentation,
+    Batches,
+    CropFlipPlan,
+    DataError,
+    Dataset,
+    crop_flip,
+)
+from fa_checks.data.mnist1d import default_data_dir
+
+__all__ = [
+    "Augmentation",
+    "Batches",
+    "CropFlipPlan",
+    "DataError",
+    "Dataset",
+    "available_datasets",
+    "crop_flip",
+    "dataset_defaults",
+    "default_data_dir",
+    "load_data",
+]
+
+DEFAULT_DATASET = "mnist1d"
+
+
+@dataclass(frozen=True)
+class _Source:
+    load: Callable[..., Dataset]
+    defaults: dict[str, Any]
+    description: str
+
+
+_SOURCES: dict[str, _Source] = {
+    "mnist1d": _Source(mnist1d.load, mnist1d.DEFAULTS,
+                       "MNIST-1D generated offline by the mnist1d package (the default)"),
+    "synthetic": _Source(synthetic.load, synthetic.DEFAULTS,
+                         "Gaussian class clusters: a tiny learnable task for tests"),
+    "cifar10": _Source(vision.load_cifar10, {}, "CIFAR-10 from a local root"),
+    "cifar100": _Source(vision.load_cifar100, {}, "CIFAR-100 (fine labels) from a local root"),
+    "mnist": _Source(vision.load_mnist, {}, "MNIST from a local root"),
+}
+
+
+def available_datasets() -> list[str]:
+    """The dataset names ``load_data`` accepts."""
+    return sorted(_SOURCES)
+
+
+def dataset_defaults(name: str) -> dict[str, Any]:
+    """The parameters ``name`` accepts, with their defaults."""
+    return dict(_source(name).defaults)
+
+
+def load_data(
+    name: str = DEFAULT_DATASET,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = False,
+    **params: Any,
+) -> Dataset:
+    """Load a dataset by name; tensors on the CPU (``Dataset.to(device)`` moves them).
+
+    ``root`` is where the files live (see the module table); it is not part of ``spec``, so
+    ``load_data(**dataset.spec, root=root)`` rebuilds the same data from another folder.
+    ``download=True`` lets torchvision fetch a missing CIFAR/MNIST; nothing else downloads.
+    """
+    source = _source(name)
+    values = dict(source.defaults)
+    for key, value in params.items():
+        if key not in source.defaults:
+            raise DataError(
+                f"dataset {name!r} has no parameter {key!r}; "
+                + _describe_params(name, source.defaults)
+            )
+        values[key] = _coerce(name, key, value, source.defaults[key])
+    return source.load(root, download=bool(download), **values)
+
+
+def _source(name: str) -> _Source:
+    if not isinstance(name, str) or name.lower() not in _SOURCES:
+        listing = ", ".join(f"{key} ({source.description})" for key, source in _SOURCES.items())
+        raise DataError(f"unknown dataset {name!r}; available: {listing}")
+    return _SOURCES[name.lower()]
+
+
+def _describe_params(name: str, defaults: dict[str, Any]) -> str:
+    if not defaults:
+        return f"{name!r} takes no parameters"
+    listing = ", ".join(f"{key}={value!r}" for key, value in defaults.items())
+    return f"valid parameters (defaults): {listing}"
+
+
+def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
+    """Convert ``value`` to the type of ``default`` (int or float), refusing lossy conversions."""
+    wanted = "an integer" if isinstance(default, int) else "a number"
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = int(value.strip())
+        except ValueError:
+            try:
+                parsed = float(value.strip())
+            except ValueError:
+                parsed = None
+    if isinstance(parsed, numbers.Real) and not isinstance(parsed, bool):
+        if isinstance(default, int) and float(parsed).is_integer():
+            return int(parsed)
+        if isinstance(default, float) and math.isfinite(float(parsed)):
+            return float(parsed)
+    raise DataError(
+        f"dataset {name!r}: parameter {key!r} must be {wanted} (default {default!r}), "
+        f"got {value!r}"
+    )

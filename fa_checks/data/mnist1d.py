@@ -1,0 +1,174 @@
+"""MNIST-1D, generated offline by the ``mnist1d`` package and cached as one tensor file.
+
+The package's own generator (``mnist1d.data.make_dataset``) is the definition: the same
+``num_samples``, ``train_split`` and ``seed`` give the same samples as the package's own
+recipe, and its other generation arguments keep the package's defaults. The package already
+centres and scales the inputs (one mean and one standard deviation over all generated samples);
+nothing further is standardised here. Inputs become float32 ``(N, 40)``, labels int64.
+
+Nothing here downloads: ``mnist1d.data.get_dataset`` (which fetches a pickle from GitHub and
+writes to the working directory) is never called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+
+from fa_checks.data.dataset import DataError, Dataset
+
+NAME = "mnist1d"
+DEFAULTS: dict[str, Any] = {"num_samples": 10_000, "train_split": 0.8, "seed": 42}
+NUM_CLASSES = 10
+# Bump when the file layout or the conversion below changes, so old cache files are not reused.
+CACHE_FORMAT = 1
+
+
+def default_data_dir() -> Path:
+    """The cache of generated data: ``$FA_CHECKS_DATA_DIR`` or ``~/.cache/fa-checks/data``."""
+    configured = os.environ.get("FA_CHECKS_DATA_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "fa-checks" / "data"
+
+
+def cache_path(params: dict[str, Any], root: str | os.PathLike[str] | None = None) -> Path:
+    """The cache file for these (already validated) parameters."""
+    directory = Path(root).expanduser() if root is not None else default_data_dir()
+    return directory / f"{NAME}-{_params_hash(params)}.pt"
+
+
+def load(root: str | os.PathLike[str] | None = None, *, download: bool = False,
+         num_samples: int, train_split: float, seed: int) -> Dataset:
+    """Load MNIST-1D from the cache under ``root``, generating it (once, under a lock) if absent.
+
+    ``root`` is the cache directory (default :func:`default_data_dir`); ``download`` is accepted
+    for a uniform signature and ignored, since MNIST-1D is generated, never fetched.
+    """
+    del download
+    params = _validated(num_samples, train_split, seed)
+    path = cache_path(params, root)
+    tensors = _read_cache(path, params)
+    if tensors is None:
+        tensors = _generate_and_cache(path, params)
+    return Dataset(
+        name=NAME,
+        **tensors,
+        num_classes=NUM_CLASSES,
+        input_shape=tuple(tensors["x_train"].shape[1:]),
+        spec={"name": NAME, **params},
+    )
+
+
+def _validated(num_samples: int, train_split: float, seed: int) -> dict[str, Any]:
+    if num_samples < NUM_CLASSES or num_samples % NUM_CLASSES:
+        raise DataError(
+            f"mnist1d: num_samples must be a positive multiple of {NUM_CLASSES} (the generator "
+            f"draws the same number of samples per class), got {num_samples}"
+        )
+    if not 0.0 < train_split < 1.0:
+        raise DataError(f"mnist1d: train_split must lie strictly in (0, 1), got {train_split}")
+    num_train = int(num_samples * train_split)
+    if num_train < 1 or num_train >= num_samples:
+        raise DataError(
+            f"mnist1d: num_samples={num_samples} with train_split={train_split} leaves "
+            f"{num_train} training and {num_samples - num_train} test samples; both must be >= 1"
+        )
+    if seed < 0 or seed >= 2**32:
+        raise DataError(f"mnist1d: seed must lie in [0, 2**32), got {seed} (numpy's seed range)")
+    return {"num_samples": num_samples, "train_split": train_split, "seed": seed}
+
+
+def _generator_version() -> str:
+    try:
+        return metadata.version("mnist1d")
+    except metadata.PackageNotFoundError:  # an unpackaged checkout: key on "unknown"
+        return "unknown"
+
+
+def _params_hash(params: dict[str, Any]) -> str:
+    # The generator's version is part of the key: a release that changed the recipe must not be
+    # served the previous release's samples under the same parameters.
+    key = {"params": params, "mnist1d": _generator_version(), "format": CACHE_FORMAT}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_cache(path: Path, params: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    if not path.exists():
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if stored.get("params") != params or stored.get("format") != CACHE_FORMAT:
+            raise ValueError(f"it holds {stored.get('params')}, expected {params}")
+        return {key: stored[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+    except Exception as error:  # a damaged or foreign file: regenerate rather than fail
+        warnings.warn(
+            f"mnist1d cache file {path} is unreadable ({error}); regenerating it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _generate_and_cache(path: Path, params: dict[str, Any]) -> dict[str, torch.Tensor]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(
+            f"mnist1d: cannot create the cache directory {path.parent} ({error}); set "
+            f"FA_CHECKS_DATA_DIR or pass root= to a writable directory"
+        ) from error
+    with FileLock(str(path) + ".lock"):
+        # Another process may have written it while this one waited for the lock.
+        if path.exists():
+            tensors = _read_cache(path, params)
+            if tensors is not None:
+                return tensors
+        tensors = _generate(params)
+        _write_atomically(path, {"format": CACHE_FORMAT, "params": params, **tensors})
+    return tensors
+
+
+def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _generate(params: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Run the package's generator without disturbing anyone's global random state."""
+    from mnist1d.data import get_dataset_args, make_dataset  # slow import: only on a cache miss
+
+    args = get_dataset_args()
+    args.num_samples = params["num_samples"]
+    args.train_split = params["train_split"]
+    args.seed = params["seed"]
+    # make_dataset reseeds and draws from Python's and numpy's global generators.
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        raw = make_dataset(args)
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+    return {
+        "x_train": torch.from_numpy(np.ascontiguousarray(raw["x"], dtype=np.float32)),
+        "y_train": torch.from_numpy(np.ascontiguousarray(raw["y"], dtype=np.int64)),
+        "x_test": torch.from_numpy(np.ascontiguousarray(raw["x_test"], dtype=np.float32)),
+        "y_test": torch.from_numpy(np.ascontiguousarray(raw["y_test"], dtype=np.int64)),
+    }
