@@ -256,7 +256,11 @@ class LayerwiseFeedbackMethod(Method):
         self.targets = feedback_targets(self.model, self.name)
         gain = self.options.get("gain")
         self.gain = float(gain) if gain is not None else default_gain(self.model)
-        self.feedback = [self.draw_random(m.weight, generator) for m in self.targets]
+        self.feedback = [self.draw_state(m.weight, generator) for m in self.targets]
+
+    def draw_state(self, weight: Tensor, generator: torch.Generator) -> Tensor:
+        """A fresh draw of one layer's stored state (here: a random B)."""
+        return self.draw_random(weight, generator)
 
     def draw_random(self, weight: Tensor, generator: torch.Generator) -> Tensor:
         """A normal tensor shaped like ``weight``, std ``gain / sqrt(fan_out)``, on its device."""
@@ -323,10 +327,10 @@ class LayerwiseFeedbackMethod(Method):
         ]
 
     def redraw_feedback(self, generator: torch.Generator) -> bool:
-        """Fresh random B from the initial distribution (in place, so optimizers keep track)."""
+        """Fresh random state from the initial distribution (in place: optimizers keep track)."""
         with torch.no_grad():
             for b, w in zip(self.stored(), self.weights(), strict=True):
-                b.copy_(self.draw_random(w, generator))
+                b.copy_(self.draw_state(w, generator))
         return bool(self.stored())
 
     # -- persistence ---------------------------------------------------------------------
