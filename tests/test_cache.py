@@ -1,0 +1,310 @@
+"""The artifact cache: content addresses, compute-once across processes, atomic creation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fa_checks.cache import (
+    CREATED_LOG,
+    KEY_LENGTH,
+    ArtifactCache,
+    CacheError,
+    canonical_json,
+    default_cache_root,
+    file_digest,
+)
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats(
+    allow_nan=False, allow_infinity=False
+)
+specs = st.dictionaries(
+    st.text(max_size=6),
+    st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
+                 | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8),
+    max_size=5,
+)
+
+
+# -- keys ---------------------------------------------------------------------------------
+@given(spec=specs)
+def test_key_ignores_dict_order(spec):
+    cache = ArtifactCache("unused", version="1")
+    reordered = dict(reversed(list(spec.items())))
+    assert cache.key("run", spec) == cache.key("run", reordered)
+    assert len(cache.key("run", spec)) == KEY_LENGTH
+
+
+@given(spec=specs, extra=st.text(min_size=1, max_size=6))
+def test_key_changes_with_the_spec(spec, extra):
+    cache = ArtifactCache("unused", version="1")
+    changed = {**spec, "__extra__" + extra: 1}
+    assert cache.key("run", spec) != cache.key("run", changed)
+
+
+def test_key_is_sha256_of_canonical_kind_spec_version():
+    cache = ArtifactCache("unused", version="9.9")
+    spec = {"seed": 3, "method": "dfa", "lr": 1e-3}
+    text = json.dumps({"kind": "run", "spec": spec, "version": "9.9"}, sort_keys=True,
+                      separators=(",", ":"))
+    assert cache.key("run", spec) == hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def test_key_depends_on_kind_and_version_and_reads_tuples_as_lists():
+    spec = {"shape": (1, 2)}
+    v1, v2 = ArtifactCache("r", version="1"), ArtifactCache("r", version="2")
+    assert v1.key("run", spec) != v2.key("run", spec)
+    assert v1.key("run", spec) != v1.key("baseline", spec)
+    assert v1.key("run", spec) == v1.key("run", {"shape": [1, 2]})
+    assert v1.key("run", {"root": Path("a/b")}) == v1.key("run", {"root": "a/b"})
+
+
+def test_default_version_is_the_library_version():
+    from fa_checks import __version__
+
+    assert ArtifactCache("r").version == __version__
+
+
+def test_path_for_is_root_kind_key_suffix(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    path = cache.path_for("baseline", {"seed": 1}, ".json")
+    assert path == tmp_path / "baseline" / (cache.key("baseline", {"seed": 1}) + ".json")
+
+
+@pytest.mark.parametrize("kind", ["", "../up", "a/b", ".hidden", "has space"])
+def test_bad_kind_is_a_clear_error(tmp_path, kind):
+    with pytest.raises(CacheError, match="bad artifact kind"):
+        ArtifactCache(tmp_path).path_for(kind, {})
+
+
+@pytest.mark.parametrize("suffix", ["pt", "/x.pt", ".p/t"])
+def test_bad_suffix_is_a_clear_error(tmp_path, suffix):
+    with pytest.raises(CacheError, match="bad artifact suffix"):
+        ArtifactCache(tmp_path).path_for("run", {}, suffix)
+
+
+def test_spec_that_is_not_json_is_a_clear_error(tmp_path):
+    with pytest.raises(CacheError, match="object .* cannot be part of a cache key"):
+        ArtifactCache(tmp_path).key("run", {"model": object()})
+
+
+def test_canonical_json_is_compact_and_sorted():
+    assert canonical_json({"b": 1, "a": (2, 3)}) == '{"a":[2,3],"b":1}'
+
+
+# -- computing once -----------------------------------------------------------------------
+def _writer(text: str, calls: list[Path]):
+    def create(tmp: Path) -> None:
+        calls.append(tmp)
+        tmp.write_text(text)
+
+    return create
+
+
+def test_get_or_create_computes_once_and_logs_it(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    calls: list[Path] = []
+    first = cache.get_or_create("run", {"seed": 0}, _writer("A", calls))
+    second = cache.get_or_create("run", {"seed": 0}, _writer("B", calls))
+    assert first == second == cache.path_for("run", {"seed": 0})
+    assert first.read_text() == "A"
+    assert len(calls) == 1
+    (entry,) = cache.created()
+    assert entry["kind"] == "run"
+    assert entry["key"] == cache.key("run", {"seed": 0})
+    assert entry["pid"] == os.getpid()
+    assert abs(entry["time"] - time.time()) < 60
+
+
+def test_create_gets_a_temporary_path_beside_the_artifact_with_its_suffix(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    calls: list[Path] = []
+    path = cache.get_or_create("report", {"x": 1}, _writer("{}", calls), suffix=".json")
+    (tmp,) = calls
+    assert tmp.parent == path.parent
+    assert tmp.name.endswith(".json") and tmp != path
+    assert not tmp.exists()
+
+
+def test_different_specs_are_different_artifacts(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    calls: list[Path] = []
+    a = cache.get_or_create("run", {"seed": 0}, _writer("A", calls))
+    b = cache.get_or_create("run", {"seed": 1}, _writer("B", calls))
+    assert a != b and a.read_text() == "A" and b.read_text() == "B"
+    assert len(cache.created()) == 2
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("training diverged"), KeyboardInterrupt()])
+def test_failed_create_leaves_nothing_and_propagates(tmp_path, failure):
+    cache = ArtifactCache(tmp_path)
+
+    def create(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise failure
+
+    with pytest.raises(type(failure)):
+        cache.get_or_create("run", {"seed": 0}, create)
+    kind_dir = tmp_path / "run"
+    assert [p.name for p in kind_dir.iterdir() if not p.name.endswith(".lock")] == []
+    assert cache.created() == []
+    # the next request computes it
+    path = cache.get_or_create("run", {"seed": 0}, _writer("ok", []))
+    assert path.read_text() == "ok"
+
+
+def test_create_that_writes_nothing_is_an_error(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(CacheError, match="wrote no file"):
+        cache.get_or_create("run", {}, lambda tmp: None)
+    assert not cache.path_for("run", {}).exists()
+    assert cache.created() == []
+
+
+def test_refresh_recomputes(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    calls: list[Path] = []
+    cache.get_or_create("run", {}, _writer("old", calls))
+    path = cache.get_or_create("run", {}, _writer("new", calls), refresh=True)
+    assert path.read_text() == "new"
+    assert len(calls) == 2 and len(cache.created()) == 2
+
+
+# -- JSON artifacts -----------------------------------------------------------------------
+def test_json_round_trip_and_absence(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    assert cache.read_json("report", {"s": 1}) is None
+    value = {"verdict": "PASS", "d1": {"max_growth": 1.25, "per_block": [1.0, 1.25]}}
+    path = cache.write_json("report", {"s": 1}, value)
+    assert path == cache.path_for("report", {"s": 1}, ".json")
+    assert cache.read_json("report", {"s": 1}) == value
+    assert [e["kind"] for e in cache.created()] == ["report"]
+    assert [p for p in path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_damaged_json_reads_as_absent(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    path = cache.write_json("report", {}, {"a": 1})
+    path.write_text('{"a": ')
+    assert cache.read_json("report", {}) is None
+
+
+def test_get_or_create_json_computes_once_even_for_null(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return None
+
+    assert cache.get_or_create_json("report", {}, compute) is None
+    assert cache.get_or_create_json("report", {}, compute) is None
+    assert len(calls) == 1
+
+
+def test_get_or_create_json_recomputes_a_damaged_file(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    assert cache.get_or_create_json("report", {}, lambda: {"n": 1}) == {"n": 1}
+    cache.path_for("report", {}, ".json").write_text("not json")
+    assert cache.get_or_create_json("report", {}, lambda: {"n": 2}) == {"n": 2}
+    assert cache.get_or_create_json("report", {}, lambda: {"n": 3}) == {"n": 2}
+
+
+def test_json_value_that_cannot_be_stored_is_a_clear_error(tmp_path):
+    with pytest.raises(CacheError, match="cannot store as JSON"):
+        ArtifactCache(tmp_path).write_json("report", {}, {"x": object()})
+
+
+# -- bookkeeping --------------------------------------------------------------------------
+def test_clear_removes_artifacts_and_log_but_keeps_root(tmp_path):
+    root = tmp_path / "cache"
+    cache = ArtifactCache(root)
+    cache.get_or_create("run", {}, _writer("A", []))
+    cache.write_json("report", {}, [1])
+    cache.clear()
+    assert root.is_dir() and list(root.iterdir()) == []
+    assert cache.created() == []
+    assert cache.read_json("report", {}) is None
+    ArtifactCache(tmp_path / "never-made").clear()  # a missing root is fine
+
+
+def test_created_skips_a_line_cut_short(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    cache.write_json("report", {}, 1)
+    with open(tmp_path / CREATED_LOG, "a") as handle:
+        handle.write('{"kind": "ru')
+    assert [e["kind"] for e in cache.created()] == ["report"]
+
+
+def test_file_digest_is_sha256_of_the_bytes(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc" * 1000)
+    assert file_digest(path) == hashlib.sha256(b"abc" * 1000).hexdigest()[:KEY_LENGTH]
+    assert file_digest(path, length=64) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    path.write_bytes(b"abd" * 1000)
+    assert file_digest(path) != hashlib.sha256(b"abc" * 1000).hexdigest()[:KEY_LENGTH]
+
+
+def test_default_cache_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FA_CHECKS_CACHE", str(tmp_path / "explicit"))
+    assert default_cache_root() == tmp_path / "explicit"
+    monkeypatch.delenv("FA_CHECKS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_root() == tmp_path / "xdg" / "fa-checks"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_root() == tmp_path / "home" / ".cache" / "fa-checks"
+
+
+# -- several processes --------------------------------------------------------------------
+def _slow_create(counter: str):
+    def create(tmp: Path) -> None:
+        with open(counter, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(0.5)  # hold the lock long enough that the other process must wait
+        tmp.write_text(f"made by {os.getpid()}")
+
+    return create
+
+
+def _ask_for_artifact(root: str, counter: str, barrier, results) -> None:
+    cache = ArtifactCache(root)
+    barrier.wait(timeout=120)
+    path = cache.get_or_create("run", {"seed": 7}, _slow_create(counter))
+    results.put((os.getpid(), str(path), path.read_text()))
+
+
+def test_two_processes_asking_at_once_compute_once(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    counter = tmp_path / "calls.txt"
+    workers = [
+        context.Process(target=_ask_for_artifact,
+                        args=(str(tmp_path / "cache"), str(counter), barrier, results))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    answers = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert len({pid for pid, _, _ in answers}) == 2
+    assert len({path for _, path, _ in answers}) == 1
+    assert len({text for _, _, text in answers}) == 1
+    assert len(counter.read_text().splitlines()) == 1
+    cache = ArtifactCache(tmp_path / "cache")
+    (entry,) = cache.created()
+    assert answers[0][2] == f"made by {entry['pid']}"
+    # a later run reuses it
+    assert cache.get_or_create("run", {"seed": 7}, _writer("again", [])).read_text() \
+        == answers[0][2]
