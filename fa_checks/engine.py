@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -243,15 +242,17 @@ def validate_training(
 
 
 def _validate_data(name: str, options: Mapping[str, Any]) -> None:
-    from . import data as data_module
+    from .data import DataError, dataset_defaults
 
-    check = getattr(data_module, "validate_data", None)
-    if check is None:  # an older data module: nothing to check without loading
-        return
     try:
-        check(name, **dict(options))
-    except data_module.DataError as exc:
+        accepted = dataset_defaults(name)
+    except DataError as exc:
         raise EngineError(str(exc)) from None
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "no parameters"
+        raise EngineError(f"dataset {name!r} has no parameter {', '.join(unknown)}; "
+                          f"it takes {takes}")
 
 
 # -- settings and devices --------------------------------------------------------------------
@@ -327,15 +328,6 @@ def resolve_device(name: str) -> torch.device:
 def _say(log: Log | None, message: str) -> None:
     if log is not None:
         log(message)
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (the content part of a checkpoint's report key)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> Any:
@@ -458,6 +450,7 @@ def evaluate_subject(
     checkpoint.  The report is cached too (kind ``"report"``), keyed by the subject, the settings
     that change figures and, for a checkpoint, the file's content.
     """
+    from .cache import file_digest
     from .protocol import Report
 
     if subject.kind == "fresh":
@@ -523,29 +516,21 @@ def _evaluate_checkpoint(
     import torch
 
     from .data import load_data
-    from .methods import MethodError
     from .protocol import evaluate
-    from .train import test_accuracy
+    from .train import accuracy
 
     device = resolve_device(settings.device)
     checkpoint = _load_checkpoint(path, settings)
     model = checkpoint.build_model().to(device).eval()
-    method = None
-    if settings.credit and checkpoint.method:
-        try:
-            method = checkpoint.build_method(model)
-        except MethodError as exc:
-            raise EngineError(
-                f"{path}: cannot rebuild its method {checkpoint.method!r} for the credit "
-                f"metrics ({exc}); make the method importable or turn credit metrics off"
-            ) from None
+    # a method that cannot be rebuilt is a CheckpointError naming the file
+    method = checkpoint.build_method(model) if settings.credit and checkpoint.method else None
 
     data_name, data_options = _checkpoint_data(checkpoint, subject)
     _say(log, f"evaluating {subject.id} on {data_name}")
     dataset = load_data(data_name, root=settings.data_root, **data_options).to(device)
     x, y = dataset.eval_batch(int(settings.eval_size))
     with torch.no_grad():
-        test_acc = test_accuracy(model, dataset.x_test, dataset.y_test)
+        test_acc = accuracy(model, dataset.x_test, dataset.y_test)
 
     baseline_acc = settings.baseline_acc
     if baseline_acc is None and settings.depth_utility:
