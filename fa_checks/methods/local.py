@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..anatomy import Anatomy
+from ..models.base import BlockModel
 from .base import Method, MethodError
 
 RMS_EPS = 1e-6
@@ -68,6 +70,22 @@ def along_features(a: Tensor, matrix: Tensor, feature_axis: int = -1) -> Tensor:
     if axis == a.dim() - 1:
         return a @ matrix
     return (a.movedim(axis, -1) @ matrix).movedim(-1, axis)
+
+
+def branch_and_step(anatomy: Anatomy, l: int, h: Tensor) -> tuple[Tensor, Tensor]:
+    """``(f_l(h), step(l, h))`` from one call of the block, each as the model computes it.
+
+    Where the model defines its branch (resmlp, mlp, the attribute convention) the step is
+    ``h + f``; where the block holds its skip (vit, resnet: ``BlockModel``'s derived branch) the
+    branch is ``step - h``.  Either way both values equal the model's own to the last bit.
+    """
+    model = anatomy.model
+    derived = isinstance(model, BlockModel) and type(model).branch is BlockModel.branch
+    if derived:
+        out = anatomy.step(l, h)
+        return (out - h if anatomy.residual else out), out
+    f = anatomy.branch(l, h)
+    return f, (h + f if anatomy.residual else f)
 
 
 @contextmanager
@@ -141,10 +159,9 @@ class LocalLossMethod(Method):
         inputs = [h0.detach()]
         branches: list[Tensor] = []
         for l in range(anatomy.num_blocks):
-            h_in = inputs[-1]
-            f = anatomy.branch(l, h_in)
+            f, h_next = branch_and_step(anatomy, l, inputs[-1])
             branches.append(f)
-            inputs.append((h_in + f if anatomy.residual else f).detach())
+            inputs.append(h_next.detach())
         logits = anatomy.readout(inputs[-1])
         head_loss = F.cross_entropy(logits, y)
 
@@ -179,15 +196,18 @@ class LocalLossMethod(Method):
     ) -> list[Tensor]:
         """``[g_0..g_L]``: the gradient of each batch-mean local loss at h_0 and at each f_l."""
         axis = self.anatomy.feature_axis if self.anatomy is not None else -1
+        # 1/N and penalty/N rounded as autograd rounds them for the batch-mean losses, so the
+        # step matches the seeds' loop to the bit
+        inverse = torch.ones((), dtype=credits[0].dtype, device=credits[0].device) / batch
         normalised: dict[int, Tensor] = {}  # DFA gives h_0 and block 0 the same tensor
         grads = []
         for a in credits:
             key = id(a)
             if key not in normalised:
-                normalised[key] = rms_normalise(a.detach(), axis) * (1.0 / batch)
+                normalised[key] = rms_normalise(a.detach(), axis) * inverse
             grads.append(normalised[key])
         if self.penalty:
-            scale = self.penalty * (1.0 / batch)
+            scale = inverse * self.penalty
             for l, f in enumerate(branches):
                 grads[l + 1] = grads[l + 1] + scale * (2 * f.detach())
         return grads
@@ -220,9 +240,11 @@ class LocalLossMethod(Method):
 
     def _draw_feedback(self, generator: torch.Generator) -> list[Tensor]:
         # Drawn on the generator's device, then moved: a seed gives the same B on any device.
-        device = self.model_device()
+        device, dtype = self.model_device(), self.model_dtype()
         return [
-            (torch.randn(shape, generator=generator, device=generator.device) * std).to(device)
+            (torch.randn(shape, generator=generator, device=generator.device) * std).to(
+                device=device, dtype=dtype
+            )
             for shape, std in self._feedback_specs
         ]
 
@@ -255,6 +277,13 @@ class LocalLossMethod(Method):
             return tensor.device
         return torch.device("cpu")
 
+    def model_dtype(self) -> torch.dtype:
+        assert self.model is not None
+        for tensor in self.model.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
     def feature_dims(self) -> list[int]:
         """Feature size of each hidden state ``[d_0..d_L]``, read off a probe forward pass."""
         anatomy, _ = self._attached(optimizer=False)
@@ -270,8 +299,7 @@ class LocalLossMethod(Method):
                 "give it a spec {'kwargs': {'input_shape': ...}} (build_model does) or an int "
                 "attribute d_hidden"
             )
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-        probe = torch.zeros(2, *input_shape, device=self.model_device(), dtype=dtype)
+        probe = torch.zeros(2, *input_shape, device=self.model_device(), dtype=self.model_dtype())
         with eval_mode(model), torch.no_grad():
             hidden = anatomy.hidden_states(probe)
         return [anatomy.feature_dim(h) for h in hidden]
