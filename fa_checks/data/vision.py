@@ -16,6 +16,7 @@ no per-sample images).
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import os
 import pickle
@@ -120,6 +121,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.numeric", "_frombuffer"): ("numeric", "_frombuffer"),
         ("numpy", "ndarray"): ("numpy", "ndarray"),
         ("numpy", "dtype"): ("numpy", "dtype"),
+        # Python 3 writes an array's bytes at protocol 2 as _codecs.encode(text, "latin1").
+        ("_codecs", "encode"): ("codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -131,6 +134,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         where, attribute = target
         if where == "numpy":
             return getattr(np, attribute)
+        if where == "codecs":
+            return codecs.encode
         return getattr(_numpy_core(where), attribute)
 
 
