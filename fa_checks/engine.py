@@ -379,11 +379,43 @@ def train_subject(
 
 
 def _training_spec(subject: Subject) -> dict[str, Any]:
-    """The subject's fields that define a trained run (not its id or path)."""
+    """The subject's fields that define a trained run (not its id or path), with every
+    default filled in, so ``d_hidden=256`` given or left out is the same run."""
     out = subject.to_dict()
     for name in ("id", "path", "kind"):
         out.pop(name)
+    if subject.kind == "fresh":
+        out["arch_options"] = canonical_arch_options(subject.arch, subject.arch_options)
+        out["data_options"] = canonical_data_options(subject.data, subject.data_options)
     return out
+
+
+def canonical_arch_options(arch: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` with the architecture's defaults filled in (a cache key's model part)."""
+    import inspect
+
+    from .models import MODELS
+
+    merged = dict(options or {})
+    cls = MODELS.get(arch)
+    if cls is not None:
+        for name, param in inspect.signature(cls.__init__).parameters.items():
+            if name in ("self", "input_shape", "num_classes"):
+                continue
+            if param.default is not inspect.Parameter.empty:
+                merged.setdefault(name, param.default)
+    return merged
+
+
+def canonical_data_options(data: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` with the dataset's defaults filled in (a cache key's data part)."""
+    from .data import DataError, dataset_defaults
+
+    try:
+        defaults = dataset_defaults(data)
+    except DataError:
+        defaults = {}
+    return {**defaults, **dict(options or {})}
 
 
 def frozen_baseline_accuracy(
@@ -405,9 +437,9 @@ def frozen_baseline_accuracy(
     """
     spec = {
         "arch": arch,
-        "arch_options": dict(arch_options or {}),
+        "arch_options": canonical_arch_options(arch, arch_options),
         "data": data,
-        "data_options": dict(data_options or {}),
+        "data_options": canonical_data_options(data, data_options),
         "seed": int(seed),
         "epochs": int(epochs),
         **settings.training_key(),
@@ -685,6 +717,8 @@ __all__ = [
     "Subject",
     "checkpoint_subjects",
     "evaluate_subject",
+    "canonical_arch_options",
+    "canonical_data_options",
     "format_options",
     "format_value",
     "fresh_subjects",

@@ -1,0 +1,314 @@
+"""The engine the CLI and the plugin share: options, subjects, cached evaluation, seed summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats
+
+from fa_checks.cache import ArtifactCache
+from fa_checks.checkpoint import CheckpointError, save_checkpoint
+from fa_checks.data import load_data
+from fa_checks.engine import (
+    EngineError,
+    Settings,
+    Subject,
+    checkpoint_subjects,
+    evaluate_subject,
+    format_value,
+    fresh_subjects,
+    frozen_baseline_accuracy,
+    parse_options,
+    parse_value,
+    resolve_device,
+    seed_summary,
+)
+from fa_checks.models import build_model
+from fa_checks.protocol import (
+    DepthUtility,
+    ReferenceValidity,
+    Report,
+    ScaleStability,
+    Thresholds,
+)
+from fa_checks.train import train
+
+DATA_OPTIONS = {"num_samples": 200}
+ARCH_OPTIONS = {"d_hidden": 16, "num_blocks": 2}
+TINY = {"batch_size": 32, "lr": 1e-2, "device": "cpu", "eval_size": 64}
+
+
+# -- options -------------------------------------------------------------------------------
+def test_parse_options_types_each_value():
+    parsed = parse_options(
+        ["penalty=0.01", "d_hidden=64", "residual=false", "clip=None", "name=foo", "x=TRUE",
+         "eq=a=b", "empty="],
+        what="--fa-method-arg",
+    )
+    assert parsed == {"penalty": 0.01, "d_hidden": 64, "residual": False, "clip": None,
+                      "name": "foo", "x": True, "eq": "a=b", "empty": ""}
+    assert type(parsed["d_hidden"]) is int and type(parsed["penalty"]) is float
+
+
+@given(value=st.integers() | st.floats(allow_nan=False) | st.booleans() | st.none()
+       | st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True).filter(
+           lambda s: s not in ("true", "false", "none", "null", "inf", "nan", "infinity")))
+def test_format_then_parse_gives_the_value_back(value):
+    back = parse_value(format_value(value))
+    assert back == value and type(back) is type(value)
+
+
+@pytest.mark.parametrize("pair", ["penalty", "=3", " =3"])
+def test_parse_options_refuses_a_malformed_pair_naming_the_option(pair):
+    with pytest.raises(EngineError) as info:
+        parse_options(["ok=1", pair], what="--fa-method-arg")
+    message = str(info.value)
+    assert "--fa-method-arg" in message and repr(pair) in message and "\n" not in message
+
+
+def test_parse_options_refuses_a_key_given_twice():
+    with pytest.raises(EngineError, match="'penalty' twice"):
+        parse_options(["penalty=1", "penalty=2"], what="--method-arg")
+
+
+# -- subjects -------------------------------------------------------------------------------
+subjects = st.builds(
+    Subject,
+    id=st.text(min_size=1, max_size=10),
+    kind=st.sampled_from(["checkpoint", "fresh"]),
+    path=st.none() | st.text(max_size=10),
+    method=st.none() | st.sampled_from(["bp", "dfa", "pkg.mod:Rule"]),
+    method_options=st.dictionaries(st.sampled_from(["penalty", "clip"]),
+                                   st.floats(allow_nan=False) | st.none()),
+    seed=st.none() | st.integers(0, 10_000),
+    epochs=st.none() | st.integers(1, 100),
+)
+
+
+@given(subject=subjects)
+def test_subject_round_trips_through_its_dict(subject):
+    back = Subject.from_dict(subject.to_dict())
+    assert back == subject and hash(back) == hash(subject)
+
+
+def test_subject_keeps_its_own_copy_of_options():
+    options = {"penalty": 0.01}
+    subject = Subject(id="a", kind="fresh", method="dfa", method_options=options)
+    options["penalty"] = 1.0
+    assert subject.method_options == {"penalty": 0.01}
+
+
+def test_subject_from_dict_refuses_unknown_fields():
+    with pytest.raises(EngineError, match="no field colour"):
+        Subject.from_dict({"id": "a", "kind": "fresh", "colour": "red"})
+
+
+def test_checkpoint_subjects_expand_sort_and_deduplicate(tmp_path):
+    for name in ("b.pt", "a.pt", "c.txt"):
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / name).write_bytes(b"not a checkpoint")  # corrupt is fine here
+    found = checkpoint_subjects(["runs/*.pt", "runs/a.pt"], cwd=tmp_path)
+    assert [s.id for s in found] == ["runs/a.pt", "runs/b.pt"]
+    assert [Path(s.path) for s in found] == [tmp_path / "runs/a.pt", tmp_path / "runs/b.pt"]
+    assert all(s.kind == "checkpoint" and Path(s.path).is_absolute() for s in found)
+
+
+def test_checkpoint_subjects_accept_an_existing_name_with_glob_characters(tmp_path):
+    (tmp_path / "run[1].pt").write_bytes(b"x")
+    assert [s.id for s in checkpoint_subjects(["run[1].pt"], cwd=tmp_path)] == ["run[1].pt"]
+
+
+@pytest.mark.parametrize("pattern", ["runs/*.pt", "missing.pt"])
+def test_checkpoint_subjects_refuse_a_pattern_that_matches_nothing(tmp_path, pattern):
+    with pytest.raises(EngineError) as info:
+        checkpoint_subjects([pattern], cwd=tmp_path)
+    assert str(info.value).startswith(f"--fa-checkpoint {pattern!r} matches no file")
+
+
+def test_fresh_subjects_name_each_seed_and_keep_their_settings():
+    found = fresh_subjects("dfa", [3, 1, 3], method_options={"penalty": 0.01}, epochs=5,
+                           arch_options={"d_hidden": 32}, data="synthetic")
+    assert [s.id for s in found] == ["dfa-penalty=0.01-seed3", "dfa-penalty=0.01-seed1"]
+    assert all(s.kind == "fresh" and s.epochs == 5 and s.data == "synthetic" for s in found)
+    assert [s.id for s in fresh_subjects("bp", [2])] == ["bp-seed2"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"method": "nope"}, "unknown method 'nope'"),
+        ({"method": "dfa", "method_options": {"colour": 1}}, "colour"),
+        ({"method": "bp", "arch": "transformer9"}, "unknown architecture 'transformer9'"),
+        ({"method": "bp", "arch_options": {"width": 3}}, "width"),
+        ({"method": "bp", "data": "imagenet"}, "unknown dataset 'imagenet'"),
+        ({"method": "bp", "data_options": {"size": 3}}, "size"),
+        ({"method": "ra_rev", "arch": "resmlp"}, "ra_rev"),
+        ({"method": "bp", "seeds": []}, "no seeds"),
+    ],
+)
+def test_fresh_subjects_validate_eagerly(kwargs, fragment):
+    seeds = kwargs.pop("seeds", [0])
+    method = kwargs.pop("method")
+    with pytest.raises(EngineError) as info:
+        fresh_subjects(method, seeds, **kwargs)
+    assert fragment in str(info.value)
+
+
+# -- devices ---------------------------------------------------------------------------------
+def test_resolve_device():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("CPU") == torch.device("cpu")
+    with pytest.raises(EngineError, match="unknown device"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_resolve_device_refuses_cuda_without_cuda(name):
+    with pytest.raises(EngineError, match="CUDA is not available"):
+        resolve_device(name)
+
+
+# -- seed summary ----------------------------------------------------------------------------
+def _report_with_margin(margin_pp: float | None, method: str = "dfa") -> Report:
+    d1 = ScaleStability(1.0, [1.0], [1.0, 1.0], 50.0, False, "")
+    d2 = ReferenceValidity(1.0, [1.0, 1.0], 1e-5, False, "")
+    d3 = DepthUtility(margin_pp, None if margin_pp is None else 0.5, 2.0,
+                      None if margin_pp is None else margin_pp < 2.0, "")
+    return Report(test_acc=0.5, d1=d1, d2=d2, d3=d3, subject={"method": method})
+
+
+margin_lists = st.lists(st.floats(-50, 50, allow_nan=False), min_size=2, max_size=8)
+
+
+@given(margins=margin_lists, confidence=st.sampled_from([0.8, 0.9, 0.95, 0.99]))
+def test_seed_summary_is_the_one_sided_student_t_bound(margins, confidence):
+    summary = seed_summary([_report_with_margin(m) for m in margins], confidence=confidence)
+    n = len(margins)
+    # a two-sided interval of level 2c - 1 has the one-sided level-c bound as its lower end
+    sem = np.std(margins, ddof=1) / math.sqrt(n)
+    lower = np.mean(margins)  # every margin equal: no spread, the bound is the mean
+    if sem > 0:
+        lower, _ = stats.t.interval(2 * confidence - 1, n - 1, loc=np.mean(margins), scale=sem)
+    assert summary.n == n and summary.margins_pp == margins
+    assert summary.mean_margin_pp == pytest.approx(sum(margins) / n, abs=1e-9)
+    assert summary.std_margin_pp == pytest.approx(np.std(margins, ddof=1), abs=1e-9)
+    assert summary.lower_bound_pp == pytest.approx(lower, abs=1e-6)
+    assert summary.fires == (summary.lower_bound_pp < 2.0)
+    assert f"{summary.lower_bound_pp:.1f}" in summary.explanation
+
+
+def test_seed_summary_passes_a_consistent_margin_and_fails_a_noisy_one():
+    assert not seed_summary([_report_with_margin(m) for m in (10.0, 11.0, 12.0)]).fires
+    noisy = seed_summary([_report_with_margin(m) for m in (0.0, 5.0, 10.0)])
+    assert noisy.mean_margin_pp == 5.0 and noisy.fires  # mean above 2 pp, bound below
+
+
+def test_seed_summary_with_one_seed_cannot_gate():
+    summary = seed_summary([_report_with_margin(30.0)])
+    assert summary.lower_bound_pp == -math.inf and summary.fires
+    assert "single seed" in summary.explanation
+
+
+def test_seed_summary_needs_a_margin_for_every_seed():
+    with pytest.raises(EngineError, match="no D3 margin"):
+        seed_summary([_report_with_margin(5.0), _report_with_margin(None)])
+
+
+# -- cached evaluation -----------------------------------------------------------------------
+def _tiny_checkpoint(path: Path, *, seed: int = 0, epochs: int = 1) -> Path:
+    data = load_data("synthetic", **DATA_OPTIONS)
+    torch.manual_seed(seed)
+    model = build_model("resmlp", input_shape=data.input_shape, num_classes=data.num_classes,
+                        **ARCH_OPTIONS)
+    return save_checkpoint(path, model=model, data=data.spec, seed=seed, epochs=epochs,
+                           optimizer={"lr": 1e-2, "weight_decay": 0.01, "batch_size": 32})
+
+
+def _kinds(cache: ArtifactCache) -> list[str]:
+    return [entry["kind"] for entry in cache.created()]
+
+
+def _settings(**overrides) -> Settings:
+    base = {"eval_size": 64, "device": "cpu", "batch_size": 32, "lr": 1e-2,
+            "thresholds": Thresholds()}
+    return Settings(**{**base, **overrides})
+
+
+def test_evaluate_subject_twice_computes_once(tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+    [subject] = checkpoint_subjects([str(_tiny_checkpoint(tmp_path / "run.pt"))])
+    settings = _settings(baseline_acc=0.25)
+    first = evaluate_subject(subject, settings, cache)
+    second = evaluate_subject(subject, settings, cache)
+    assert _kinds(cache) == ["report"]
+    assert first.to_dict() == second.to_dict()
+    assert first.subject["id"] == subject.id and first.subject["seed"] == 0
+    assert first.d3.baseline_acc == 0.25 and first.d1.hidden_norms
+    # a setting that changes the figures, or new content in the file, is a new report
+    evaluate_subject(subject, _settings(baseline_acc=0.25, eval_size=32), cache)
+    _tiny_checkpoint(tmp_path / "run.pt", seed=1)
+    evaluate_subject(subject, settings, cache)
+    assert _kinds(cache) == ["report"] * 3
+
+
+def test_evaluate_subject_without_depth_utility_skips_d3(tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+    [subject] = checkpoint_subjects([str(_tiny_checkpoint(tmp_path / "run.pt"))])
+    report = evaluate_subject(subject, _settings(depth_utility=False), cache)
+    assert report.d3.fires is None and report.d3.margin_pp is None
+    assert "baseline" not in _kinds(cache)
+
+
+def test_baseline_is_the_frozen_run_trained_like_the_checkpoint_and_cached(tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+    subjects = checkpoint_subjects(
+        [str(_tiny_checkpoint(tmp_path / name, epochs=2)) for name in ("a.pt", "b.pt")]
+    )
+    reports = [evaluate_subject(s, _settings(), cache) for s in subjects]
+    assert _kinds(cache).count("baseline") == 1  # same arch, data, seed, epochs: one baseline
+    frozen = train("frozen", "resmlp", "synthetic", epochs=2, seed=0, data_options=DATA_OPTIONS,
+                   arch_options=ARCH_OPTIONS, progress=False, **TINY)
+    assert reports[0].d3.baseline_acc == reports[1].d3.baseline_acc == frozen.test_acc
+    again = frozen_baseline_accuracy("resmlp", ARCH_OPTIONS, "synthetic", DATA_OPTIONS, 0, 2,
+                                     _settings(), cache)
+    assert again == frozen.test_acc and _kinds(cache).count("baseline") == 1
+
+
+def test_a_fresh_subject_is_trained_once(tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+    [subject] = fresh_subjects("bp", [4], data="synthetic", epochs=1, arch_options=ARCH_OPTIONS,
+                               data_options=DATA_OPTIONS)
+    settings = _settings(baseline_acc=0.25)
+    report = evaluate_subject(subject, settings, cache)
+    assert sorted(_kinds(cache)) == ["report", "run"]
+    assert report.subject["id"] == "bp-seed4" and report.subject["method"] == "bp"
+    assert report.subject["seed"] == 4 and report.credit is not None
+    evaluate_subject(subject, dataclasses.replace(settings, eval_size=32), cache)
+    assert sorted(_kinds(cache)) == ["report", "report", "run"]  # the run is reused
+
+
+def test_a_corrupt_checkpoint_names_the_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    [subject] = checkpoint_subjects([str(bad)])
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        evaluate_subject(subject, _settings(baseline_acc=0.2), ArtifactCache(tmp_path / "c"))
+
+
+def test_a_checkpoint_without_epochs_cannot_get_a_matched_baseline(tmp_path):
+    data = load_data("synthetic", **DATA_OPTIONS)
+    model = build_model("resmlp", input_shape=data.input_shape, num_classes=data.num_classes,
+                        **ARCH_OPTIONS)
+    path = save_checkpoint(tmp_path / "noepochs.pt", model=model, data=data.spec, seed=0)
+    [subject] = checkpoint_subjects([str(path)])
+    with pytest.raises(EngineError, match="records no epochs"):
+        evaluate_subject(subject, _settings(), ArtifactCache(tmp_path / "c"))
