@@ -242,10 +242,10 @@ class LayerwiseFeedbackMethod(Method):
     name = "layerwise"
     state_prefix = "feedback"
 
-    def __init__(self, *, gain: float | None = None, **options: Any) -> None:
+    def __init__(self, *, gain: float | None = None) -> None:
         if gain is not None and not (isinstance(gain, int | float) and gain > 0):
             raise MethodError(f"option gain must be a positive number, got {gain!r}")
-        super().__init__(gain=gain, **options)
+        super().__init__(gain=gain)
         self.targets: list[nn.Module] = []
         self.feedback: list[Tensor] = []
         self.gain = 1.0
@@ -328,10 +328,12 @@ class LayerwiseFeedbackMethod(Method):
 
     def redraw_feedback(self, generator: torch.Generator) -> bool:
         """Fresh random state from the initial distribution (in place: optimizers keep track)."""
+        if not self.stored():
+            return False
         with torch.no_grad():
             for b, w in zip(self.stored(), self.weights(), strict=True):
                 b.copy_(self.draw_state(w, generator))
-        return bool(self.stored())
+        return True
 
     # -- persistence ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:

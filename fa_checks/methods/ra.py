@@ -78,8 +78,8 @@ class ReciprocalAlignment(LayerwiseFeedbackMethod):
     def __init__(self, *, lr_b: float = 0.05, gain: float | None = None) -> None:
         if not (isinstance(lr_b, int | float) and lr_b >= 0):
             raise MethodError(f"option lr_b must be a non-negative number, got {lr_b!r}")
-        super().__init__(lr_b=float(lr_b), gain=gain)
-        self.lr_b = float(lr_b)
+        super().__init__(gain=gain)
+        self.options["lr_b"] = self.lr_b = float(lr_b)
 
     def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
         assert self.anatomy is not None and self.optimizer is not None
