@@ -560,3 +560,13 @@ def test_seed_dfa_checkpoint_rebuilds_the_real_dfa_rule(tmp_path):
     assert rebuilt.state_dict().keys() == ckpt.method_state.keys()
     for key, b in rebuilt.state_dict().items():
         assert torch.equal(b, ckpt.method_state[key])
+
+
+def test_a_bare_state_dict_of_our_own_resmlp_loads_too(tmp_path):
+    model = tiny_model().eval()
+    ckpt = load_checkpoint(write_raw(tmp_path / "ours.pt", model.state_dict()))
+    assert ckpt.source_format == SEED_STATE_DICT_FORMAT
+    assert ckpt.arch_kwargs == {"input_shape": [8], "num_classes": 3, "d_hidden": 16,
+                                "num_blocks": 2}
+    x = inputs_for("resmlp")
+    assert torch.equal(ckpt.build_model()(x), model(x))
