@@ -30,6 +30,7 @@ from fa_checks.data import (
     dataset_defaults,
     default_data_dir,
     load_data,
+    resolve_spec,
 )
 from fa_checks.data.vision import CIFAR
 
@@ -269,6 +270,20 @@ def test_string_parameters_are_converted_as_a_command_line_passes_them(data_dir:
 def test_bad_mnist1d_parameters_are_refused(params: dict, message: str, data_dir: Path) -> None:
     with pytest.raises(DataError, match=message):
         load_data("mnist1d", **params)
+
+
+def test_resolve_spec_checks_without_loading(data_dir: Path, monkeypatch) -> None:
+    calls = count_generations(monkeypatch)
+    assert resolve_spec() == {"name": "mnist1d", "num_samples": 10_000, "train_split": 0.8,
+                              "seed": 42}
+    assert resolve_spec("MNIST1D", num_samples="200")["num_samples"] == 200
+    assert resolve_spec("cifar10") == {"name": "cifar10"}  # no root needed to check the request
+    with pytest.raises(DataError, match="multiple of 10"):
+        resolve_spec("mnist1d", num_samples=15)
+    with pytest.raises(DataError, match="dim must be at least 1"):
+        resolve_spec("synthetic", dim=0)
+    assert calls == [] and not data_dir.exists()
+    assert load_data("synthetic", num_samples=50).spec == resolve_spec("synthetic", num_samples=50)
 
 
 def test_spec_is_json_and_rebuilds_the_same_data(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ __all__ = [
     "dataset_defaults",
     "default_data_dir",
     "load_data",
+    "resolve_spec",
 ]
 
 DEFAULT_DATASET = "mnist1d"
@@ -58,13 +59,16 @@ class _Source:
     load: Callable[..., Dataset]
     defaults: dict[str, Any]
     description: str
+    check: Callable[..., Any] | None = None  # range checks on the parameters, without loading
 
 
 _SOURCES: dict[str, _Source] = {
     "mnist1d": _Source(mnist1d.load, mnist1d.DEFAULTS,
-                       "MNIST-1D generated offline by the mnist1d package (the default)"),
+                       "MNIST-1D generated offline by the mnist1d package (the default)",
+                       mnist1d.check_params),
     "synthetic": _Source(synthetic.load, synthetic.DEFAULTS,
-                         "Gaussian class clusters: a tiny learnable task for tests"),
+                         "Gaussian class clusters: a tiny learnable task for tests",
+                         synthetic.check_params),
     "cifar10": _Source(vision.load_cifar10, {}, "CIFAR-10 from a local root"),
     "cifar100": _Source(vision.load_cifar100, {}, "CIFAR-100 (fine labels) from a local root"),
     "mnist": _Source(vision.load_mnist, {}, "MNIST from a local root"),
@@ -94,16 +98,30 @@ def load_data(
     ``load_data(**dataset.spec, root=root)`` rebuilds the same data from another folder.
     ``download=True`` lets torchvision fetch a missing CIFAR/MNIST; nothing else downloads.
     """
+    spec = resolve_spec(name, **params)
+    values = {key: value for key, value in spec.items() if key != "name"}
+    return _SOURCES[spec["name"]].load(root, download=bool(download), **values)
+
+
+def resolve_spec(name: str = DEFAULT_DATASET, **params: Any) -> dict[str, Any]:
+    """The full spec ``load_data(name, **params)`` would produce, checked but without loading.
+
+    Unknown names and parameters, values of the wrong type and out-of-range values raise
+    ``DataError``, so a caller can refuse a bad request before any work starts.
+    """
     source = _source(name)
+    canonical = name.lower()
     values = dict(source.defaults)
     for key, value in params.items():
         if key not in source.defaults:
             raise DataError(
-                f"dataset {name!r} has no parameter {key!r}; "
-                + _describe_params(name, source.defaults)
+                f"dataset {canonical!r} has no parameter {key!r}; "
+                + _describe_params(canonical, source.defaults)
             )
-        values[key] = _coerce(name, key, value, source.defaults[key])
-    return source.load(root, download=bool(download), **values)
+        values[key] = _coerce(canonical, key, value, source.defaults[key])
+    if source.check is not None:
+        source.check(**values)
+    return {"name": canonical, **values}
 
 
 def _source(name: str) -> _Source:

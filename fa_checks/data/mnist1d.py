@@ -57,7 +57,7 @@ def load(root: str | os.PathLike[str] | None = None, *, download: bool = False,
     for a uniform signature and ignored, since MNIST-1D is generated, never fetched.
     """
     del download
-    params = _validated(num_samples, train_split, seed)
+    params = check_params(num_samples, train_split, seed)
     path = cache_path(params, root)
     tensors = _read_cache(path, params)
     if tensors is None:
@@ -71,7 +71,8 @@ def load(root: str | os.PathLike[str] | None = None, *, download: bool = False,
     )
 
 
-def _validated(num_samples: int, train_split: float, seed: int) -> dict[str, Any]:
+def check_params(num_samples: int, train_split: float, seed: int) -> dict[str, Any]:
+    """The parameters as a dict, or a ``DataError`` saying which one is out of range."""
     if num_samples < NUM_CLASSES or num_samples % NUM_CLASSES:
         raise DataError(
             f"mnist1d: num_samples must be a positive multiple of {NUM_CLASSES} (the generator "

@@ -23,10 +23,8 @@ SPREAD = 0.7
 TRAIN_FRACTION = 0.8
 
 
-def load(root: str | os.PathLike[str] | None = None, *, download: bool = False,
-         num_samples: int, dim: int, num_classes: int, seed: int) -> Dataset:
-    """Generate the task in memory (``root`` and ``download`` are ignored: nothing is stored)."""
-    del root, download
+def check_params(num_samples: int, dim: int, num_classes: int, seed: int) -> int:
+    """The number of training samples, or a ``DataError`` saying which parameter is out of range."""
     if num_classes < 2:
         raise DataError(f"synthetic: num_classes must be at least 2, got {num_classes}")
     if dim < 1:
@@ -37,6 +35,16 @@ def load(root: str | os.PathLike[str] | None = None, *, download: bool = False,
             f"synthetic: num_samples={num_samples} leaves {num_train} training and "
             f"{num_samples - num_train} test samples (80/20 split); use num_samples >= 2"
         )
+    if not 0 <= seed < 2**63:
+        raise DataError(f"synthetic: seed must lie in [0, 2**63), got {seed}")
+    return num_train
+
+
+def load(root: str | os.PathLike[str] | None = None, *, download: bool = False,
+         num_samples: int, dim: int, num_classes: int, seed: int) -> Dataset:
+    """Generate the task in memory (``root`` and ``download`` are ignored: nothing is stored)."""
+    del root, download
+    num_train = check_params(num_samples, dim, num_classes, seed)
     generator = torch.Generator().manual_seed(seed)
     centres = SPREAD * torch.randn(num_classes, dim, generator=generator)
     labels = torch.arange(num_samples) % num_classes
