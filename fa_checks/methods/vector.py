@@ -40,16 +40,20 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..anatomy import Anatomy, per_sample_loss
-from .base import MethodError
+from .base import MethodError, OptimizerFactory, default_optimizer, register
+from .dfa import DFA
+from .local import FEEDBACK_PREFIX, output_error, rms_normalise
 
 SCHEDULES = ("dfa_only", "vec_only", "vec_then_dfa", "dfa_then_vec", "blend")
 SWITCHING_SCHEDULES = ("vec_then_dfa", "dfa_then_vec")
-#: added to every RMS before dividing, as in the seeds
-RMS_EPS = 1e-6
+#: V's gradient-norm clip and its time-embedding size, as in the seeds
+VNET_CLIP = 1.0
+TIME_DIM = 32
+VNET_PREFIX = "vnet."
+EPOCH_KEY = "schedule.epoch"
 #: added to a direction's norm before normalising it, as in the seeds
 DIRECTION_EPS = 1e-8
 
@@ -101,29 +105,19 @@ class VectorCreditNet(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """PyTorch's default Linear initialisation, drawn from ``generator`` (CPU)."""
+        """PyTorch's default Linear initialisation ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, drawn
+        from ``generator`` on its own device (so a seed gives the same V on any device)."""
         for module in self.net:
             if isinstance(module, nn.Linear):
                 bound = 1.0 / math.sqrt(module.in_features)
                 for tensor in (module.weight, module.bias):
-                    draw = torch.rand(tensor.shape, generator=generator) * (2 * bound) - bound
-                    tensor.copy_(draw)
-
-
-def output_error(logits: Tensor, y: Tensor) -> Tensor:
-    """``e = softmax(logits) - onehot(y)``, detached: each sample's ``dLoss/dlogits``."""
-    logits = logits.detach()
-    return logits.softmax(dim=-1) - F.one_hot(y, logits.shape[-1]).to(logits.dtype)
-
-
-def rms_normalised(a: Tensor) -> Tensor:
-    """``a / (rms(a) + 1e-6)``, the RMS over features of each sample."""
-    return a / (a.pow(2).mean(dim=-1, keepdim=True).sqrt() + RMS_EPS)
+                    draw = torch.rand(tensor.shape, generator=generator, device=generator.device)
+                    tensor.copy_(draw * (2 * bound) - bound)
 
 
 def blend_credit(vec: Tensor, dfa: Tensor, alpha: float) -> Tensor:
     """``alpha vec/rms(vec) + (1 - alpha) dfa/rms(dfa)``, the seeds' hybrid credit."""
-    return alpha * rms_normalised(vec) + (1.0 - alpha) * rms_normalised(dfa)
+    return alpha * rms_normalise(vec) + (1.0 - alpha) * rms_normalise(dfa)
 
 
 def vector_credit(vnet: VectorCreditNet, hidden: list[Tensor], e: Tensor) -> list[Tensor]:
@@ -229,3 +223,238 @@ def epoch_plan(
     if before:
         return EpochPlan("dfa", epoch >= switch_epoch - pretrain_epochs)
     return EpochPlan("vec", True)
+
+
+# -- the method ----------------------------------------------------------------------------------
+def _integer(option: str, value: object, minimum: int) -> int:
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = None
+    if number is None or not number.is_integer() or number < minimum:
+        raise MethodError(f"method 'vec' option {option} must be an integer >= {minimum}, "
+                          f"got {value!r}")
+    return int(number)
+
+
+def _real(option: str, value: object, low: float, high: float = math.inf,
+          *, open_low: bool = False) -> float:
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = None
+    if number is None or not (low < number if open_low else low <= number) or number > high:
+        bound = f"> {low:g}" if open_low else f">= {low:g}"
+        bound += f" and <= {high:g}" if math.isfinite(high) else ""
+        raise MethodError(f"method 'vec' option {option} must be a number {bound}, got {value!r}")
+    return number
+
+
+@register
+class VectorCredit(DFA):
+    """Learned vector credit with the seeds' schedules; DFA supplies the fixed-feedback credit.
+
+    Options: ``schedule`` (one of :data:`SCHEDULES`, default ``"vec_only"``), ``switch_epoch``
+    (T: the last epoch of the first phase of ``vec_then_dfa`` / ``dfa_then_vec``), ``alpha``
+    (weight of V in ``blend``), ``lr_fb`` (V's Adam learning rate), ``fd_eps`` and
+    ``fd_directions`` (step and number M of the central-difference probes), ``pretrain_epochs``
+    (``dfa_then_vec`` trains V from epoch T - this on), ``vnet_width`` / ``vnet_depth`` (V's
+    hidden layers), and the local-loss options ``penalty`` and ``clip`` (per-block gradient norm;
+    1.0 as in the seeds' schedule runs).
+    """
+
+    name = "vec"
+    architectures = ("resmlp",)
+
+    def __init__(
+        self,
+        schedule: str = "vec_only",
+        switch_epoch: int | None = None,
+        alpha: float = 0.5,
+        lr_fb: float = 1e-3,
+        fd_eps: float = 1e-3,
+        fd_directions: int = 4,
+        pretrain_epochs: int = 5,
+        vnet_width: int = 256,
+        vnet_depth: int = 3,
+        penalty: float = 0.0,
+        clip: float | None = 1.0,
+    ) -> None:
+        super().__init__(penalty=penalty, clip=clip)
+        if schedule not in SCHEDULES:
+            raise MethodError(
+                f"method 'vec' option schedule must be one of {', '.join(SCHEDULES)}, "
+                f"got {schedule!r}"
+            )
+        if schedule in SWITCHING_SCHEDULES:
+            if switch_epoch is None:
+                raise MethodError(
+                    f"method 'vec' schedule {schedule!r} needs switch_epoch (the last epoch "
+                    "before the switch), e.g. switch_epoch=5"
+                )
+            switch_epoch = _integer("switch_epoch", switch_epoch, 0)
+        elif switch_epoch is not None:
+            switch_epoch = _integer("switch_epoch", switch_epoch, 0)
+        self.options.update(
+            schedule=schedule,
+            switch_epoch=switch_epoch,
+            alpha=_real("alpha", alpha, 0.0, 1.0),
+            lr_fb=_real("lr_fb", lr_fb, 0.0, open_low=True),
+            fd_eps=_real("fd_eps", fd_eps, 0.0, open_low=True),
+            fd_directions=_integer("fd_directions", fd_directions, 1),
+            pretrain_epochs=_integer("pretrain_epochs", pretrain_epochs, 0),
+            vnet_width=_integer("vnet_width", vnet_width, 1),
+            vnet_depth=_integer("vnet_depth", vnet_depth, 0),
+        )
+        self.vnet: VectorCreditNet | None = None
+        self.vnet_optimizer: torch.optim.Optimizer | None = None
+        self.epoch = 0  # 0: before the first epoch_start, treated as epoch 1
+        self._fit_on_next_credit = False
+        self._fit_figures: dict[str, float] = {}
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def setup(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        generator: torch.Generator,
+        optimizer: OptimizerFactory = default_optimizer,
+    ) -> None:
+        arch = getattr(model, "spec", {}).get("arch")
+        if arch not in self.architectures:
+            raise MethodError(
+                f"method 'vec' applies to resmlp only, not {arch!r}: its credit network reads "
+                "flat hidden states (N, d) of one width at every depth"
+            )
+        super().setup(model, num_classes, generator, optimizer)
+
+    def init_state(self, generator: torch.Generator) -> None:
+        super().init_state(generator)  # DFA's B_l first: the same seed gives DFA's matrices
+        d_hidden = self.feature_dims()[0]
+        vnet = VectorCreditNet(
+            d_hidden,
+            self.num_classes,
+            time_dim=TIME_DIM,
+            width=self.options["vnet_width"],
+            depth=self.options["vnet_depth"],
+        )
+        vnet.reset_parameters(generator)
+        self.vnet = vnet.to(device=self.model_device(), dtype=self.model_dtype())
+        self.vnet_optimizer = torch.optim.Adam(self.vnet.parameters(), lr=self.options["lr_fb"])
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        # the probed layer on the CPU (read at once), the directions where the model lives
+        self._layer_rng = torch.Generator().manual_seed(seed)
+        self._direction_rng = torch.Generator(device=self.model_device()).manual_seed(seed)
+
+    # -- the schedule ----------------------------------------------------------------------------
+    def epoch_start(self, epoch: int, epochs: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def plan(self) -> EpochPlan:
+        """The credit source of the current epoch and whether V learns in it."""
+        return epoch_plan(
+            self.options["schedule"],
+            max(self.epoch, 1),
+            self.options["switch_epoch"],
+            self.options["pretrain_epochs"],
+        )
+
+    # -- training --------------------------------------------------------------------------------
+    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """V learns first on this batch's hidden states (the seeds' order), then the model takes
+        its fused local-loss step with the credit V gives after its update."""
+        self._fit_on_next_credit = self.plan.train_vnet
+        self._fit_figures = {}
+        try:
+            figures = super().step(x, y)
+        finally:
+            self._fit_on_next_credit = False
+        figures.update(self._fit_figures)
+        return figures
+
+    def local_credit(self, hidden: list[Tensor], logits: Tensor, y: Tensor) -> list[Tensor]:
+        e = output_error(logits.detach(), y)
+        if self._fit_on_next_credit:  # only inside step(), never for credit()
+            self._fit_on_next_credit = False
+            self._fit_figures = self.fit_vnet(hidden, e, y)
+        source = self.plan.source
+        if source == "dfa":
+            return super().local_credit(hidden, logits, y)
+        vnet = self._vnet()
+        with torch.no_grad():
+            vec = vector_credit(vnet, hidden, e)
+        if source == "vec":
+            return vec
+        dfa = super().local_credit(hidden, logits, y)
+        alpha = self.options["alpha"]
+        return [blend_credit(v, a, alpha) for v, a in zip(vec, dfa, strict=True)]
+
+    def fit_vnet(self, hidden: list[Tensor], e: Tensor, y: Tensor) -> dict[str, float]:
+        """One Adam step of V on this batch: terminal gradient + probes at one random block."""
+        assert self.anatomy is not None and self.vnet_optimizer is not None
+        vnet = self._vnet()
+        hidden = [h.detach() for h in hidden]
+        layer = int(torch.randint(self.anatomy.num_blocks, (1,), generator=self._layer_rng))
+        directions = random_directions(
+            self.options["fd_directions"], hidden[layer], self._direction_rng
+        )
+        loss = vector_net_loss(
+            vnet, self.anatomy, hidden, e, y,
+            layer=layer, directions=directions, eps=self.options["fd_eps"],
+        )
+        self.vnet_optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        torch.nn.utils.clip_grad_norm_(vnet.parameters(), VNET_CLIP)
+        self.vnet_optimizer.step()
+        return {
+            "vnet_loss": float(loss.total.detach()),
+            "vnet_terminal": float(loss.terminal),
+            "vnet_probes": float(loss.probes),
+        }
+
+    def _vnet(self) -> VectorCreditNet:
+        if self.vnet is None:
+            raise MethodError("method 'vec' is not set up: call setup(model, ...) first")
+        return self.vnet
+
+    # -- persistence -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Tensor]:
+        """``feedback.<i>`` (DFA's B), ``vnet.<param>`` (V) and ``schedule.epoch``."""
+        state = super().state_dict()
+        state.update({VNET_PREFIX + k: v for k, v in self._vnet().state_dict().items()})
+        state[EPOCH_KEY] = torch.tensor(self.epoch, dtype=torch.int64)
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        vnet = self._vnet()
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise MethodError(
+                f"method 'vec' state does not fit: missing {missing or 'nothing'}, unexpected "
+                f"{unexpected or 'nothing'} (was it saved with other vnet_width/vnet_depth?)"
+            )
+        vnet_state = {}
+        for key, current in expected.items():
+            if not key.startswith(VNET_PREFIX):
+                continue
+            value = state[key]
+            if not isinstance(value, Tensor) or tuple(value.shape) != tuple(current.shape):
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise MethodError(
+                    f"method 'vec' state {key} must have shape {tuple(current.shape)} for this "
+                    f"model, got {got}"
+                )
+            vnet_state[key[len(VNET_PREFIX):]] = value
+        epoch = state[EPOCH_KEY]
+        if not isinstance(epoch, Tensor) or epoch.numel() != 1:
+            raise MethodError(f"method 'vec' state {EPOCH_KEY} must be one integer, got {epoch!r}")
+        super().load_state_dict({k: v for k, v in state.items() if k.startswith(FEEDBACK_PREFIX)})
+        vnet.load_state_dict(vnet_state)  # copies in place: V's optimizer keeps its tensors
+        self.epoch = int(epoch.item())
