@@ -98,7 +98,7 @@ def _add_check_options(parser: argparse.ArgumentParser) -> None:
     baseline = parser.add_mutually_exclusive_group()
     baseline.add_argument("--baseline-acc", type=_fraction, metavar="ACC",
                           help="frozen-blocks baseline test accuracy for D3, e.g. 0.496")
-    baseline.add_argument("--baseline", choices=("auto", "none"), default="auto",
+    baseline.add_argument("--baseline", choices=("auto", "none"), default=None,
                           help="auto (default): train and cache the frozen-blocks baseline with "
                                "the subject's arch, data, seed and epochs; none: skip D3")
     parser.add_argument("--json", metavar="FILE", help="write the reports as JSON")
@@ -234,7 +234,19 @@ def _thresholds(args: argparse.Namespace) -> Any:
         "min_cosine": args.min_cosine,
         "min_rho": args.min_rho,
     }
-    return dataclasses.replace(Thresholds(), **{k: v for k, v in given.items() if v is not None})
+    chosen = {k: v for k, v in given.items() if v is not None}
+    try:
+        return dataclasses.replace(Thresholds(), **chosen)
+    except ValueError as exc:
+        message = str(exc)
+        for field_name, option in _THRESHOLD_OPTIONS.items():
+            message = message.replace(f"Thresholds.{field_name}", option)
+        raise UsageError(f"{PROG}: error: {message}") from None
+
+
+_THRESHOLD_OPTIONS = {"max_growth": "--max-growth", "grad_floor": "--grad-floor",
+                      "min_margin_pp": "--min-margin", "min_cosine": "--min-cosine",
+                      "min_rho": "--min-rho"}
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -244,7 +256,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         device=args.device,
         thresholds=_thresholds(args),
         baseline_acc=args.baseline_acc,
-        depth_utility=args.baseline_acc is not None or args.baseline == "auto",
+        depth_utility=args.baseline != "none",  # default (None) is auto
         credit=args.credit,
         retrain=args.retrain,
         **extra,
@@ -472,12 +484,12 @@ def _evaluate_all(
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    subjects = checkpoint_subjects(args.checkpoints, what="checkpoint")
+    settings = _settings(args, progress=sys.stderr.isatty())
     data_options = parse_options(args.data_arg, what="--data-arg")
+    subjects = checkpoint_subjects(args.checkpoints, what="checkpoint")
     if args.data or data_options:  # for checkpoints that record no data spec
         subjects = [dataclasses.replace(s, data=args.data or s.data, data_options=data_options)
                     for s in subjects]
-    settings = _settings(args, progress=sys.stderr.isatty())
     reports, errors = _evaluate_all(subjects, settings, _cache(args),
                                     log=None if args.quiet else _stderr)
     print_reports(reports, quiet=args.quiet)
@@ -555,7 +567,7 @@ def sweep_cells(
 ) -> list[tuple[str, dict[str, Any]]]:
     """``(method, options)`` per cell: every combination of the comma-separated values, each
     option applied to the methods that take it."""
-    from .methods import MethodError, get_method
+    from .methods import MethodError, get_method, method_class
 
     grid: dict[str, list[Any]] = {}
     for pair in pairs:
@@ -573,6 +585,8 @@ def sweep_cells(
     for method in methods:
         taken = []
         for key, values in grid.items():
+            if not _names_option(method_class(method), key):
+                continue
             try:
                 get_method(method, **{key: values[0]})
             except MethodError:
@@ -586,6 +600,28 @@ def sweep_cells(
         raise EngineError(f"--method-arg {', '.join(unused)}: none of the methods "
                           f"{', '.join(methods)} takes it")
     return cells
+
+
+def _names_option(cls: type, key: str) -> bool:
+    """Whether the constructor of ``cls`` takes ``key``: by name, or through its own ``**``.
+
+    The base class's generic ``**options`` does not count: a rule that defines no constructor
+    (``bp``) takes no options, whatever it would silently accept.
+    """
+    import inspect
+
+    from .methods import Method
+
+    init = cls.__init__
+    if init is Method.__init__:
+        return False
+    try:
+        params = inspect.signature(init).parameters
+    except (TypeError, ValueError):
+        return True
+    if key in params and params[key].kind is not inspect.Parameter.VAR_POSITIONAL:
+        return True
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _mean_std(values: Sequence[float | None]) -> str:

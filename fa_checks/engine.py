@@ -558,7 +558,6 @@ def _evaluate_checkpoint(
     method = checkpoint.build_method(model) if settings.credit and checkpoint.method else None
 
     data_name, data_options = _checkpoint_data(checkpoint, subject)
-    _say(log, f"evaluating {subject.id} on {data_name}")
     dataset = load_data(data_name, root=settings.data_root, **data_options).to(device)
     x, y = dataset.eval_batch(int(settings.eval_size))
     with torch.no_grad():

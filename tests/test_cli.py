@@ -1,0 +1,212 @@
+"""The ``fa-checks`` command line: exit codes, tables, JSON, the cached baseline, sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fa_checks.checkpoint import load_checkpoint
+from fa_checks.cli import main, sweep_cells
+from fa_checks.engine import EngineError
+from fa_checks.protocol import Report
+from fa_checks.train import train
+
+TINY = ["--arch", "resmlp", "--arch-arg", "d_hidden=16", "num_blocks=2", "--data", "synthetic",
+        "--data-arg", "num_samples=200", "--batch-size", "32", "--lr", "1e-2", "--device", "cpu",
+        "--eval-size", "64", "--no-progress"]
+SCRIPT = Path(sys.executable).parent / "fa-checks"
+
+
+@pytest.fixture(scope="module")
+def bp_run(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("runs") / "bp.pt"
+    assert main(["train", "--method", "bp", "--epochs", "2", "--seed", "0", *TINY,
+                 "-o", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Nothing a test does may land in the user's own cache."""
+    monkeypatch.setenv("FA_CHECKS_CACHE", str(tmp_path / "default-cache"))
+
+
+@pytest.fixture
+def cache_args(tmp_path) -> list[str]:
+    return ["--cache-dir", str(tmp_path / "cache")]
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got {text!r}"
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def test_train_writes_a_loadable_checkpoint(tmp_path, capsys):
+    out = tmp_path / "dfa.pt"
+    code = main(["train", "--method", "dfa", "--method-arg", "penalty=0.01", "--epochs", "1",
+                 "--seed", "3", *TINY, "-o", str(out)])
+    assert code == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: dfa on resmlp/synthetic, seed 3")
+    ckpt = load_checkpoint(out)
+    assert ckpt.method == "dfa" and ckpt.method_options["penalty"] == 0.01
+    assert ckpt.arch_kwargs["d_hidden"] == 16 and ckpt.seed == 3 and ckpt.epochs == 1
+    assert ckpt.data["num_samples"] == 200
+
+
+def test_check_passes_with_exit_0(bp_run, cache_args, capsys):
+    assert main(["check", str(bp_run), "--baseline-acc", "0", *cache_args]) == 0
+    out = capsys.readouterr().out
+    header, row = out.splitlines()[:2]
+    assert header.split()[:3] == ["subject", "method", "seed"]
+    assert row.split()[0] == str(bp_run) and row.split()[-1] == "PASS"
+    assert "h_2" in out  # the per-layer figures, down to the deepest hidden state
+
+
+def test_check_fails_with_exit_1_and_says_why(bp_run, cache_args, capsys):
+    assert main(["check", str(bp_run), "--baseline-acc", "1.0", *cache_args]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL(D3)" in out and "D3: test accuracy" in out
+
+
+def test_check_writes_json_reports(bp_run, cache_args, tmp_path):
+    out = tmp_path / "reports" / "r.json"
+    code = main(["check", str(bp_run), "--baseline-acc", "1.0", "--json", str(out), *cache_args])
+    payload = json.loads(out.read_text())
+    [entry] = payload["subjects"]
+    assert code == 1 and entry["verdict"] == "FAIL(D3)"
+    assert entry["path"] == str(bp_run.resolve()) and entry["method"] == "bp"
+    assert entry["seed"] == 0
+    assert set(entry["D1"]) >= {"max_growth", "per_block_growth", "hidden_norms", "threshold",
+                                "fires"}
+    assert entry["D3"]["baseline_acc"] == 1.0 and entry["D3"]["fires"] is True
+    assert Report.from_dict(entry).verdict == entry["verdict"]
+    assert not list(out.parent.glob(".*tmp"))  # the temporary file was renamed away
+
+
+def test_report_prints_the_table_from_json(bp_run, cache_args, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    main(["check", str(bp_run), "--baseline-acc", "0", "--json", str(out), *cache_args])
+    checked = capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == checked.splitlines()[:2]
+
+
+def test_check_of_a_corrupt_file_exits_2_with_one_line(tmp_path, cache_args, capsys):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    assert main(["check", str(bad), "--baseline-acc", "0.3", *cache_args]) == 2
+    captured = capsys.readouterr()
+    assert str(bad) in one_line(captured.err) and captured.out == ""
+
+
+def test_one_corrupt_file_among_good_ones_still_reports_the_good(bp_run, tmp_path, cache_args,
+                                                                capsys):
+    bad = tmp_path / "broken.pt"
+    bad.write_text("nope")
+    assert main(["check", str(bp_run), str(bad), "--baseline-acc", "0", *cache_args]) == 2
+    captured = capsys.readouterr()
+    assert "PASS" in captured.out and str(bad) in one_line(captured.err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["train", "--method", "dfa", "--method-arg", "penalty", "-o", "x.pt"],
+         "--method-arg 'penalty' is not key=value"),
+        (["train", "--method", "nope", "-o", "x.pt"], "unknown method 'nope'"),
+        (["train", "--method", "bp", "--arch", "resmlp", "--arch-arg", "width=3", "-o", "x.pt"],
+         "width"),
+        (["check", "runs/*.pt"], "checkpoint 'runs/*.pt' matches no file"),
+        (["check", "x.pt", "--max-growth", "-1"], "--max-growth must be a positive number"),
+        (["check", "x.pt", "--baseline-acc", "49"], "give a fraction in [0, 1]"),
+        (["check", "x.pt", "--baseline-acc", "0.5", "--baseline", "auto"], "not allowed with"),
+        (["report", "missing.json"], "missing.json: no such report file"),
+        (["sweep", "--methods", "bp", "--seeds", "1", "--method-arg", "penalty=1", "-o", "d"],
+         "none of the methods bp takes it"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_and_input_errors_exit_2_with_one_line(argv, fragment, tmp_path, monkeypatch,
+                                                     capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert fragment in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_help_exits_0(capsys):
+    assert main(["check", "--help"]) == 0
+    assert "--baseline-acc" in capsys.readouterr().out
+
+
+def test_baseline_auto_trains_the_matched_baseline_once(bp_run, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    reports = tmp_path / "auto.json"
+    for _ in range(2):
+        main(["check", str(bp_run), "--baseline", "auto", "--cache-dir", str(cache),
+              "--json", str(reports), "--eval-size", "64"])
+    created = [json.loads(line)["kind"] for line in (cache / "created.jsonl").read_text()
+               .splitlines()]
+    assert created == ["baseline", "report"]  # the second check computed nothing
+    frozen = train("frozen", "resmlp", "synthetic", epochs=2, seed=0, batch_size=32, lr=1e-2,
+                   device="cpu", arch_options={"d_hidden": 16, "num_blocks": 2},
+                   data_options={"num_samples": 200}, progress=False)
+    [entry] = json.loads(reports.read_text())["subjects"]
+    assert entry["D3"]["baseline_acc"] == frozen.test_acc
+    assert "frozen-blocks baseline" in capsys.readouterr().err  # said once, on stderr
+
+
+def test_sweep_trains_the_grid_and_summarises_over_seeds(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["sweep", "--methods", "bp", "dfa", "--seeds", "1", "2", "--method-arg",
+                 "penalty=0,0.01", "--epochs", "1", *TINY, "-o", str(out), "--baseline-acc",
+                 "0.25", "--cache-dir", str(tmp_path / "cache"), "--json",
+                 str(tmp_path / "sweep.json"), "--quiet"])
+    assert code == 0
+    names = sorted(p.name for p in out.glob("*.pt"))
+    assert names == sorted(f"{cell}-seed{s}.pt" for cell in ("bp", "dfa-penalty=0",
+                                                             "dfa-penalty=0.01") for s in (1, 2))
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["cell", "n"]
+    rows = {line.split()[0]: line for line in table[1:]}
+    assert set(rows) == {"bp", "dfa-penalty=0", "dfa-penalty=0.01"}
+    subjects = json.loads((tmp_path / "sweep.json").read_text())["subjects"]
+    assert len(subjects) == 6
+    accs = [s["test_acc"] for s in subjects if s["id"].startswith("bp-")]
+    mean = sum(accs) / 2
+    std = abs(accs[0] - accs[1]) / 2 ** 0.5
+    assert rows["bp"].split()[1] == "2"
+    assert f"{mean:.4g} ± {std:.2g}" in rows["bp"]
+    ckpt = load_checkpoint(out / "dfa-penalty=0.01-seed2.pt")
+    assert ckpt.method_options["penalty"] == 0.01 and ckpt.seed == 2
+
+
+def test_sweep_cells_apply_each_option_to_the_methods_that_take_it():
+    cells = sweep_cells(["bp", "dfa"], ["penalty=0,1e-4"])
+    assert cells == [("bp", {}), ("dfa", {"penalty": 0}), ("dfa", {"penalty": 1e-4})]
+    with pytest.raises(EngineError, match="twice"):
+        sweep_cells(["dfa"], ["penalty=0", "penalty=1"])
+
+
+def _script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FA_CHECKS_CACHE": str(cwd / "cache"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the console script is not installed")
+def test_console_script_exit_codes(bp_run, tmp_path):
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"\x80\x02garbage")
+    failed = _script("check", "corrupt.pt", "--baseline-acc", "0.3", cwd=tmp_path)
+    assert failed.returncode == 2 and "corrupt.pt" in one_line(failed.stderr)
+    passed = _script("check", str(bp_run), "--baseline-acc", "0", "--quiet", cwd=tmp_path)
+    assert passed.returncode == 0, passed.stderr
+    assert passed.stdout.splitlines()[1].split()[-1] == "PASS"
