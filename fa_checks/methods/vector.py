@@ -2,15 +2,18 @@
 
 Rule.  ``e = softmax(logits) - onehot(y)``.  ``V`` reads a LayerNorm of the hidden state, a
 sinusoidal embedding of the depth ``t = l/L`` and ``e``, and outputs a vector shaped like ``h_l``.
-It is trained on every batch (before the model's update, as the seeds do) with
+In the epochs where the schedule trains it, it learns on every batch, before the model's update
+(the seeds' order), from
 
     terminal:  mean_n || V(h_L, 1, e) - dLoss_n/dh_L ||^2         (each sample's own gradient)
     probes:    mean_j mean_n ( <V(h_l, l/L, e), v_j> - D_j )^2    (one random block l < L)
                D_j = (loss_n(h_l + eps v_j) - loss_n(h_l - eps v_j)) / (2 eps),  ||v_j|| = 1
 
-summed, its gradient clipped to norm 1, one Adam step at ``lr_fb``.  The model is then trained on
-local losses (:class:`~fa_checks.methods.local.LocalLossMethod`) with a credit chosen by the
-schedule: DFA's ``e @ B_l^T``, V's output, or the blend ``alpha V/rms(V) + (1-alpha) D/rms(D)``.
+summed, its gradient clipped to norm 1, one Adam step at ``lr_fb`` (V: 3 GELU layers of 256, as
+the seeds).  The model then takes the fused local-loss step of
+:class:`~fa_checks.methods.local.LocalLossMethod` (block gradients clipped to norm 1, as the seeds'
+schedule runs) with the credit the schedule picks for the epoch: DFA's ``e @ B_l^T``, V's output,
+or the blend ``alpha V/rms(V) + (1 - alpha) DFA/rms(DFA)``.
 
 Choices where the seeds are silent or differ from the project's conventions:
 
