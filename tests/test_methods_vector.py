@@ -444,12 +444,30 @@ def test_load_state_dict_names_what_does_not_fit():
         method.load_state_dict(deeper)
 
 
-def test_redraw_feedback_replaces_b_and_keeps_v():
-    method = set_up(schedule="blend")
+@pytest.mark.parametrize("schedule", ["blend", "dfa_only"])
+def test_redraw_feedback_replaces_b_and_keeps_v(schedule):
+    method = set_up(schedule=schedule)
     feedback, vnet = [b.clone() for b in method.feedback], vnet_snapshot(method)
     assert method.redraw_feedback(torch.Generator().manual_seed(99))
     assert all(not torch.equal(a, b) for a, b in zip(feedback, method.feedback, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(vnet, vnet_snapshot(method), strict=True))
+
+
+def test_no_fresh_feedback_null_while_the_credit_is_v_alone():
+    """V's credit does not read B: redrawing it would make a 'null' equal to the method's own
+    cosine (zero spread), so there is none; after a switch to DFA there is one."""
+    from fa_checks.metrics import fresh_feedback_null
+
+    method = set_up(schedule="vec_then_dfa", switch_epoch=1)
+    x, y = teacher_data(16)
+    method.epoch_start(1, 2)
+    feedback = [b.clone() for b in method.feedback]
+    assert not method.redraw_feedback(torch.Generator().manual_seed(99))
+    assert all(torch.equal(a, b) for a, b in zip(feedback, method.feedback, strict=True))
+    assert fresh_feedback_null(method, x, y, draws=3) is None
+    method.epoch_start(2, 2)
+    null = fresh_feedback_null(method, x, y, draws=3)
+    assert null is not None and min(null.std[1:]) > 0
 
 
 def test_same_seed_same_training():

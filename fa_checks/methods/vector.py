@@ -367,6 +367,13 @@ class VectorCredit(DFA):
             self.options["pretrain_epochs"],
         )
 
+    def redraw_feedback(self, generator: torch.Generator) -> bool:
+        """Redraw DFA's B (V stays).  False while the credit is V's alone: it does not read B, so
+        a "fresh feedback" null would only repeat the method's own figure."""
+        if self.plan.source == "vec":
+            return False
+        return super().redraw_feedback(generator)
+
     # -- training --------------------------------------------------------------------------------
     def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
         """V learns first on this batch's hidden states (the seeds' order), then the model takes
