@@ -1,0 +1,71 @@
+"""A training rule written the way a user would, outside the library, named ``user_rules:Class``.
+
+``ScaledDirectFeedback`` is direct feedback alignment with its own fixed random matrices scaled
+by ``scale``: block ``l`` is trained on ``<f_l(h_l), a_{l+1}>`` with ``a = e @ B^T``, the
+embedding on ``<h_0, a_0>``, the readout by its own loss.  It uses only the public interface
+(``fa_checks.Method`` and the anatomy).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fa_checks import Method
+
+
+class ScaledDirectFeedback(Method):
+    name = "user-scaled-dfa"
+    architectures = ("resmlp",)
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__(scale=float(scale))
+        self.feedback: list[Tensor] = []
+
+    def init_state(self, generator: torch.Generator) -> None:
+        d, c = self.model.d_hidden, self.num_classes
+        device = next(self.model.parameters()).device
+        self.feedback = [
+            (torch.randn(d, c, generator=generator, device=generator.device)
+             * self.options["scale"] / math.sqrt(c)).to(device)
+            for _ in range(self.anatomy.num_blocks + 1)
+        ]
+
+    def _error(self, logits: Tensor, y: Tensor) -> Tensor:
+        return logits.softmax(-1) - F.one_hot(y, self.num_classes).to(logits.dtype)
+
+    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        anatomy = self.anatomy
+        self.optimizer.zero_grad()
+        h0 = anatomy.embed(x)
+        h, branches = h0.detach(), []
+        for l in range(anatomy.num_blocks):
+            branches.append(anatomy.branch(l, h))
+            with torch.no_grad():
+                h = anatomy.step(l, h)
+        logits = anatomy.readout(h)
+        loss = F.cross_entropy(logits, y)
+        error = self._error(logits.detach(), y)
+        local = (h0 * (error @ self.feedback[0].T)).sum(-1).mean()
+        for l, f in enumerate(branches):
+            local = local + (f * (error @ self.feedback[l + 1].T)).sum(-1).mean()
+        (loss + local).backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    def credit(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        with torch.no_grad():
+            error = self._error(self.anatomy.logits(x), y)
+        return [error @ b.T for b in self.feedback]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {f"feedback.{i}": b for i, b in enumerate(self.feedback)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        expected = set(self.state_dict())
+        if set(state) != expected:
+            raise ValueError(f"expected keys {sorted(expected)}, got {sorted(state)}")
+        self.feedback = [state[f"feedback.{i}"] for i in range(len(self.feedback))]
