@@ -528,13 +528,30 @@ def _without_shape(arch_kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _checkpoint_data(checkpoint: Checkpoint, subject: Subject) -> tuple[str, dict[str, Any]]:
+    """The checkpoint's own data spec; else the subject's dataset, or, when the subject names
+    only the default, the dataset the model's input size suggests (older formats)."""
     if checkpoint.data:
         spec = dict(checkpoint.data)
         name = spec.pop("name", None)
         if not name:
             raise EngineError(f"{checkpoint.path}: its data spec names no dataset")
         return str(name), spec
+    default = next(f.default for f in dataclasses.fields(Subject) if f.name == "data")
+    hint = getattr(checkpoint, "data_hint", None)
+    if hint and subject.data == default and not subject.data_options:
+        return str(hint), {}
     return subject.data, dict(subject.data_options)
+
+
+def _check_data_fits(checkpoint: Checkpoint, dataset: Any, name: str) -> None:
+    wanted = (math.prod(checkpoint.input_shape), checkpoint.num_classes)
+    given = (math.prod(dataset.input_shape), dataset.num_classes)
+    if wanted != given:
+        raise EngineError(
+            f"{checkpoint.path}: the model takes {wanted[0]} input features and {wanted[1]} "
+            f"classes, but dataset {name!r} has {given[0]} and {given[1]}; name the dataset it "
+            "was trained on (--data / --fa-data)"
+        )
 
 
 def _evaluate_checkpoint(
@@ -558,7 +575,9 @@ def _evaluate_checkpoint(
     method = checkpoint.build_method(model) if settings.credit and checkpoint.method else None
 
     data_name, data_options = _checkpoint_data(checkpoint, subject)
-    dataset = load_data(data_name, root=settings.data_root, **data_options).to(device)
+    dataset = load_data(data_name, root=settings.data_root, **data_options)
+    _check_data_fits(checkpoint, dataset, data_name)
+    dataset = dataset.to(device)
     x, y = dataset.eval_batch(int(settings.eval_size))
     with torch.no_grad():
         test_acc = accuracy(model, dataset.x_test, dataset.y_test)

@@ -312,3 +312,22 @@ def test_a_checkpoint_without_epochs_cannot_get_a_matched_baseline(tmp_path):
     [subject] = checkpoint_subjects([str(path)])
     with pytest.raises(EngineError, match="records no epochs"):
         evaluate_subject(subject, _settings(), ArtifactCache(tmp_path / "c"))
+
+
+def _seed_format_state_dict(path: Path) -> Path:
+    """A bare ResMLP state dict as the research code saved it (``embed.*``, no data spec)."""
+    model = build_model("resmlp", input_shape=(20,), num_classes=4, **ARCH_OPTIONS)
+    state = {k.replace("embed_layer.", "embed."): v for k, v in model.state_dict().items()}
+    torch.save(state, path)
+    return path
+
+
+def test_a_checkpoint_without_data_is_checked_on_the_subjects_dataset(tmp_path):
+    [subject] = checkpoint_subjects([str(_seed_format_state_dict(tmp_path / "seed.pt"))])
+    fitting = dataclasses.replace(subject, data="synthetic", data_options=DATA_OPTIONS)
+    report = evaluate_subject(fitting, _settings(baseline_acc=0.25),
+                              ArtifactCache(tmp_path / "c"))
+    assert report.subject["data"] == "synthetic" and report.num_samples == 40
+    wrong = dataclasses.replace(subject, data="synthetic", data_options={"dim": 7})
+    with pytest.raises(EngineError, match="20 input features and 4 classes.*has 7 and 4"):
+        evaluate_subject(wrong, _settings(baseline_acc=0.25), ArtifactCache(tmp_path / "c"))
