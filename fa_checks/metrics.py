@@ -275,15 +275,15 @@ def _deep_mean(values: Sequence[float | None]) -> float | None:
 def _shared_copy(method: Any) -> Any:
     """A copy of ``method`` whose feedback can be redrawn without touching the original.
 
-    The model, its parameters and buffers, and the optimizer are shared rather than copied:
-    only the rule's own state (feedback matrices) is duplicated.
+    The model (every submodule, parameter and buffer: a rule may keep references to the layers
+    it reroutes) and the optimizer are shared rather than copied: only the rule's own state
+    (feedback matrices) is duplicated.
     """
     memo: dict[int, Any] = {}
     model = getattr(method, "model", None)
     if isinstance(model, nn.Module):
-        memo[id(model)] = model
-        for tensor in [*model.parameters(), *model.buffers()]:
-            memo[id(tensor)] = tensor
+        for item in [*model.modules(), *model.parameters(), *model.buffers()]:
+            memo[id(item)] = item
     optimizer = getattr(method, "optimizer", None)
     if optimizer is not None:
         memo[id(optimizer)] = optimizer

@@ -253,6 +253,7 @@ class ToyDFA(Method):
     name = "toy_dfa"
 
     def init_state(self, generator: torch.Generator) -> None:
+        self.layer = self.model.blocks[0]  # rules that reroute a layer keep references like this
         self.redraw_feedback(generator)
 
     def redraw_feedback(self, generator: torch.Generator) -> bool:
@@ -317,6 +318,7 @@ def test_fresh_feedback_null_shares_the_model() -> None:
     method = set_up(ToyDFA)
     clone = metrics._shared_copy(method)
     assert clone.model is method.model
+    assert clone.layer is method.layer  # a copied layer would reroute a model nobody runs
     assert clone.optimizer is method.optimizer
     assert clone.feedback[0] is not method.feedback[0]
 
