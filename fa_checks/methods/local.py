@@ -196,9 +196,10 @@ class LocalLossMethod(Method):
     ) -> list[Tensor]:
         """``[g_0..g_L]``: the gradient of each batch-mean local loss at h_0 and at each f_l."""
         axis = self.anatomy.feature_axis if self.anatomy is not None else -1
-        # 1/N and penalty/N rounded as autograd rounds them for the batch-mean losses, so the
-        # step matches the seeds' loop to the bit
-        inverse = torch.ones((), dtype=credits[0].dtype, device=credits[0].device) / batch
+        # 1/N and penalty/N rounded as autograd rounds them for the seeds' batch-mean losses
+        # (``mean(<f, a>) + lam * mean(||f||^2)``), so the step matches their loop to the bit
+        like = {"dtype": credits[0].dtype, "device": credits[0].device}
+        inverse = torch.ones((), **like) / batch
         normalised: dict[int, Tensor] = {}  # DFA gives h_0 and block 0 the same tensor
         grads = []
         for a in credits:
@@ -207,7 +208,7 @@ class LocalLossMethod(Method):
                 normalised[key] = rms_normalise(a.detach(), axis) * inverse
             grads.append(normalised[key])
         if self.penalty:
-            scale = inverse * self.penalty
+            scale = torch.full((), self.penalty, **like) / batch
             for l, f in enumerate(branches):
                 grads[l + 1] = grads[l + 1] + scale * (2 * f.detach())
         return grads
