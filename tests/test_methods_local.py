@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
@@ -146,6 +146,28 @@ def test_fused_step_equals_the_per_block_loop_on_resmlp(rule, penalty, clip):
     for (name, p), q, p0 in zip(fused.named_parameters(), reference.parameters(),
                                 start.parameters(), strict=True):
         assert not torch.equal(p, p0), f"{name} never moved: the comparison would be empty"
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
+
+
+@settings(max_examples=12)
+@given(
+    rule=st.sampled_from(["dfa", "fa"]),
+    penalty=st.sampled_from([0.0, 1e-4, 0.3]),
+    clip=st.sampled_from([None, 1e-3, 10.0]),
+    batch=st.integers(1, 40),
+)
+def test_fused_step_equals_the_per_block_loop_for_any_batch_size(rule, penalty, clip, batch):
+    fused_model = tiny("resmlp")
+    reference_model = copy.deepcopy(fused_model)
+    method = get_method(rule, penalty=penalty, clip=clip)
+    method.setup(fused_model, C, torch.Generator().manual_seed(3), optimizer=adamw)
+    reference = PerBlockReference(reference_model, rule, method.feedback, penalty, clip)
+    for step in range(2):
+        x, y = batch_for(fused_model, n=batch, seed=step)
+        method.step(x, y)
+        reference.step(x, y)
+    for (name, p), q in zip(fused_model.named_parameters(), reference_model.parameters(),
+                            strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
 
 
