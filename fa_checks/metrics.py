@@ -47,8 +47,14 @@ DEVICE_CHUNK_ELEMENTS = 2**25
 LossFn = Callable[[Tensor], Tensor]
 
 
+def as_float64(t: Tensor) -> Tensor:
+    """``t`` detached in float64, on its device (on the CPU for MPS, which has no float64)."""
+    device = torch.device("cpu") if t.device.type == "mps" else t.device
+    return t.detach().to(device=device, dtype=torch.float64)
+
+
 def _flat64(t: Tensor) -> Tensor:
-    return t.detach().reshape(t.shape[0], -1).to(torch.float64)
+    return as_float64(t.reshape(t.shape[0], -1))
 
 
 def _check_pair(a: Tensor, b: Tensor, what: str) -> None:
@@ -146,8 +152,8 @@ def pearson(x: Tensor, y: Tensor) -> float:
     NaN when either side has no spread (e.g. a loss that does not change at float resolution):
     a correlation is then undefined, and reporting 0 would pass it off as a measurement.
     """
-    x64 = x.reshape(-1).to(torch.float64)
-    y64 = y.reshape(-1).to(torch.float64)
+    x64 = as_float64(x.reshape(-1))
+    y64 = as_float64(y.reshape(-1))
     xc, yc = x64 - x64.mean(), y64 - y64.mean()
     sxx, syy = xc.pow(2).sum(), yc.pow(2).sum()
     if not (sxx > 0 and syy > 0):
@@ -233,7 +239,7 @@ def nudging(h: Tensor, a: Tensor, loss_fn: LossFn, eta: float = 0.01) -> float:
     rms = rms.clamp_min(torch.finfo(a.dtype).tiny).reshape(-1, *([1] * (a.dim() - 1)))
     with torch.no_grad():
         change = loss_fn(h - eta * a / rms) - loss_fn(h)
-    return float(change.to(torch.float64).mean())
+    return float(as_float64(change).mean())
 
 
 # -- the fresh-feedback null ----------------------------------------------------------------
@@ -360,7 +366,7 @@ def feature_drift(
             raise ValueError(
                 f"feature_drift: {name!r} changed shape {tuple(w0.shape)} -> {tuple(w1.shape)}"
             )
-        w0_64, w1_64 = w0.detach().to(torch.float64), w1.detach().to(w0.device, torch.float64)
+        w0_64, w1_64 = as_float64(w0), as_float64(w1.to(w0.device))
         norm = float(w0_64.norm())
         if norm > 0:
             drift[name] = float((w1_64 - w0_64).norm()) / norm
@@ -389,8 +395,8 @@ def alignment(W: Tensor, B: Tensor) -> Alignment:  # noqa: N803 - matrix names
         raise ValueError(
             f"alignment: B must be shaped like W^T {tuple(W.T.shape)}, got {tuple(B.shape)}"
         )
-    wt = W.detach().T.to(torch.float64)
-    b = B.detach().to(wt.device, torch.float64)
+    wt = as_float64(W.T)
+    b = as_float64(B).to(wt.device)
     w_norm, b_norm = float(wt.norm()), float(b.norm())
     diff = float((b - wt).norm())
     ratio = diff / w_norm if w_norm > 0 else (math.inf if diff > 0 else math.nan)
@@ -407,6 +413,7 @@ __all__ = [
     "FeedbackNull",
     "LayerLoss",
     "alignment",
+    "as_float64",
     "cosine",
     "feature_drift",
     "fresh_feedback_null",

@@ -331,7 +331,7 @@ def _layer_norms(tensors: Sequence[Tensor]) -> tuple[list[float], int | None, in
     medians: list[float] = []
     first_bad, bad_count = None, 0
     for l, t in enumerate(tensors):
-        norms = t.detach().reshape(t.shape[0], -1).to(torch.float64).norm(dim=1)
+        norms = metrics.as_float64(t.reshape(t.shape[0], -1)).norm(dim=1)
         bad = ~torch.isfinite(norms)
         if bool(bad.any()):
             if first_bad is None:
