@@ -171,10 +171,13 @@ def test_fused_step_equals_the_per_block_loop_for_any_batch_size(rule, penalty, 
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("arch", ["vit", "resnet"])
-@pytest.mark.parametrize("rule", ["dfa", "fa"])
-def test_fused_step_equals_the_per_block_loop_with_positions(arch, rule):
-    # blocks that hold their skip: f_l = step - h_l; local losses sum over positions
+@pytest.mark.parametrize(
+    ("arch", "rule"),
+    [("vit", "dfa"), ("vit", "fa"), ("resnet", "dfa"), ("resnet", "fa"), ("mlp", "dfa")],
+)
+def test_fused_step_equals_the_per_block_loop_on_other_architectures(arch, rule):
+    # vit, resnet: blocks hold their skip (f_l = step - h_l) and local losses sum over
+    # positions; mlp: a plain stack, h_{l+1} = f_l
     fused, reference = fused_and_reference(arch, rule, penalty=1e-3, steps=3)
     for (name, p), q in zip(fused.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
