@@ -58,6 +58,11 @@ def _fmt(x: float | None) -> str:
     return f"{x:.2e}"
 
 
+def _signed(x: float | None) -> str:
+    """A figure in [-1, 1] (a cosine, a correlation): +0.031."""
+    return f"{x:+.3f}" if _finite(x) else _fmt(x)
+
+
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -564,13 +569,13 @@ def _credit_sentence(
     else:
         scope = f"deep layers h_1..h_{num_blocks}"
         cos_value, rho_value = s.deep_cosine, s.deep_rho
-    parts = [f"over {scope}: mean cosine with the per-sample BP gradient {_fmt(cos_value)}"]
+    parts = [f"over {scope}: mean cosine with the per-sample BP gradient {_signed(cos_value)}"]
     if s.null_deep_mean is not None:
         parts[-1] += (
-            f" (fresh-feedback null {_fmt(s.null_deep_mean)} +- {_fmt(s.null_deep_std)} over "
+            f" (fresh-feedback null {_signed(s.null_deep_mean)} +- {_fmt(s.null_deep_std)} over "
             f"{s.null_draws} draws)"
         )
-    parts.append(f"perturbation correlation {_fmt(rho_value)}")
+    parts.append(f"perturbation correlation {_signed(rho_value)}")
     sentence = ", ".join(parts)
     for label, value, minimum, fires in (
         ("cosine", cos_value, s.min_cosine, s.cosine_fires),
@@ -578,7 +583,7 @@ def _credit_sentence(
     ):
         if fires is not None:
             verb = "is below" if fires else "meets"
-            sentence += f"; the {label} {_fmt(value)} {verb} the minimum {_fmt(minimum)}"
+            sentence += f"; the {label} {_signed(value)} {verb} the minimum {_fmt(minimum)}"
     if bad_layers:
         sentence += (
             "; the credit signal is non-finite at "
