@@ -372,7 +372,6 @@ def train_subject(
             data_options=dict(subject.data_options),
             checkpoint=path,
             progress=settings.progress,
-            eval_size=settings.eval_size,
         )
 
     return cache.get_or_create("run", spec, create, suffix=".pt", refresh=settings.retrain)
@@ -464,7 +463,6 @@ def frozen_baseline_accuracy(
             data_root=settings.data_root,
             data_options=dict(data_options or {}),
             progress=settings.progress,
-            eval_size=settings.eval_size,
         )
         _write_json(path, {"test_acc": run.test_acc, "spec": spec, "history": run.history})
 

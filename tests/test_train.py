@@ -186,3 +186,22 @@ def test_a_method_step_without_loss_is_a_clear_error():
 
     with pytest.raises(MethodError, match="'loss'"):
         tiny(Silent())
+
+
+def test_progress_redraws_one_line_on_a_terminal():
+    import io
+
+    from fa_checks.train import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    bar = Progress("dfa", 2, enabled=True, stream=stream)
+    bar.epoch(1, 1.5, 0.25)
+    bar.epoch(2, 1.25, 0.5)
+    bar.close()
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")  # one line, redrawn in place
+    assert text.count("\r") == 2 and "epoch 2/2  loss 1.25  test acc 0.500" in text
