@@ -374,6 +374,20 @@ def test_step_before_setup_says_to_set_up():
         get_method("dfa").step(torch.zeros(1, 12), torch.zeros(1, dtype=torch.long))
 
 
+def test_a_local_credit_of_the_wrong_shape_is_named():
+    class Broken(LocalLossMethod):
+        name = "broken"
+
+        def local_credit(self, hidden, logits, y):
+            return [h[:, :3] for h in hidden]
+
+    model = tiny("resmlp")
+    method = Broken()
+    method.setup(model, C, torch.Generator())
+    with pytest.raises(MethodError, match=r"Broken.local_credit returned signals shaped"):
+        method.step(*batch_for(model))
+
+
 def test_dfa_on_a_model_without_blocks_points_to_shallow():
     model = build_model("resmlp", input_shape=(12,), num_classes=C, d_hidden=16, num_blocks=0)
     with pytest.raises(MethodError, match="shallow"):

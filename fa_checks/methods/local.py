@@ -166,10 +166,11 @@ class LocalLossMethod(Method):
         head_loss = F.cross_entropy(logits, y)
 
         credits = self.local_credit(inputs, logits.detach(), y)
-        if len(credits) != anatomy.num_blocks + 1:
+        shapes = [tuple(a.shape) for a in credits]
+        if shapes != [tuple(h.shape) for h in inputs]:
             raise MethodError(
-                f"{type(self).__name__}.local_credit returned {len(credits)} signals; "
-                f"it must return one per hidden state ({anatomy.num_blocks + 1})"
+                f"{type(self).__name__}.local_credit returned signals shaped {shapes}; it must "
+                f"return one per hidden state, shaped like it: {[tuple(h.shape) for h in inputs]}"
             )
 
         with torch.no_grad():
