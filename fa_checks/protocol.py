@@ -368,9 +368,9 @@ def scale_stability(
     if first_bad is not None:
         # h_0 is the embedding's output; h_l for l >= 1 is block l-1's
         block = first_bad - 1 if first_bad > 0 else None
-        worst = math.nan if any(math.isnan(g) for g in growth) else math.inf
+        worst = math.inf if growth and not any(math.isnan(g) for g in growth) else math.nan
         return ScaleStability(
-            max_growth=worst if growth else 1.0,
+            max_growth=worst,
             per_block_growth=growth,
             hidden_norms=norms,
             threshold=threshold,

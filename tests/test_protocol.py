@@ -244,6 +244,8 @@ def test_a_non_finite_input_sample_is_caught() -> None:
     report = evaluate(model, x, y)
     assert report.d1.fires and "non-finite at h_0 (1 of 8 samples" in report.d1.explanation
     assert report.d1.worst_block is None  # the embedding's output is not a block's
+    shallow = evaluate(tiny("resmlp", num_blocks=0), x, y)
+    assert shallow.d1.fires and math.isnan(shallow.d1.max_growth)
 
 
 # -- verdict and report -------------------------------------------------------------------------
