@@ -195,7 +195,12 @@ def per_sample_gradients(
     """
     anatomy = anatomy_of(model)
     with torch.enable_grad():
-        hidden = anatomy.hidden_states(x)
+        h = anatomy.embed(x)
+        if not h.requires_grad:  # a frozen embedding: the stream still needs a gradient
+            h = h.detach().requires_grad_()
+        hidden = [h]
+        for l in range(anatomy.num_blocks):
+            hidden.append(anatomy.step(l, hidden[-1]))
         logits = anatomy.readout(hidden[-1])
         loss = per_sample_loss(logits, y).sum()
         grads = torch.autograd.grad(loss, hidden, allow_unused=True)

@@ -213,3 +213,12 @@ def test_resmlp_initialises_the_second_matrix_small() -> None:
     w2 = model.blocks[0].w2.weight
     assert 0.008 < w2.std().item() < 0.012
     assert torch.count_nonzero(model.blocks[0].w2.bias) == 0
+
+
+def test_per_sample_gradients_of_a_fully_frozen_model() -> None:
+    model, (x, y) = tiny("resmlp"), inputs("resmlp")
+    _, grads, _ = per_sample_gradients(model, x, y)
+    model.requires_grad_(False)
+    _, frozen, _ = per_sample_gradients(model, x, y)
+    for g, f in zip(grads, frozen, strict=True):
+        torch.testing.assert_close(f, g)
