@@ -99,9 +99,16 @@ class Anatomy:
         return self.model.out_head(out_ln(h) if out_ln is not None else h)
 
     # -- derived --------------------------------------------------------------------------
-    def hidden_states(self, x: Tensor) -> list[Tensor]:
-        """``[h_0, ..., h_L]`` for input ``x``."""
-        hs = [self.embed(x)]
+    def hidden_states(self, x: Tensor, *, track_stream: bool = False) -> list[Tensor]:
+        """``[h_0, ..., h_L]`` for input ``x``.
+
+        ``track_stream`` makes ``h_0`` require grad even when the embedding is frozen, so
+        gradients with respect to the hidden states exist.
+        """
+        h = self.embed(x)
+        if track_stream and not h.requires_grad:
+            h = h.detach().requires_grad_()
+        hs = [h]
         for l in range(self.num_blocks):
             hs.append(self.step(l, hs[-1]))
         return hs
@@ -195,12 +202,7 @@ def per_sample_gradients(
     """
     anatomy = anatomy_of(model)
     with torch.enable_grad():
-        h = anatomy.embed(x)
-        if not h.requires_grad:  # a frozen embedding: the stream still needs a gradient
-            h = h.detach().requires_grad_()
-        hidden = [h]
-        for l in range(anatomy.num_blocks):
-            hidden.append(anatomy.step(l, hidden[-1]))
+        hidden = anatomy.hidden_states(x, track_stream=True)
         logits = anatomy.readout(hidden[-1])
         loss = per_sample_loss(logits, y).sum()
         grads = torch.autograd.grad(loss, hidden, allow_unused=True)
