@@ -92,6 +92,23 @@ class Anatomy:
             return out - h if self.residual else out
         return self.model.blocks[l](h)
 
+    def branch_and_step(self, l: int, h: Tensor) -> tuple[Tensor, Tensor]:
+        """``(f_l(h), step(l, h))`` from one call of the block, each as the model computes it.
+
+        Where the branch is primary (the model defines it, or the attribute convention) the step
+        is ``h + f``; where the block holds its own skip (vit, resnet) the branch is
+        ``step - h``.  Either way both values equal the model's own to the last bit.
+        """
+        own = getattr(type(self.model), "branch", None)
+        primary = not self._native or (
+            callable(own) and not getattr(own, "derived_from_step", False)
+        )
+        if primary:
+            f = self.branch(l, h)
+            return f, (h + f if self.residual else f)
+        out = self.step(l, h)
+        return (out - h if self.residual else out), out
+
     def readout(self, h: Tensor) -> Tensor:
         if self._native:
             return self.model.readout(h)

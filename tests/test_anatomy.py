@@ -222,3 +222,15 @@ def test_per_sample_gradients_of_a_fully_frozen_model() -> None:
     _, frozen, _ = per_sample_gradients(model, x, y)
     for g, f in zip(grads, frozen, strict=True):
         torch.testing.assert_close(f, g)
+
+
+@pytest.mark.parametrize("arch", sorted(TINY))
+def test_branch_and_step_agree_with_the_model_bit_for_bit(arch: str) -> None:
+    model, (x, _) = tiny(arch), inputs(arch)
+    anatomy = anatomy_of(model)
+    h = anatomy.embed(x)
+    for l in range(anatomy.num_blocks):
+        f, h_next = anatomy.branch_and_step(l, h)
+        assert torch.equal(h_next, anatomy.step(l, h))
+        assert torch.equal(f, anatomy.branch(l, h))
+        h = h_next

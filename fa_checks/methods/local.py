@@ -43,8 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..anatomy import Anatomy
-from ..models.base import BlockModel
 from .base import Method, MethodError
 
 RMS_EPS = 1e-6
@@ -70,22 +68,6 @@ def along_features(a: Tensor, matrix: Tensor, feature_axis: int = -1) -> Tensor:
     if axis == a.dim() - 1:
         return a @ matrix
     return (a.movedim(axis, -1) @ matrix).movedim(-1, axis)
-
-
-def branch_and_step(anatomy: Anatomy, l: int, h: Tensor) -> tuple[Tensor, Tensor]:
-    """``(f_l(h), step(l, h))`` from one call of the block, each as the model computes it.
-
-    Where the model defines its branch (resmlp, mlp, the attribute convention) the step is
-    ``h + f``; where the block holds its skip (vit, resnet: ``BlockModel``'s derived branch) the
-    branch is ``step - h``.  Either way both values equal the model's own to the last bit.
-    """
-    model = anatomy.model
-    derived = isinstance(model, BlockModel) and type(model).branch is BlockModel.branch
-    if derived:
-        out = anatomy.step(l, h)
-        return (out - h if anatomy.residual else out), out
-    f = anatomy.branch(l, h)
-    return f, (h + f if anatomy.residual else f)
 
 
 @contextmanager
@@ -159,7 +141,7 @@ class LocalLossMethod(Method):
         inputs = [h0.detach()]
         branches: list[Tensor] = []
         for l in range(anatomy.num_blocks):
-            f, h_next = branch_and_step(anatomy, l, inputs[-1])
+            f, h_next = anatomy.branch_and_step(l, inputs[-1])
             branches.append(f)
             inputs.append(h_next.detach())
         logits = anatomy.readout(inputs[-1])

@@ -35,6 +35,8 @@ class BlockModel(nn.Module):
         out = self.step(l, h)
         return out - h if self.residual else out
 
+    branch.derived_from_step = True  # type: ignore[attr-defined]  # read by Anatomy
+
     def readout(self, h: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
