@@ -1,0 +1,351 @@
+"""The pytest plugin, driven as a user drives it: ``pytest --fa-...`` in a fresh process.
+
+Every scenario runs tiny subjects (a ResMLP of width 16 on the ``synthetic`` task) so the whole
+file stays within a few minutes on two cores.  Outcomes are read from JUnit XML (item names,
+outcomes, properties), the ``--fa-report`` JSON and the cache's ``created.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from fa_checks.checkpoint import load_checkpoint, save_checkpoint
+from fa_checks.train import train
+
+TINY = {"d_hidden": 16, "num_blocks": 2}
+CACHE = Path(".pytest_cache") / "d" / "fa-checks"
+SUITE_ITEMS = ("test_scale_stability", "test_reference_validity", "test_depth_utility")
+
+
+# -- subjects made once for the whole module ---------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """bp.pt passes; exploding.pt is bp.pt with its residual branches scaled by 1e6 (D1 and D2
+    fire; D3 fires against a high baseline); nan.pt has NaN weights; corrupt.pt is not a file
+    torch can read."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    train("bp", "resmlp", "synthetic", epochs=8, seed=0, lr=1e-2, arch_options=TINY,
+          checkpoint=folder / "bp.pt", progress=False, device="cpu")
+    bp = load_checkpoint(folder / "bp.pt")
+    exploding = bp.build_model()
+    diverged = bp.build_model()
+    with torch.no_grad():
+        for block in exploding.blocks:
+            block.w2.weight.mul_(1e6)
+            block.w2.bias.mul_(1e6)
+        diverged.blocks[0].w1.weight.fill_(float("nan"))
+    for name, model in (("exploding.pt", exploding), ("nan.pt", diverged)):
+        save_checkpoint(folder / name, model=model, data=bp.data, seed=0, epochs=8)
+    (folder / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    return {p.name: p for p in folder.iterdir()}
+
+
+def use(pytester: pytest.Pytester, checkpoints: dict[str, Path], *names: str) -> None:
+    for name in names:
+        shutil.copy(checkpoints[name], pytester.path / name)
+
+
+# -- reading what a run produced -----------------------------------------------------------------
+@dataclass
+class Case:
+    outcome: str  # passed | failed | error | skipped
+    message: str = ""
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+def junit(path: Path) -> dict[str, Case]:
+    """Each test case of a JUnit file by its name (``test_x[subject]``)."""
+    cases: dict[str, Case] = {}
+    for element in ET.parse(path).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            child = element.find(tag)
+            if child is not None:
+                outcome = {"failure": "failed"}.get(tag, tag)
+                message = child.get("message", "") + (child.text or "")
+        props = {p.get("name"): p.get("value") for p in element.iter("property")}
+        cases[element.get("name")] = Case(outcome, message, props)
+    return cases
+
+
+def created(pytester: pytest.Pytester) -> list[dict]:
+    log = pytester.path / CACHE / "created.jsonl"
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def run(pytester: pytest.Pytester, *args: str, xdist: bool = False,
+        junit_name: str = "junit.xml") -> pytest.RunResult:
+    extra = ["-n", "2"] if xdist else ["-p", "no:xdist"]
+    return pytester.runpytest_subprocess(*args, *extra, f"--junitxml={junit_name}", timeout=300)
+
+
+def one_line_error(result: pytest.RunResult) -> str:
+    lines = [line for line in result.stderr.lines if line.strip()]
+    assert len(lines) == 1, result.stderr.str()
+    assert lines[0].startswith("ERROR: ")
+    return lines[0]
+
+
+# -- a plain run ---------------------------------------------------------------------------------
+def test_a_plain_run_collects_nothing_of_ours_and_imports_no_torch(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_plain="""
+        import sys
+
+        def test_nothing_heavy_was_imported():
+            assert "torch" not in sys.modules
+            assert not any(m == "fa_checks" or m.startswith("fa_checks.") for m in sys.modules)
+            assert "pytest_fa_checks" in sys.modules  # the plugin is loaded, just idle
+
+        def test_our_fixture_skips_without_a_subject(fa_report):
+            raise AssertionError("unreachable")
+    """)
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, skipped=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*no fa-checks subject: run pytest with --fa-checkpoint*"])
+    result.stdout.no_fnmatch_line("*fa-checks verdicts*")
+    result.stdout.no_fnmatch_line("*suite.py*")
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def test_a_passing_bp_checkpoint_exits_0_with_a_table_json_and_junit_properties(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "bp.pt")
+    result = run(pytester, "--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3",
+                 "--fa-min-cosine", "0.9", "--fa-min-rho", "0.5", "--fa-report", "out/fa.json")
+    result.assert_outcomes(passed=5)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*fa-checks verdicts*", "subject *verdict",
+                                 "bp.pt * ok * ok * ok *PASS"])
+    cases = junit(pytester.path / "junit.xml")
+    assert set(cases) == {f"{name}[bp.pt]" for name in SUITE_ITEMS} | {
+        "test_credit_cosine[bp.pt]", "test_credit_rho[bp.pt]"}
+    props = cases["test_scale_stability[bp.pt]"].properties
+    assert props["fa_subject"] == "bp.pt" and props["fa_method"] == "bp"
+    assert props["fa_seed"] == "0" and props["fa_verdict"] == "PASS"
+    assert float(props["fa_d1_max_growth"]) < 50
+    data = json.loads((pytester.path / "out" / "fa.json").read_text())
+    assert [s["id"] for s in data["subjects"]] == ["bp.pt"]
+    subject = data["subjects"][0]
+    assert subject["verdict"] == "PASS" and subject["method"] == "bp" and subject["seed"] == 0
+    assert Path(subject["path"]).resolve() == (pytester.path / "bp.pt").resolve()
+    assert subject["D1"]["max_growth"] == pytest.approx(float(props["fa_d1_max_growth"]))
+    assert subject["credit"]["deep_cosine"] > 0.9
+
+
+def test_an_exploding_checkpoint_fails_d1_d2_d3_with_sentences(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "exploding.pt")
+    result = run(pytester, "--fa-checkpoint", "exploding.pt", "--fa-baseline-acc", "0.99")
+    result.assert_outcomes(failed=3)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "*D1 scale stability failed: the residual stream grew *x across block 0 * against a "
+        "limit of 50x; a terminal LayerNorm would hide this from the loss",
+        "*D2 reference validity failed: the per-sample BP gradient at h_2 is *, below the "
+        "floor 1.28e-05*",
+        "*D3 depth utility failed: test accuracy *% is * pp below the frozen-blocks baseline "
+        "99.0%*",
+        "exploding.pt * FAIL * FAIL * FAIL *FAIL(D1+D2+D3)  [[]mode 1[]]",
+    ])
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*def test_*")  # a sentence, not the test's source
+
+
+def test_mixed_subjects_give_the_same_verdicts_with_and_without_xdist(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    """A corrupt file errors its own items only; a NaN model fails (never errors, never
+    passes); the others run; -n 2 agrees with -n 0 item by item and in the JSON."""
+    use(pytester, checkpoints, "bp.pt", "exploding.pt", "nan.pt", "corrupt.pt")
+    args = ("--fa-checkpoint", "*.pt", "--fa-baseline-acc", "0.3")
+    serial = run(pytester, *args, "--fa-report", "serial.json", junit_name="serial.xml")
+    parallel = run(pytester, *args, "--fa-report", "parallel.json", junit_name="parallel.xml",
+                   xdist=True)
+    for result in (serial, parallel):
+        result.assert_outcomes(passed=4, failed=5, errors=3)
+        assert result.ret == 1
+    serial_cases = junit(pytester.path / "serial.xml")
+    parallel_cases = junit(pytester.path / "parallel.xml")
+    assert {k: c.outcome for k, c in serial_cases.items()} == {
+        k: c.outcome for k, c in parallel_cases.items()}
+    for name in SUITE_ITEMS:
+        assert serial_cases[f"{name}[bp.pt]"].outcome == "passed"
+        assert serial_cases[f"{name}[nan.pt]"].outcome == "failed"
+        assert "diverged" in serial_cases[f"{name}[nan.pt]"].message
+        corrupt = serial_cases[f"{name}[corrupt.pt]"]
+        assert corrupt.outcome == "error"
+        assert "corrupt.pt" in corrupt.message and "Traceback" not in corrupt.message
+    # exploding.pt passes D3 against a 30% baseline: only D1 and D2 fire
+    assert [serial_cases[f"{n}[exploding.pt]"].outcome for n in SUITE_ITEMS] == [
+        "failed", "failed", "passed"]
+    # with xdist, each subject's items ran on one worker
+    workers: dict[str, set[str]] = {}
+    for case in parallel_cases.values():
+        workers.setdefault(case.properties["fa_subject"], set()).add(
+            case.properties["fa_worker"])
+    assert all(len(w) == 1 and not w & {"main"} for w in workers.values()), workers
+    reports = {}
+    for name in ("serial.json", "parallel.json"):
+        data = json.loads((pytester.path / name).read_text())
+        reports[name] = {s["id"]: s["verdict"] for s in data["subjects"]}
+    assert reports["serial.json"] == reports["parallel.json"] == {
+        "bp.pt": "PASS", "corrupt.pt": "ERROR", "exploding.pt": "FAIL(D1+D2)",
+        "nan.pt": "FAIL(D1+D2+D3)"}
+    # the report of each checkpoint was computed once: the parallel run reused all of them
+    assert Counter(e["kind"] for e in created(pytester)) == {"report": 3}
+
+
+def test_users_own_tests_get_the_fixtures_and_no_built_in_items(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "bp.pt", "exploding.pt")
+    pytester.makepyfile(test_mine="""
+        def test_growth_is_small(fa_report):
+            assert fa_report.d1.max_growth < 10
+
+        def test_thresholds_come_from_the_command_line(fa_thresholds):
+            assert fa_thresholds.max_growth == 20.0
+
+        def test_model_and_data(fa_model, fa_subject):
+            x, y = fa_model.data.eval_batch(8)
+            assert fa_model.model(x).shape == (8, fa_model.data.num_classes)
+            assert fa_model.checkpoint.path.name == fa_subject.id
+    """)
+    result = run(pytester, "test_mine.py", "--fa-checkpoint", "bp.pt", "--fa-checkpoint",
+                 "exploding.pt", "--fa-baseline-acc", "0.3", "--fa-max-growth", "20")
+    result.assert_outcomes(passed=4, failed=1)
+    cases = junit(pytester.path / "junit.xml")
+    assert set(cases) == {"test_growth_is_small[bp.pt]", "test_growth_is_small[exploding.pt]",
+                          "test_thresholds_come_from_the_command_line",
+                          "test_model_and_data[bp.pt]", "test_model_and_data[exploding.pt]"}
+    assert cases["test_growth_is_small[exploding.pt]"].outcome == "failed"
+    result.stdout.fnmatch_lines(["*assert * < 10*"])  # assertion rewriting in users' tests
+    result.stdout.fnmatch_lines(["*fa-checks verdicts*", "exploding.pt *FAIL(D1+D2)*"])
+
+
+def test_ini_thresholds_apply_and_the_command_line_wins(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "bp.pt")
+    pytester.makeini("[pytest]\nfa_max_growth = 1.01\n")  # bp.pt grows ~1.3x across a block
+    strict = run(pytester, "--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3")
+    strict.assert_outcomes(passed=2, failed=1)
+    strict.stdout.fnmatch_lines(["*D1 scale stability failed: *against a limit of 1.01x*"])
+    relaxed = run(pytester, "--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3",
+                  "--fa-max-growth", "50")
+    relaxed.assert_outcomes(passed=3)
+
+
+def test_cache_clear_recomputes_a_cached_report(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "bp.pt")
+    args = ("--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3")
+    run(pytester, *args).assert_outcomes(passed=3)
+    first = created(pytester)
+    run(pytester, *args).assert_outcomes(passed=3)
+    assert created(pytester) == first  # reused
+    started = time.time()
+    run(pytester, *args, "--cache-clear").assert_outcomes(passed=3)
+    again = created(pytester)
+    assert [e["kind"] for e in again] == ["report"] and again[0]["time"] >= started - 1
+
+
+# -- bad input -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,fragment", [
+    (["--fa-method", "nosuchrule"], "unknown method 'nosuchrule'"),
+    (["--fa-method", "bp", "--fa-method-arg", "penalty"], "--fa-method-arg 'penalty' is not "
+                                                          "key=value"),
+    (["--fa-checkpoint", "runs/*.pt"], "--fa-checkpoint 'runs/*.pt' matches no file"),
+    (["--fa-checkpoint", "x.pt", "--fa-max-growth", "lots"], "--fa-max-growth 'lots' is not "
+                                                             "valid"),
+])
+def test_bad_options_are_one_line_usage_errors(
+    pytester: pytest.Pytester, args: list[str], fragment: str
+) -> None:
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert fragment in one_line_error(result)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--fa-method", "dfa", "--fa-arch", "transformer"], "unknown architecture 'transformer'"),
+    (["--fa-method", "dfa", "--fa-arch-arg", "width=3"], "takes no option width"),
+    (["--fa-method", "dfa", "--fa-data", "imagenet"], "imagenet"),
+    (["--fa-method", "dfa", "--fa-method-arg", "colour=red"], "bad option for method 'dfa'"),
+    (["--fa-checkpoint", "a.pt", "--fa-checkpoint", "missing.pt"], "'missing.pt' matches no "
+                                                                    "file"),
+])
+def test_bad_subjects_are_usage_errors_before_collection(
+    pytester: pytest.Pytester, args: list[str], fragment: str
+) -> None:
+    (pytester.path / "a.pt").write_bytes(b"")
+    with pytest.raises(pytest.UsageError, match=fragment):
+        pytester.parseconfigure(*args)
+
+
+# -- fresh runs across seeds ---------------------------------------------------------------------
+def test_four_seeds_with_xdist_train_each_run_and_baseline_once_and_rerun_trains_nothing(
+    pytester: pytest.Pytester,
+) -> None:
+    args = ("--fa-method", "bp", "--fa-seeds", "1", "2", "3", "4", "--fa-data", "synthetic",
+            "--fa-arch-arg", "d_hidden=16", "--fa-arch-arg", "num_blocks=1", "--fa-epochs", "1",
+            "--fa-report", "fa.json")
+    first = run(pytester, *args, xdist=True)
+    outcomes = first.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 13, first.stdout.str()
+    assert "errors" not in outcomes
+    computed = created(pytester)
+    assert Counter(e["kind"] for e in computed) == {"run": 4, "baseline": 4, "report": 4}
+    assert len({(e["kind"], e["key"]) for e in computed}) == 12  # nothing computed twice
+    cases = junit(pytester.path / "junit.xml")
+    assert {f"{n}[bp-seed{s}]" for n in SUITE_ITEMS for s in (1, 2, 3, 4)} | {
+        "test_depth_utility_across_seeds[bp]"} == set(cases)
+    across = cases["test_depth_utility_across_seeds[bp]"]
+    summary = json.loads(across.properties["fa_seed_summary"])
+    assert summary["n"] == 4 and summary["confidence"] == 0.95
+    data = json.loads((pytester.path / "fa.json").read_text())
+    assert [s["seed"] for s in data["subjects"]] == [1, 2, 3, 4]
+    assert data["across_seeds"][0]["label"] == "bp"
+    margins = [s["D3"]["margin_pp"] for s in data["subjects"]]
+    assert summary["margins_pp"] == pytest.approx(margins)
+
+    second = run(pytester, *args, xdist=True)
+    assert second.parseoutcomes() == outcomes
+    assert created(pytester) == computed  # a second invocation trains nothing
+
+    retrained = run(pytester, *args, "--fa-retrain", xdist=True)
+    assert retrained.parseoutcomes() == outcomes
+    fresh = created(pytester)[len(computed):]
+    assert Counter(e["kind"] for e in fresh) == {"run": 4, "baseline": 4, "report": 4}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="posix paths in the expected output")
+def test_single_seed_gets_no_across_seeds_item(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        "--fa-method", "bp", "--fa-data", "synthetic", "--fa-arch-arg", "d_hidden=16",
+        "--fa-epochs", "1", "--fa-baseline-acc", "0", "--co", "-q")
+    result.stdout.fnmatch_lines([
+        "pytest_fa_checks/suite.py::test_scale_stability[bp-seed0]",
+        "pytest_fa_checks/suite.py::test_reference_validity[bp-seed0]",
+        "pytest_fa_checks/suite.py::test_depth_utility[bp-seed0]",
+        "3 tests collected*",
+    ])
+    assert created(pytester) == []  # collecting trains nothing
