@@ -205,3 +205,12 @@ def test_progress_redraws_one_line_on_a_terminal():
     text = stream.getvalue()
     assert text.count("\n") == 1 and text.endswith("\n")  # one line, redrawn in place
     assert text.count("\r") == 2 and "epoch 2/2  loss 1.25  test acc 0.500" in text
+
+
+def test_the_package_name_train_trains_even_after_the_submodule_is_imported():
+    import fa_checks
+    import fa_checks.train  # binds the package attribute to the submodule
+
+    run = fa_checks.train("bp", "resmlp", "synthetic", epochs=1, seed=0, device="cpu",
+                          data_options=DATA, arch_options=ARCH, progress=False)
+    assert isinstance(run, fa_checks.Run) and len(run.history) == 1
