@@ -141,6 +141,8 @@ class FaSession:
         self.device = device or options.device
         #: set on xdist workers: the id all workers of one test run share
         self.run_id = run_id
+        if run_id is None:
+            check_device(options.device)  # the controller: fail before any worker starts
         cwd = config.invocation_params.dir
         self.subjects: dict[str, Subject] = {s.id: s for s in build_subjects(options, cwd)}
         groups: dict[str, list[str]] = {}
@@ -276,6 +278,20 @@ class FaSession:
         except _user_errors() as exc:
             raise SubjectError(str(exc)) from None
         return SubjectModel(subject, model, method, data, checkpoint, path)
+
+
+def check_device(device: str) -> None:
+    """``--fa-device cuda`` where CUDA is missing is a usage error, not an error per item."""
+    if not device.startswith("cuda"):
+        return
+    from fa_checks import engine
+
+    try:
+        engine.resolve_device(device)
+    except engine.EngineError as exc:
+        raise pytest.UsageError(
+            f"{PREFIX}device {device}: {exc}".replace("--device", f"{PREFIX}device")
+        ) from None
 
 
 def build_settings(options: PluginOptions, device: str) -> Settings:
