@@ -177,3 +177,9 @@ def test_training_lowers_the_loss_of_a_random_teacher_task(name, overrides):
     with torch.no_grad():
         after = F.cross_entropy(model(x), y).item()
     assert after < 0.7 * before
+
+
+@pytest.mark.parametrize("name", ["bp", "frozen", "shallow"])
+def test_rules_without_options_reject_any_option(name: str) -> None:
+    with pytest.raises(MethodError, match=f"bad option for method '{name}'.*penalti"):
+        get_method(name, penalti=0.1)

@@ -19,6 +19,9 @@ from .local import eval_mode
 class BP(Method):
     name = "bp"
 
+    def __init__(self) -> None:  # no options: a misspelt one must be an error, not ignored
+        super().__init__()
+
     def _attached(self) -> Anatomy:
         if self.anatomy is None or self.optimizer is None:
             raise MethodError(f"method {self.name!r} is not set up: call setup(model, ...) first")
