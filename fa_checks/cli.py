@@ -85,6 +85,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                        help="learning-rate schedule: cosine annealing (default) or constant")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--eval-size", type=_positive_int, default=1024,
                         help="test samples for the diagnostics (default 1024)")
@@ -449,6 +451,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        schedule=args.schedule,
         device=args.device,
         method_options=parse_options(args.method_arg, what="--method-arg"),
         arch_options=parse_options(args.arch_arg, what="--arch-arg"),
@@ -676,7 +679,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         for method, options in cells
     ]
     settings = _settings(args, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, progress=_show_progress(args))
+                         weight_decay=args.weight_decay, schedule=args.schedule,
+                         progress=_show_progress(args))
     cache = _cache(args)
     out_dir = Path(args.output)
     log = None if args.quiet else _stderr

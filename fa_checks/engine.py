@@ -277,6 +277,7 @@ class Settings:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.01
+    schedule: str = "cosine"  # learning-rate schedule of fresh runs and baselines
     progress: bool = False
     #: False skips D3 when no baseline_acc is given, instead of training the baseline
     depth_utility: bool = True
@@ -297,6 +298,7 @@ class Settings:
             "batch_size": int(self.batch_size),
             "lr": float(self.lr),
             "weight_decay": float(self.weight_decay),
+            "schedule": str(self.schedule),
         }
 
 
@@ -365,6 +367,7 @@ def train_subject(
             batch_size=settings.batch_size,
             lr=settings.lr,
             weight_decay=settings.weight_decay,
+            schedule=settings.schedule,
             device=settings.device,
             method_options=dict(subject.method_options),
             arch_options=dict(subject.arch_options),
@@ -458,6 +461,7 @@ def frozen_baseline_accuracy(
             batch_size=settings.batch_size,
             lr=settings.lr,
             weight_decay=settings.weight_decay,
+            schedule=settings.schedule,
             device=settings.device,
             arch_options=dict(arch_options or {}),
             data_root=settings.data_root,
@@ -632,6 +636,7 @@ def _baseline_for(
         batch_size=int(recorded.get("batch_size", settings.batch_size)),
         lr=float(recorded.get("lr", settings.lr)),
         weight_decay=float(recorded.get("weight_decay", settings.weight_decay)),
+        schedule=str(recorded.get("schedule", settings.schedule)),
     )
     return frozen_baseline_accuracy(
         checkpoint.arch,

@@ -2,7 +2,8 @@
 
 ``train`` seeds everything from ``seed`` (the model's initialisation, the method's random
 feedback, the batch order and augmentation), trains with AdamW and a cosine learning-rate
-schedule stepped once per epoch (as the original research code did), records a per-epoch
+schedule stepped once per epoch (as the original research code did; ``schedule="constant"``
+keeps the rate), records a per-epoch
 history and optionally writes a ``fa-checks/1`` checkpoint.  On CPU the same arguments give
 identical tensors.
 
@@ -34,6 +35,8 @@ from .models import build_model
 #: the generator for batch order and augmentation is seeded apart from the method's one, so the
 #: same seed gives every method the same stream of batches
 DATA_SEED_OFFSET = 0x5EED
+#: learning-rate schedules: cosine annealing to 0 over the run (default), or a constant rate
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -199,6 +202,7 @@ def train(
     batch_size: int = 128,
     lr: float = 1e-3,
     weight_decay: float = 0.01,
+    schedule: str = "cosine",
     device: str = "auto",
     method_options: Mapping[str, Any] | None = None,
     arch_options: Mapping[str, Any] | None = None,
@@ -236,9 +240,11 @@ def train(
 
     method_generator = torch.Generator(device=target).manual_seed(seed)
     rule.setup(model, dataset.num_classes, method_generator, optimizer=optimizer)
-    schedule = None
-    if rule.optimizer is not None:
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(rule.optimizer, T_max=epochs)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    annealing = None
+    if rule.optimizer is not None and schedule == "cosine":
+        annealing = torch.optim.lr_scheduler.CosineAnnealingLR(rule.optimizer, T_max=epochs)
     # a CPU generator: the batch order is then the same on every device
     batch_generator = torch.Generator().manual_seed(seed + DATA_SEED_OFFSET)
     x_eval, y_eval = dataset.eval_batch(int(eval_size))
@@ -270,8 +276,8 @@ def train(
                 diverged = True
                 break
             bar.batch(epoch, done, len(batches), loss)
-        if schedule is not None:
-            schedule.step()
+        if annealing is not None:
+            annealing.step()
 
         test_acc = accuracy(model, dataset.x_test, dataset.y_test)
         h_norm, g_norm = terminal_norms(model, x_eval, y_eval)
@@ -304,6 +310,7 @@ def train(
         "batch_size": batch_size,
         "lr": lr,
         "weight_decay": weight_decay,
+        "schedule": schedule,
         "device": str(target),
         "eval_size": int(eval_size),
     }
@@ -323,7 +330,7 @@ def _write_checkpoint(path: Path, run: Run, method_name: str) -> Path:
         "lr": run.config["lr"],
         "weight_decay": run.config["weight_decay"],
         "batch_size": run.config["batch_size"],
-        "schedule": "cosine",
+        "schedule": run.config["schedule"],
     }
     return save_checkpoint(
         path,

@@ -124,6 +124,16 @@ def test_cosine_schedule_is_stepped_once_per_epoch():
     assert method.lrs == pytest.approx(expected)
 
 
+def test_constant_schedule_keeps_the_rate_and_is_recorded(tmp_path):
+    method = Recorder()
+    run = tiny(method, epochs=3, lr=0.01, schedule="constant", checkpoint=tmp_path / "c.pt")
+    assert method.lrs == pytest.approx([0.01, 0.01, 0.01])
+    assert load_checkpoint(tmp_path / "c.pt").optimizer["schedule"] == "constant"
+    assert run.config["schedule"] == "constant"
+    with pytest.raises(ValueError, match="schedule must be one of cosine, constant"):
+        tiny(Recorder(), schedule="step")
+
+
 def test_checkpoint_is_written_and_loads_back(tmp_path):
     run = tiny("dfa", method_options={"penalty": 0.01}, checkpoint=tmp_path / "run.pt")
     assert run.checkpoint_path == tmp_path / "run.pt"
