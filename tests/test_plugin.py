@@ -335,6 +335,7 @@ def test_four_seeds_with_xdist_train_each_run_and_baseline_once_and_rerun_trains
     assert retrained.parseoutcomes() == outcomes
     fresh = created(pytester)[len(computed):]
     assert Counter(e["kind"] for e in fresh) == {"run": 4, "baseline": 4, "report": 4}
+    assert not any((pytester.path / CACHE / "retrain-claims").glob("*"))  # cleaned up
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="posix paths in the expected output")

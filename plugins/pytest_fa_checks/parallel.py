@@ -19,6 +19,7 @@ through ``workerinput``: the device each worker uses (GPUs round-robin) and the 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -145,6 +146,7 @@ class XdistController:
         self.subject_ids = subject_ids
         self.group_labels = group_labels
         self._gpu_count: int | None = None
+        self.run_id: str | None = None
 
     def gpu_count(self) -> int:
         if self._gpu_count is None:
@@ -156,6 +158,14 @@ class XdistController:
         workerinput = node.workerinput
         index = worker_index(workerinput.get("workerid", "gw0"))
         workerinput[DEVICE_KEY] = worker_device(self.options.device, index, self.gpu_count())
+        self.run_id = workerinput.get("testrunuid")
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.options.retrain and self.run_id:
+            from .session import cache_root, retrain_claims_dir
+
+            shutil.rmtree(retrain_claims_dir(cache_root(self.config), self.run_id),
+                          ignore_errors=True)
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         if not config.stash.get(SCHEDULE_KEY, False):

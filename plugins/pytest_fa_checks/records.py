@@ -129,6 +129,10 @@ class GroupRecord:
     error: str | None = None
 
 
+def _text(value: Any) -> str | None:
+    return None if value in ("", None) else str(value)
+
+
 def _seed_value(value: Any) -> Any:
     if value in ("", None):
         return None
@@ -144,10 +148,10 @@ def absorb(properties: Iterable[tuple[str, Any]], subjects: dict[str, SubjectRec
     props = dict(properties)
     if SUBJECT in props:
         record = subjects.setdefault(str(props[SUBJECT]), SubjectRecord(str(props[SUBJECT])))
-        record.method = record.method or (str(props.get(METHOD)) or None)
+        record.method = record.method or _text(props.get(METHOD))
         if record.seed is None:
             record.seed = _seed_value(props.get(SEED))
-        record.path = record.path or (str(props.get(PATH)) or None)
+        record.path = record.path or _text(props.get(PATH))
         if WORKER in props:
             record.workers.add(str(props[WORKER]))
         if REPORT in props and record.report is None:

@@ -70,6 +70,11 @@ def cache_root(config: pytest.Config) -> Path:
     return config.rootpath / FALLBACK_CACHE_DIR
 
 
+def retrain_claims_dir(root: Path, run_id: str) -> Path:
+    """Where the workers of one ``--fa-retrain`` test run record which subjects they redid."""
+    return root / "retrain-claims" / run_id
+
+
 def group_label(subject: Subject) -> str:
     """A fresh subject's id without its seed: ``dfa-penalty=0.01-seed3`` -> ``dfa-penalty=0.01``."""
     suffix = f"-seed{subject.seed}"
@@ -214,7 +219,7 @@ class FaSession:
         from filelock import FileLock
 
         digest = hashlib.sha256(subject.id.encode()).hexdigest()[:20]
-        claims = self.cache.root / "retrain-claims" / self.run_id
+        claims = retrain_claims_dir(self.cache.root, self.run_id)
         claims.mkdir(parents=True, exist_ok=True)
         with FileLock(str(claims / f"{digest}.lock")):
             marker = claims / f"{digest}.done"

@@ -1,0 +1,152 @@
+"""Whole-process timings of the pytest plugin, as a user runs it (``python -m pytest ...``).
+
+    .venv/bin/pytest benchmarks/test_bench_plugin.py -s
+
+* ``test_four_seeds_parallel_against_serial``: ``--fa-method dfa --fa-seeds 1 2 3 4`` on
+  MNIST-1D (ResMLP d=128, L=4, 16 epochs: a run and a frozen-blocks baseline per seed) with a
+  cold cache, ``-n 0`` against ``-n 2``; the speedup is the serial wall time over the parallel
+  one (aim: 1.7x or better on two cores).  ``FA_BENCH_ROUNDS`` (default 1) repeats the pair,
+  interleaved, and keeps the best of each (robust to a busy machine).  The same test measures
+  what the machine itself allows at that moment: one training process alone against two at
+  once (``machine_speedup`` = 2 x alone / together; 2.0 on two idle cores).  On a shared machine
+  the plugin's speedup is bounded by it; ``efficiency`` = speedup / machine_speedup.
+* ``test_cached_checkpoint_overhead``: ``pytest --fa-checkpoint run.pt`` once its report is
+  cached, against a pytest run of one test that imports torch: what the plugin adds to pytest's
+  and torch's own start-up (aim: under 3 s).  Best of 3 each.
+
+The figures are printed and stored in the benchmark JSON's ``extra_info``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SEED_ARGS = ("--fa-method", "dfa", "--fa-seeds", "1", "2", "3", "4", "--fa-data", "mnist1d",
+             "--fa-arch-arg", "d_hidden=128", "--fa-arch-arg", "num_blocks=4",
+             "--fa-epochs", "16", "-q")
+ROUNDS = int(os.environ.get("FA_BENCH_ROUNDS", "1"))
+
+
+CPU_SECONDS: dict[float, float] = {}  # wall time of a pytest_process -> its CPU seconds
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def pytest_process(folder: Path, *args: str) -> float:
+    """Wall time of ``python -m pytest *args`` in ``folder``; it must exit 0 or 1 (verdicts).
+
+    The CPU seconds of the process and its xdist workers go to ``CPU_SECONDS``.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cpu = _children_cpu()
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    elapsed = time.perf_counter() - start
+    CPU_SECONDS[elapsed] = _children_cpu() - cpu
+    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "fa-checks verdicts" in done.stdout, done.stdout[-3000:]
+    return elapsed
+
+
+TRAINING = ("import sys, time, torch; torch.set_num_threads(1); "
+            "from fa_checks.train import train; t = time.perf_counter(); "
+            "train('dfa', 'resmlp', 'mnist1d', epochs=4, seed=int(sys.argv[1]), device='cpu', "
+            "progress=False, arch_options={'d_hidden': 128, 'num_blocks': 4}); "
+            "print(time.perf_counter() - t)")
+
+
+def machine_speedup() -> float:
+    """2 x (one training alone) / (two trainings at once): how many cores we really have."""
+
+    def start(seed: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", TRAINING, str(seed)],
+                                stdout=subprocess.PIPE, text=True)
+
+    alone = float(start(1).communicate(timeout=900)[0])
+    pair = [start(1), start(2)]
+    together = max(float(p.communicate(timeout=900)[0]) for p in pair)
+    return 2 * alone / together
+
+
+def fresh_folder(root: Path, name: str) -> Path:
+    folder = root / name
+    folder.mkdir()
+    return folder
+
+
+def test_four_seeds_parallel_against_serial(benchmark, tmp_path: Path) -> None:
+    serial_times, parallel_times = [], []
+    counter = iter(range(10**6))
+
+    def parallel_setup() -> tuple[tuple[Path], dict]:
+        # each round trains from a cold cache: a new folder, so a new .pytest_cache
+        serial_times.append(
+            pytest_process(fresh_folder(tmp_path, f"serial{next(counter)}"), *SEED_ARGS,
+                           "-p", "no:xdist")
+        )
+        return (fresh_folder(tmp_path, f"parallel{next(counter)}"),), {}
+
+    def parallel(folder: Path) -> None:
+        parallel_times.append(pytest_process(folder, *SEED_ARGS, "-n", "2"))
+
+    machine = machine_speedup()
+    benchmark.pedantic(parallel, setup=parallel_setup, rounds=ROUNDS, iterations=1)
+    machine = max(machine, machine_speedup())  # before and after: the better of the two
+    serial, best_parallel = min(serial_times), min(parallel_times)
+    speedup = serial / best_parallel
+    serial_cpu, parallel_cpu = CPU_SECONDS[serial], CPU_SECONDS[best_parallel]
+    benchmark.extra_info.update(serial_s=serial, parallel_s=best_parallel, speedup=speedup,
+                                machine_speedup=machine, efficiency=speedup / machine,
+                                serial_cpu_s=serial_cpu, parallel_cpu_s=parallel_cpu,
+                                rounds=ROUNDS, cores=os.cpu_count())
+    print(f"\nfour fresh seeds: -n 0 {serial:.1f} s, -n 2 {best_parallel:.1f} s, "
+          f"speedup {speedup:.2f}x (best of {ROUNDS}); the machine allowed {machine:.2f}x "
+          f"(two trainings at once), efficiency {speedup / machine:.0%}; CPU seconds "
+          f"{serial_cpu:.1f} (-n 0) and {parallel_cpu:.1f} (-n 2, all processes)")
+
+
+@pytest.fixture(scope="module")
+def cached_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BP run on MNIST-1D (d=64, L=2, 2 epochs) whose report is already in the cache."""
+    folder = tmp_path_factory.mktemp("cached")
+    code = ("from fa_checks.train import train; "
+            "train('bp', 'resmlp', 'mnist1d', epochs=2, seed=0, device='cpu', progress=False, "
+            "arch_options={'d_hidden': 64, 'num_blocks': 2}, checkpoint='run.pt')")
+    subprocess.run([sys.executable, "-c", code], cwd=folder, check=True, timeout=900)
+    (folder / "test_torch_only.py").write_text("import torch\n\n\ndef test_ok():\n    pass\n")
+    pytest_process(folder, "--fa-checkpoint", "run.pt", "-p", "no:xdist", "-q")  # fill cache
+    return folder
+
+
+def test_cached_checkpoint_overhead(benchmark, cached_checkpoint: Path) -> None:
+    folder = cached_checkpoint
+    baseline = []
+    for _ in range(3):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "pytest", "test_torch_only.py", "-p",
+                               "no:xdist", "-q"], cwd=folder, capture_output=True, timeout=600)
+        baseline.append(time.perf_counter() - start)
+        assert done.returncode == 0
+    times: list[float] = []
+
+    def check() -> None:
+        times.append(pytest_process(folder, "--fa-checkpoint", "run.pt", "-p", "no:xdist",
+                                    "-q"))
+
+    benchmark.pedantic(check, rounds=3, iterations=1)
+    overhead = min(times) - min(baseline)
+    benchmark.extra_info.update(check_s=min(times), pytest_and_torch_s=min(baseline),
+                                overhead_s=overhead)
+    print(f"\ncached checkpoint: {min(times):.2f} s; pytest + torch alone {min(baseline):.2f} s; "
+          f"plugin overhead {overhead:.2f} s")
