@@ -27,8 +27,8 @@ _EXPORTS = {
     "evaluate": "fa_checks.protocol",
     "Report": "fa_checks.protocol",
     "Thresholds": "fa_checks.protocol",
-    "train": "fa_checks.train",
-    "Run": "fa_checks.train",
+    "train": "fa_checks.training",
+    "Run": "fa_checks.training",
 }
 
 

@@ -440,7 +440,7 @@ def _indent(text: str, by: str = "  ") -> str:
 
 # -- commands --------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .training import train
 
     run = train(
         args.method,

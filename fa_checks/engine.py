@@ -354,7 +354,7 @@ def train_subject(
     spec = {"subject": _training_spec(subject), **settings.training_key()}
 
     def create(path: Path) -> None:
-        from .train import train
+        from .training import train
 
         _say(log, f"training {subject.id} ({subject.arch} on {subject.data}, "
                   f"{subject.epochs} epochs)")
@@ -448,7 +448,7 @@ def frozen_baseline_accuracy(
     }
 
     def create(path: Path) -> None:
-        from .train import train
+        from .training import train
 
         _say(log, f"training the frozen-blocks baseline ({arch} on {data}, seed {seed}, "
                   f"{epochs} epochs)")
@@ -568,7 +568,7 @@ def _evaluate_checkpoint(
 
     from .data import load_data
     from .protocol import evaluate
-    from .train import accuracy
+    from .training import accuracy
 
     device = resolve_device(settings.device)
     checkpoint = _load_checkpoint(path, settings)

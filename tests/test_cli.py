@@ -14,7 +14,7 @@ from fa_checks.checkpoint import load_checkpoint
 from fa_checks.cli import main, sweep_cells
 from fa_checks.engine import EngineError
 from fa_checks.protocol import Report
-from fa_checks.train import train
+from fa_checks.training import train
 
 TINY = ["--arch", "resmlp", "--arch-arg", "d_hidden=16", "num_blocks=2", "--data", "synthetic",
         "--data-arg", "num_samples=200", "--batch-size", "32", "--lr", "1e-2", "--device", "cpu",

@@ -38,7 +38,7 @@ from fa_checks.protocol import (
     ScaleStability,
     Thresholds,
 )
-from fa_checks.train import train
+from fa_checks.training import train
 
 DATA_OPTIONS = {"num_samples": 200}
 ARCH_OPTIONS = {"d_hidden": 16, "num_blocks": 2}

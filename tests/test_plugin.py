@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from fa_checks.checkpoint import load_checkpoint, save_checkpoint
-from fa_checks.train import train
+from fa_checks.training import train
 
 TINY = {"d_hidden": 16, "num_blocks": 2}
 CACHE = Path(".pytest_cache") / "d" / "fa-checks"

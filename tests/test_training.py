@@ -14,7 +14,7 @@ from fa_checks.data import load_data
 from fa_checks.methods import Method, MethodError
 from fa_checks.models import build_model
 from fa_checks.protocol import evaluate
-from fa_checks.train import train
+from fa_checks.training import train
 
 DATA = {"num_samples": 200}  # 160 training samples
 ARCH = {"d_hidden": 16, "num_blocks": 2}
@@ -201,7 +201,7 @@ def test_a_method_step_without_loss_is_a_clear_error():
 def test_progress_redraws_one_line_on_a_terminal():
     import io
 
-    from fa_checks.train import Progress
+    from fa_checks.training import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -219,7 +219,7 @@ def test_progress_redraws_one_line_on_a_terminal():
 
 def test_the_package_name_train_trains_even_after_the_submodule_is_imported():
     import fa_checks
-    import fa_checks.train  # binds the package attribute to the submodule
+    import fa_checks.training  # the engine imports the submodule; the function stays
 
     run = fa_checks.train("bp", "resmlp", "synthetic", epochs=1, seed=0, device="cpu",
                           data_options=DATA, arch_options=ARCH, progress=False)

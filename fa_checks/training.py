@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,16 +343,5 @@ def _write_checkpoint(path: Path, run: Run, method_name: str) -> Path:
         history=run.history,
     )
 
-
-class _CallableModule(types.ModuleType):
-    """Calling the module trains: ``fa_checks.train(...)`` then works whichever object the name
-    holds.  The package exports the function ``train``, but importing this submodule (the engine
-    does) binds ``fa_checks.train`` to the module itself."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Run:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["Progress", "Run", "accuracy", "method_spec_name", "terminal_norms", "train"]
