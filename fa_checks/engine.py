@@ -389,7 +389,29 @@ def _training_spec(subject: Subject) -> dict[str, Any]:
     if subject.kind == "fresh":
         out["arch_options"] = canonical_arch_options(subject.arch, subject.arch_options)
         out["data_options"] = canonical_data_options(subject.data, subject.data_options)
+        if subject.method is not None:
+            out["method_source"] = method_source_digest(subject.method)
     return out
+
+
+def method_source_digest(name: str) -> str | None:
+    """A digest of a user rule's source file, so an edited rule is retrained, not reused.
+
+    Built-in rules are versioned with the library (the cache key holds its version): None.
+    """
+    import inspect
+
+    from .cache import file_digest
+    from .methods.base import method_class
+
+    cls = method_class(name)
+    if cls.__module__.startswith("fa_checks."):
+        return None
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:  # defined where no file exists (an interactive session)
+        return None
+    return None if source is None else file_digest(Path(source))
 
 
 def canonical_arch_options(arch: str, options: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -331,3 +331,16 @@ def test_a_checkpoint_without_data_is_checked_on_the_subjects_dataset(tmp_path):
     wrong = dataclasses.replace(subject, data="synthetic", data_options={"dim": 7})
     with pytest.raises(EngineError, match="20 input features and 4 classes.*has 7 and 4"):
         evaluate_subject(wrong, _settings(baseline_acc=0.25), ArtifactCache(tmp_path / "c"))
+
+
+def test_an_edited_user_rule_gets_a_new_cache_key(tmp_path, monkeypatch):
+    from fa_checks.engine import method_source_digest
+
+    rules = tmp_path / "edited_rules.py"
+    rules.write_text("from fa_checks.methods.bp import BP\n\nclass Rule(BP):\n    name = 'r'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = method_source_digest("edited_rules:Rule")
+    rules.write_text(rules.read_text() + "\n# a changed learning rule\n")
+    after = method_source_digest("edited_rules:Rule")
+    assert before is not None and after is not None and before != after
+    assert method_source_digest("dfa") is None  # versioned with the library
