@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pytest_fa_checks import options as opts
+from pytest_fa_checks import session
 from pytest_fa_checks.parallel import (
     subject_scope,
     worker_device,
@@ -98,7 +99,7 @@ def test_ini_keys_are_the_documented_ones() -> None:
     keys = {opts.ini_key(option) for option in opts.OPTIONS if option.ini}
     assert keys == {"fa_max_growth", "fa_grad_floor", "fa_min_margin", "fa_eval_size",
                     "fa_min_cosine", "fa_min_rho", "fa_device", "fa_epochs", "fa_data",
-                    "fa_data_root"}
+                    "fa_data_root", "fa_schedule"}
 
 
 # -- options read from a real pytest config (in process: no subprocess needed) ------------------
@@ -112,6 +113,17 @@ def test_command_line_wins_over_ini(pytester: pytest.Pytester) -> None:
     assert not read.active
 
 
+def test_the_schedule_reaches_the_engine_settings(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nfa_schedule = constant\n")
+    read = opts.read_options(pytester.parseconfig("--fa-method", "dfa"))
+    assert session.build_settings(read, "cpu").schedule == "constant"
+    default = opts.read_options(pytester.parseconfig("--fa-method", "dfa"))
+    assert default.schedule == "constant"  # from the ini file
+    plain = session.build_settings(opts.read_options(pytester.parseconfig("--fa-schedule",
+                                                                       "cosine")), "cpu")
+    assert plain.schedule == "cosine"
+
+
 def test_a_bad_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nfa_eval_size = many\n")
     with pytest.raises(pytest.UsageError, match="ini option fa_eval_size = 'many'"):
@@ -123,6 +135,7 @@ def test_a_bad_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
     (["--fa-method-arg", "penalty=0.1"], "--fa-method-arg applies to fresh runs"),
     (["--fa-baseline-acc", "35"], "fraction between 0 and 1"),
     (["--fa-min-cosine", "2"], "between -1 and 1"),
+    (["--fa-schedule", "step"], "use one of cosine, constant"),
 ])
 def test_inconsistent_or_out_of_range_options_are_usage_errors(
     pytester: pytest.Pytester, args: list[str], fragment: str

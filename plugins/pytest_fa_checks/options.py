@@ -18,6 +18,7 @@ import pytest
 PREFIX = "--fa-"
 GROUP = "fa-checks"
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+SCHEDULES = ("cosine", "constant")  # fa_checks.training.SCHEDULES, without importing torch
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class PluginOptions:
     data_args: tuple[str, ...] = ()
     data_root: str | None = None
     epochs: int | None = None
+    schedule: str | None = None
     seeds: tuple[int, ...] = ()
     device: str = "auto"
     eval_size: int | None = None
@@ -123,6 +125,13 @@ def device(text: str) -> str:
     raise ValueError(f"use one of {', '.join(DEVICES)}")
 
 
+def schedule(text: str) -> str:
+    value = text.strip().lower()
+    if value not in SCHEDULES:
+        raise ValueError(f"use one of {', '.join(SCHEDULES)}")
+    return value
+
+
 def text(value: str) -> str:
     if not value.strip():
         raise ValueError("it must not be empty")
@@ -165,6 +174,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("data-root", "folder holding datasets that are read from disk (cifar10, mnist, ...)",
            text, "DIR", ini=True),
     Option("epochs", "epochs of fresh runs (default 20)", positive_int, "N", ini=True),
+    Option("schedule", "learning-rate schedule of fresh runs and baselines: cosine (default) or "
+           "constant", schedule, "NAME", ini=True),
     Option("seeds", "seeds of fresh runs, one subject each (default 0)", seed, "N", many="+"),
     Option("device", "where to train and evaluate: auto, cpu, cuda or cuda:N (default auto)",
            device, "DEVICE", ini=True),
@@ -283,6 +294,7 @@ def read_options(config: pytest.Config) -> PluginOptions:
         data_args=many["data-arg"],
         data_root=get["data-root"],
         epochs=get["epochs"],
+        schedule=get["schedule"],
         seeds=tuple(dict.fromkeys(many["seeds"])),
         device=get["device"] or "auto",
         eval_size=get["eval-size"],

@@ -309,6 +309,8 @@ def build_settings(options: PluginOptions, device: str) -> Settings:
         given["data_root"] = options.data_root
     if options.eval_size is not None:
         given["eval_size"] = options.eval_size
+    if options.schedule is not None:
+        given["schedule"] = options.schedule
     return engine.Settings(
         device=device,
         thresholds=build_thresholds(options, Thresholds),
