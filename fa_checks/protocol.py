@@ -45,17 +45,20 @@ DIAGNOSTIC_IDS = ("D1", "D2", "D3", "COS", "RHO")
 
 
 # -- numbers in sentences and JSON -----------------------------------------------------------
-def _fmt(x: float | None) -> str:
-    """A compact number for a sentence: 1.293, 8433, 3.60e-09, NaN, Inf."""
+def format_number(x: float | None) -> str:
+    """A compact number for a sentence or a table: 1.293, 8433, 1.02e+04, 3.60e-09, NaN, Inf."""
     if x is None:
         return "n/a"
     if math.isnan(x):
         return "NaN"
     if math.isinf(x):
         return "Inf" if x > 0 else "-Inf"
-    if x == 0 or 1e-2 <= abs(x) < 1e5:
+    if x == 0 or 1e-2 <= abs(x) < 1e4:
         return f"{x:.4g}"
     return f"{x:.2e}"
+
+
+_fmt = format_number  # short name for the sentences below
 
 
 def _signed(x: float | None) -> str:

@@ -35,16 +35,6 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _compact(x: float) -> str:
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "Inf" if x > 0 else "-Inf"
-    if x == 0 or 1e-2 <= abs(x) < 1e5:
-        return f"{x:.4g}"
-    return f"{x:.2e}"
-
-
 def _mark(fires: Any) -> str:
     return "skip" if fires is None else ("FAIL" if fires else "ok")
 
@@ -54,6 +44,8 @@ def _cells(record: SubjectRecord) -> tuple[str, ...]:
     if report is None:
         reason = record.error or "not evaluated"
         return (record.id, "-", "-", "-", "-", f"ERROR: {reason}" if record.error else reason)
+    from fa_checks.protocol import format_number  # the controller has fa_checks loaded here
+
     acc = _float(report.get("test_acc"))
     d1, d2, d3 = (report.get(k) or {} for k in ("D1", "D2", "D3"))
     growth, g_last, margin = (_float(d1.get("max_growth")), _float(d2.get("g_L")),
@@ -61,9 +53,9 @@ def _cells(record: SubjectRecord) -> tuple[str, ...]:
     return (
         record.id,
         "-" if acc is None else ("NaN" if math.isnan(acc) else f"{100 * acc:.1f}%"),
-        "-" if growth is None else f"{_compact(growth)}{'x' * math.isfinite(growth)} "
+        "-" if growth is None else f"{format_number(growth)}{'x' * math.isfinite(growth)} "
         f"{_mark(d1.get('fires'))}",
-        "-" if g_last is None else f"{_compact(g_last)} {_mark(d2.get('fires'))}",
+        "-" if g_last is None else f"{g_last:.2e} {_mark(d2.get('fires'))}",
         "-" if margin is None else f"{margin:+.1f}pp {_mark(d3.get('fires'))}",
         str(report.get("verdict", "?")) + ("  [mode 1]" if report.get("mode1") else ""),
     )
