@@ -3,13 +3,13 @@
     .venv/bin/pytest benchmarks/test_bench_plugin.py -s
 
 * ``test_four_seeds_parallel_against_serial``: ``--fa-method dfa --fa-seeds 1 2 3 4`` on
-  MNIST-1D (ResMLP d=256, L=4, 20 epochs, the defaults: a run and a frozen-blocks baseline per seed) with a
-  cold cache, ``-n 0`` against ``-n 2``; the speedup is the serial wall time over the parallel
-  one (aim: 1.7x or better on two cores).  ``FA_BENCH_ROUNDS`` (default 1) repeats the pair,
-  interleaved, and keeps the best of each (robust to a busy machine).  The same test measures
-  what the machine itself allows at that moment: one training process alone against two at
-  once (``machine_speedup`` = 2 x alone / together; 2.0 on two idle cores).  On a shared machine
-  the plugin's speedup is bounded by it; ``efficiency`` = speedup / machine_speedup.
+  MNIST-1D (the default ResMLP d=256, L=4, 20 epochs: a run and a frozen-blocks baseline per
+  seed) with a cold cache, ``-n 0`` against ``-n 2``; the speedup is the serial wall time over
+  the parallel one (aim: 1.7x or better on two cores). ``FA_BENCH_ROUNDS`` (default 1) repeats
+  the pair, interleaved, and keeps the best of each (robust to a busy machine). The same test
+  measures what the machine itself allows at that moment: one training process alone against two
+  at once (``machine_speedup`` = 2 x alone / together; 2.0 on two idle cores). On a shared
+  machine the plugin's speedup is bounded by it; ``efficiency`` = speedup / machine_speedup.
 * ``test_cached_checkpoint_overhead``: ``pytest --fa-checkpoint run.pt`` once its report is
   cached, against a pytest run of one test that imports torch: what the plugin adds to pytest's
   and torch's own start-up (aim: under 3 s).  Best of 3 each.

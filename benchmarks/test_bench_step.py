@@ -1,4 +1,4 @@
-"""One training step of BP, DFA, FA, KP and the seeds' per-block DFA loop, relative to BP.
+"""One training step of every built-in rule and the seeds' per-block DFA loop, relative to BP.
 
 ResMLP d=256 L=4 on MNIST-1D-shaped inputs (40 features, 10 classes), batch 128, CPU, one thread
 (the repository conftest sets it).  Run:
@@ -28,6 +28,8 @@ from fa_checks.methods import MethodError, get_method
 from fa_checks.models import build_model
 
 D_HIDDEN, NUM_BLOCKS, BATCH, INPUT_SHAPE, CLASSES = 256, 4, 128, (40,), 10
+#: every built-in rule that trains a ResMLP, BP first (the ratios are to BP)
+RULES = ("bp", "dfa", "fa", "kp", "sdfa", "drtp", "usf", "frsf", "brsf", "vec", "frozen")
 MEDIANS: dict[str, float] = {}
 MINIMA: dict[str, float] = {}
 
@@ -91,7 +93,7 @@ def record(benchmark, name: str) -> None:
         print(f"\n{name}: {median_ratio:.2f}x BP by median, {min_ratio:.2f}x by minimum")
 
 
-@pytest.mark.parametrize("name", ["bp", "dfa", "fa", "kp"])
+@pytest.mark.parametrize("name", RULES)
 def test_method_step(benchmark, name):
     model, x, y = model_and_batch()
     try:
@@ -117,7 +119,7 @@ def test_interleaved_step_ratios(benchmark):
     so other work on a shared machine neither lands in one rule's figure nor drifts between
     rules; the ratios land in ``extra_info``."""
     steppers = {}
-    for name in ("bp", "dfa", "fa", "kp"):
+    for name in RULES:
         model, x, y = model_and_batch()
         try:
             method = get_method(name)
