@@ -197,9 +197,12 @@ def feedback_targets(model: nn.Module, method_name: str = "layerwise feedback") 
                 if isinstance(module, nn.MultiheadAttention)
                 else "this library re-routes only nn.Linear and nn.Conv2d"
             )
+            arch = (getattr(model, "spec", None) or {}).get("arch")
+            owner = f"the {arch} model" if arch else f"the {type(model).__name__} model"
             raise MethodError(
-                f"method {method_name!r} sends each layer's input gradient through its own "
-                f"feedback matrix, but {name or 'the model'} is a {type(module).__name__}: "
+                f"method {method_name!r} does not apply to {owner}: it sends each layer's "
+                f"input gradient through its own feedback matrix, but "
+                f"{name or 'the model'} is a {type(module).__name__}: "
                 f"{reason}, so part of the backward pass would silently stay exact "
                 "backpropagation. Use an architecture built from Linear/Conv2d layers "
                 "(mlp, resmlp, resnet)."
