@@ -34,6 +34,11 @@ from .models import build_model
 #: the generator for batch order and augmentation is seeded apart from the method's one, so the
 #: same seed gives every method the same stream of batches
 DATA_SEED_OFFSET = 0x5EED
+#: the method's generator (random feedback) is seeded apart from the model's initialisation.
+#: With the same seed both CPU streams are identical, and a feedback matrix drawn like a weight
+#: came out as that weight times a constant: classic FA on the mlp started with B_1 = c * W_1,
+#: i.e. exact backpropagation at that layer.
+METHOD_SEED_OFFSET = 0xFEEDBAC
 #: learning-rate schedules: cosine annealing to 0 over the run (default), or a constant rate
 SCHEDULES = ("cosine", "constant")
 
@@ -237,7 +242,7 @@ def train(
     def optimizer(params: Any) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
-    method_generator = torch.Generator(device=target).manual_seed(seed)
+    method_generator = torch.Generator(device=target).manual_seed(seed + METHOD_SEED_OFFSET)
     rule.setup(model, dataset.num_classes, method_generator, optimizer=optimizer)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")

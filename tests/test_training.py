@@ -224,3 +224,23 @@ def test_the_package_name_train_trains_even_after_the_submodule_is_imported():
     run = fa_checks.train("bp", "resmlp", "synthetic", epochs=1, seed=0, device="cpu",
                           data_options=DATA, arch_options=ARCH, progress=False)
     assert isinstance(run, fa_checks.Run) and len(run.history) == 1
+
+
+@pytest.mark.parametrize(("method", "arch", "arch_options"), [
+    ("fa", "mlp", {"d_hidden": 64, "depth": 4}),  # classic FA: B shaped like each W
+    ("kp", "resmlp", {"d_hidden": 64, "num_blocks": 2}),
+])
+def test_random_feedback_is_independent_of_the_initial_weights(method, arch, arch_options):
+    # lr=0 keeps the weights at their initialisation.  Feedback drawn from a stream seeded like
+    # the model's came out as a weight times a constant at these sizes (|cos| = 1.0 for the
+    # mlp's W_1, 0.35 for the resmlp's embedding)
+    run = train(method, arch, "synthetic", epochs=1, seed=7, lr=0.0, device="cpu",
+                arch_options=arch_options, data_options={"num_samples": 40, "dim": 64},
+                progress=False, eval_size=8)
+    feedback = run.method.feedback
+    assert feedback
+    for i, b in enumerate(feedback):
+        for name, w in run.model.named_parameters():
+            if w.numel() == b.numel():
+                cos = F.cosine_similarity(b.flatten(), w.detach().flatten(), dim=0)
+                assert abs(float(cos)) < 0.2, f"feedback {i} is aligned with {name}: {cos:.3f}"
