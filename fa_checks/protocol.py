@@ -43,6 +43,9 @@ DEFAULT_GRAD_FLOOR = 10 * 1e-8 * 128
 
 DIAGNOSTIC_IDS = ("D1", "D2", "D3", "COS", "RHO")
 
+#: D3's margin in pp is rounded to this many decimals before it is compared
+MARGIN_DECIMALS = 9
+
 
 # -- numbers in sentences and JSON -----------------------------------------------------------
 def format_number(x: float | None) -> str:
@@ -446,7 +449,9 @@ def depth_utility(
             None, None, min_margin_pp, None,
             "not evaluated: no frozen-blocks baseline accuracy was given",
         )
-    margin = 100.0 * (test_acc - baseline_acc)
+    # Rounded to 1e-9 pp (far below any accuracy's resolution): accuracies are fractions k/n,
+    # and unrounded 100 * (0.03 - 0.01) = 1.9999999999999998 would fail a 2 pp margin.
+    margin = round(100.0 * (test_acc - baseline_acc), MARGIN_DECIMALS)
     if not math.isfinite(margin):
         return DepthUtility(
             margin, baseline_acc, min_margin_pp, True,

@@ -25,6 +25,7 @@ from fa_checks.protocol import (
     Report,
     ScaleStability,
     Thresholds,
+    depth_utility,
     evaluate,
 )
 
@@ -207,6 +208,29 @@ def test_d3_margin_in_percentage_points() -> None:
         "test accuracy 23.3% is 26.3 pp below the frozen-blocks baseline 49.6%; the trained "
         "blocks must add at least 2.0 pp"
     )
+
+
+@given(
+    st.integers(min_value=1, max_value=400),  # eval sets of 50 .. 20,000 samples
+    st.integers(min_value=0, max_value=20_000),
+    st.integers(min_value=-3, max_value=3),
+)
+def test_d3_margin_at_the_threshold_is_exact(k: int, baseline: int, offset: int) -> None:
+    # accuracies are counts over n = 50k samples, so 2 pp is exactly k samples: a model k
+    # samples above its baseline passes and k - 1 fails, whatever rounding 100 * (a - b) does
+    n = 50 * k
+    baseline %= n - k + 1
+    correct = baseline + k + offset
+    if not 0 <= correct <= n:
+        return
+    result = depth_utility(correct / n, baseline / n, 2.0)
+    assert result.fires == (offset < 0)
+    assert result.margin_pp == pytest.approx(2.0 + 100 * offset / n)
+
+
+def test_d3_margin_exactly_two_points_passes() -> None:
+    for baseline in (0.01, 0.04, 0.27, 0.35, 0.496):  # 100 * (b + 0.02 - b) < 2 for most
+        assert depth_utility(baseline + 0.02, baseline, 2.0).fires is False, baseline
 
 
 def test_d3_is_not_evaluated_without_a_baseline() -> None:
