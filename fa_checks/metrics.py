@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .anatomy import Anatomy, anatomy_of, per_sample_gradients, per_sample_loss
+from .methods.local import eval_mode
 
 #: smallest positive float64: the denominator guard of the cosines.  It only matters when a
 #: norm is exactly zero (the cosine is then 0), never for a small but nonzero gradient.
@@ -317,7 +318,8 @@ def fresh_feedback_null(
         raise ValueError(f"fresh_feedback_null needs at least 2 draws for a spread, got {draws}")
     model = method.model
     if reference is None:
-        reference = per_sample_gradients(model, x, y)[1]
+        with eval_mode(model):  # as the credit is taken; train mode would move BN statistics
+            reference = per_sample_gradients(model, x, y)[1]
     device = next(iter(model.parameters()), torch.empty(0)).device
     generator = torch.Generator(device=device).manual_seed(seed)
     clone = _shared_copy(method)

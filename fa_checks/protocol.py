@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from . import metrics
 from .anatomy import Anatomy, anatomy_of, per_sample_gradients
+from .methods.local import eval_mode
 
 #: the research code's D2 floor at its eval batch: 10 x the 1e-8 cosine clamp x 128 samples
 DEFAULT_GRAD_FLOOR = 10 * 1e-8 * 128
@@ -652,9 +653,7 @@ def evaluate(
     device = _device_of(module)
     if device is not None:
         x, y = x.to(device), y.to(device)
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):  # restores each submodule's own mode (e.g. a frozen BN's eval)
         hidden, grads, logits = per_sample_gradients(anatomy, x, y)
         d1 = scale_stability(
             hidden,
@@ -676,8 +675,6 @@ def evaluate(
                 epsilon=epsilon, eta=eta, null_draws=null_draws, seed=seed,
                 reference_valid=not d2.fires,
             )
-    finally:
-        module.train(was_training)
     return Report(
         test_acc=acc, d1=d1, d2=d2, d3=d3, credit=summary, num_samples=int(x.shape[0])
     )

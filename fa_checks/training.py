@@ -29,6 +29,7 @@ from .anatomy import per_sample_gradients, per_sample_norm
 from .data import Dataset, load_data
 from .engine import resolve_device
 from .methods import Method, MethodError, get_method, method_class
+from .methods.local import eval_mode
 from .models import build_model
 
 #: the generator for batch order and augmentation is seeded apart from the method's one, so the
@@ -64,23 +65,18 @@ class Run:
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> float:
     """Fraction of ``x`` the model classifies as ``y`` (eval mode, no gradients)."""
-    was_training = model.training
-    model.eval()
     correct = 0
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             logits = model(x[start:start + batch_size])
             correct += int((logits.argmax(dim=-1) == y[start:start + batch_size]).sum())
-    model.train(was_training)
     return correct / max(int(x.shape[0]), 1)
 
 
 def terminal_norms(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
     """Median per-sample ``||h_L||`` and ``||g_L||`` (each sample's own loss gradient)."""
-    was_training = model.training
-    model.eval()
-    hidden, grads, _ = per_sample_gradients(model, x, y)
-    model.train(was_training)
+    with eval_mode(model):
+        hidden, grads, _ = per_sample_gradients(model, x, y)
     h_norm = per_sample_norm(hidden[-1]).median()
     g_norm = per_sample_norm(grads[-1]).median()
     return float(h_norm), float(g_norm)

@@ -337,6 +337,27 @@ def test_fresh_feedback_null_is_none_without_feedback_and_needs_two_draws() -> N
         metrics.fresh_feedback_null(set_up(ToyDFA), *batch("resmlp"), draws=1)
 
 
+def test_fresh_feedback_null_on_a_training_model_leaves_its_statistics_alone() -> None:
+    # a BatchNorm model in train mode: the reference gradients are taken in eval mode, as the
+    # credit is, so the running statistics do not move and the figures are those of eval mode
+    from fa_checks.methods import get_method
+
+    model = tiny("resnet").train()
+    method = get_method("dfa")
+    method.setup(model, 5, torch.Generator().manual_seed(0))
+    x, y = batch("resnet")
+    statistics = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    null = metrics.fresh_feedback_null(method, x, y, draws=2)
+    assert model.training and all(m.training for m in model.modules())
+    for key, before in statistics.items():
+        assert torch.equal(model.state_dict()[key], before), key
+    model.eval()
+    expected = metrics.fresh_feedback_null(method, x, y, draws=2)
+    assert null is not None and expected is not None
+    for got, want in zip(null.cosines, expected.cosines, strict=True):
+        assert got == pytest.approx(want, abs=1e-12)
+
+
 # -- feature drift -------------------------------------------------------------------------------
 def test_feature_drift_of_identical_states_is_zero() -> None:
     model = tiny("resmlp")

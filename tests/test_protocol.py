@@ -191,6 +191,15 @@ def test_a_collapsed_reference_fires_d2_and_with_d1_is_mode1() -> None:
     assert report.d2.explanation.startswith("the per-sample BP gradient at h_2 is ")
 
 
+def test_evaluate_restores_each_submodules_own_mode() -> None:
+    # e.g. frozen blocks whose BatchNorm stays in eval mode while the rest of the model trains
+    model, (x, y) = tiny("resnet").train(), batch("resnet")
+    model.blocks[0].eval()
+    modes = {name: m.training for name, m in model.named_modules()}
+    evaluate(model, x, y)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+
+
 # -- D3 --------------------------------------------------------------------------------------
 def test_d3_margin_in_percentage_points() -> None:
     model, (x, y) = tiny("resmlp"), batch("resmlp", n=40)

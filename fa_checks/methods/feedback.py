@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..anatomy import per_sample_gradients
 from .base import Method, MethodError
+from .local import eval_mode
 
 #: weight layers whose backward this module cannot re-route (their use would mix in exact BP)
 UNSUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (
@@ -313,13 +314,8 @@ class LayerwiseFeedbackMethod(Method):
     def credit(self, x: Tensor, y: Tensor) -> list[Tensor]:
         """Each sample's own loss gradient at every hidden state, through this rule's backward."""
         assert self.model is not None and self.anatomy is not None
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self.routed():
-                _, grads, _ = per_sample_gradients(self.anatomy, x, y)
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), self.routed():
+            _, grads, _ = per_sample_gradients(self.anatomy, x, y)
         return grads
 
     def alignment(self) -> list[float]:
