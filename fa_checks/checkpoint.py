@@ -162,13 +162,14 @@ def save_checkpoint(
             "fa_checks.build_model(arch, ...) so the checkpoint can rebuild it"
         )
     from . import __version__
+    from .methods import method_reference
 
     payload = {
         "format": FORMAT,
         "arch": spec["arch"],
         "arch_kwargs": spec["kwargs"],
         "model_state": dict(model.state_dict()),
-        "method": None if method is None else _method_reference(method),
+        "method": None if method is None else method_reference(method),
         "method_options": {} if method is None else dict(getattr(method, "options", {})),
         "method_state": {} if method is None else dict(method.state_dict()),
         "data": data,
@@ -182,21 +183,6 @@ def save_checkpoint(
     plain = {key: _plain(value, path, key) for key, value in payload.items()}
     _atomic_torch_save(plain, path)
     return path
-
-
-def _method_reference(method: Any) -> str:
-    """The name that resolves back to ``type(method)``: its registered name, else module:Class."""
-    from .methods import MethodError, method_class
-
-    cls = type(method)
-    name = getattr(method, "name", None)
-    if isinstance(name, str):
-        try:
-            if method_class(name) is cls:
-                return name
-        except MethodError:
-            pass
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _plain(value: Any, path: Path, where: str) -> Any:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .anatomy import per_sample_gradients, per_sample_norm
 from .data import Dataset, load_data
 from .engine import resolve_device
-from .methods import Method, MethodError, get_method, method_class
+from .methods import Method, MethodError, get_method, method_class, method_reference
 from .methods.local import eval_mode
 from .models import build_model
 
@@ -82,17 +82,8 @@ def terminal_norms(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float
     return float(h_norm), float(g_norm)
 
 
-def method_spec_name(method: Method) -> str:
-    """The name that rebuilds ``method``: its registered name, else ``module:Class``."""
-    cls = type(method)
-    name = getattr(cls, "name", None)
-    if isinstance(name, str):
-        try:
-            if method_class(name) is cls:
-                return name
-        except MethodError:
-            pass
-    return f"{cls.__module__}:{cls.__qualname__}"
+#: the name that rebuilds a method (kept under the trainer's name for its callers)
+method_spec_name = method_reference
 
 
 class Progress:

@@ -17,7 +17,7 @@ import torch
 import fa_checks
 from fa_checks.checkpoint import load_checkpoint
 from fa_checks.data.dataset import Augmentation, Dataset
-from fa_checks.methods import MethodError, available_methods, get_method
+from fa_checks.methods import MethodError, available_methods, get_method, method_class
 from fa_checks.models import build_model
 
 ARCHS = {
@@ -72,7 +72,11 @@ def data_for(arch: str) -> Dataset:
 
 
 def test_every_builtin_method_is_covered():
-    builtin = {name for name in available_methods() if ":" not in name}
+    # other test modules register rules of their own; the built-ins live in fa_checks.methods
+    builtin = {
+        name for name in available_methods()
+        if method_class(name).__module__.startswith("fa_checks.methods.")
+    }
     assert builtin >= set(APPLIES), sorted(set(APPLIES) - builtin)
     assert set(APPLIES) >= builtin, f"add {sorted(builtin - set(APPLIES))} to APPLIES"
 

@@ -307,7 +307,7 @@ def test_bad_options_are_method_errors(options, message):
 
 def test_other_architectures_are_refused_with_a_reason():
     mlp = build_model("mlp", input_shape=(D_IN,), num_classes=C, d_hidden=D, depth=2)
-    with pytest.raises(MethodError, match="resmlp only.*flat hidden states"):
+    with pytest.raises(MethodError, match="applies to resmlp, not .*flat hidden states"):
         set_up(mlp)
 
 

@@ -7,6 +7,7 @@ from .base import (
     available_methods,
     get_method,
     method_class,
+    method_reference,
     register,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "available_methods",
     "get_method",
     "method_class",
+    "method_reference",
     "register",
 ]

@@ -45,6 +45,8 @@ class Method:
     name: str = "method"
     #: the architectures the rule applies to; None means any model with an anatomy
     architectures: tuple[str, ...] | None = None
+    #: why the rule is limited to ``architectures`` (ends the refusal's message)
+    architecture_reason: str = ""
 
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = dict(options)
@@ -62,16 +64,23 @@ class Method:
         optimizer: OptimizerFactory = default_optimizer,
     ) -> None:
         """Attach to ``model``, draw any random feedback from ``generator``, build the optimizer."""
-        arch = getattr(model, "spec", {}).get("arch")
-        if self.architectures is not None and arch not in self.architectures:
-            raise MethodError(
-                f"method {self.name!r} applies to {', '.join(self.architectures)}, not {arch!r}"
-            )
+        self.check_model(model)
         self.model = model
         self.anatomy = anatomy_of(model)
         self.num_classes = int(num_classes)
         self.init_state(generator)
         self.optimizer = optimizer(self.trainable_parameters())
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise a MethodError naming the architecture if the rule cannot train ``model``;
+        ``setup`` calls it first.  By default: the model's arch must be in ``architectures``."""
+        arch = (getattr(model, "spec", None) or {}).get("arch")
+        if self.architectures is not None and arch not in self.architectures:
+            reason = f": {self.architecture_reason}" if self.architecture_reason else ""
+            raise MethodError(
+                f"method {self.name!r} applies to {', '.join(self.architectures)}, "
+                f"not {arch!r}{reason}"
+            )
 
     @classmethod
     def model_overrides(cls, arch: str) -> dict[str, Any]:
@@ -165,6 +174,20 @@ def _checked(obj: Any, name: str) -> type[Method]:
         f"{name!r} is not a training method: it needs methods {', '.join(needed)} "
         "(subclass fa_checks.Method)"
     )
+
+
+def method_reference(method: Any) -> str:
+    """The name that resolves back to ``type(method)``: its registered name, else
+    ``module:Class`` (what a checkpoint stores so :func:`method_class` can rebuild the rule)."""
+    cls = type(method)
+    name = getattr(cls, "name", None)
+    if isinstance(name, str):
+        try:
+            if method_class(name) is cls:
+                return name
+        except MethodError:
+            pass
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def get_method(name: str, **options: Any) -> Method:

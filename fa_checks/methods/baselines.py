@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..anatomy import anatomy_of
-from .base import MethodError, OptimizerFactory, default_optimizer, register
+from .base import MethodError, register
 from .bp import BP
 
 #: the model keyword that removes every block, per built-in architecture
@@ -79,20 +79,15 @@ class Shallow(BP):
                 f"not of {arch!r}; build that model without blocks and use 'bp'"
             ) from None
 
-    def setup(
-        self,
-        model: nn.Module,
-        num_classes: int,
-        generator: torch.Generator,
-        optimizer: OptimizerFactory = default_optimizer,
-    ) -> None:
+    def check_model(self, model: nn.Module) -> None:
+        super().check_model(model)
         num_blocks = anatomy_of(model).num_blocks
         if num_blocks:
+            arch = (getattr(model, "spec", None) or {}).get("arch", type(model).__name__)
             raise MethodError(
-                f"method 'shallow' needs a model without blocks, got {num_blocks}; build it "
-                "with Shallow.model_overrides(arch) (the trainer does)"
+                f"method 'shallow' needs a model without blocks, got a {arch} with "
+                f"{num_blocks}; build it with Shallow.model_overrides(arch) (the trainer does)"
             )
-        super().setup(model, num_classes, generator, optimizer)
 
     def credit(self, x: Tensor, y: Tensor) -> list[Tensor] | None:
         return None

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from ..anatomy import Anatomy, per_sample_loss
-from .base import MethodError, OptimizerFactory, default_optimizer, register
+from .base import MethodError, register
 from .dfa import DFA
 from .local import FEEDBACK_PREFIX, output_error, rms_normalise
 
@@ -272,6 +272,9 @@ class VectorCredit(DFA):
 
     name = "vec"
     architectures = ("resmlp",)
+    architecture_reason = (
+        "its credit network reads flat hidden states (N, d) of one width at every depth"
+    )
 
     def __init__(
         self,
@@ -320,21 +323,6 @@ class VectorCredit(DFA):
         self._fit_figures: dict[str, float] = {}
 
     # -- set-up ----------------------------------------------------------------------------------
-    def setup(
-        self,
-        model: nn.Module,
-        num_classes: int,
-        generator: torch.Generator,
-        optimizer: OptimizerFactory = default_optimizer,
-    ) -> None:
-        arch = getattr(model, "spec", {}).get("arch")
-        if arch not in self.architectures:
-            raise MethodError(
-                f"method 'vec' applies to resmlp only, not {arch!r}: its credit network reads "
-                "flat hidden states (N, d) of one width at every depth"
-            )
-        super().setup(model, num_classes, generator, optimizer)
-
     def init_state(self, generator: torch.Generator) -> None:
         super().init_state(generator)  # DFA's B_l first: the same seed gives DFA's matrices
         d_hidden = self.feature_dims()[0]
