@@ -134,18 +134,7 @@ class ArtifactCache:
         with FileLock(f"{path}.lock"):
             if not refresh and path.is_file():  # another process made it while we waited
                 return path
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-            try:
-                create(tmp)
-                if not tmp.is_file():
-                    raise CacheError(
-                        f"creating the {kind!r} artifact wrote no file at the path it was given "
-                        f"({tmp})"
-                    )
-                os.replace(tmp, path)
-            except BaseException:
-                _remove(tmp)
-                raise
+            _write_atomically(path, suffix, create, what=f"the {kind!r} artifact")
             self._log_creation(kind, path.stem)
         return path
 
@@ -179,13 +168,9 @@ class ArtifactCache:
         path = self.path_for(kind, spec, ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         text = _dump_json(value)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.json")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        except BaseException:
-            _remove(tmp)
-            raise
+        _write_atomically(
+            path, ".json", lambda tmp: tmp.write_text(text, encoding="utf-8"), what="JSON"
+        )
         self._log_creation(kind, path.stem)
         return path
 
@@ -224,6 +209,22 @@ def _check_kind(kind: str) -> None:
             f"bad artifact kind {kind!r}: use letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
         )
+
+
+def _write_atomically(
+    path: Path, suffix: str, write: Callable[[Path], None], *, what: str
+) -> None:
+    """``write(tmp)`` to a unique temporary file beside ``path``, then rename it into place;
+    on any failure the temporary file is removed and ``path`` is left as it was."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        write(tmp)
+        if not tmp.is_file():
+            raise CacheError(f"creating {what} wrote no file at the path it was given ({tmp})")
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def _dump_json(value: Any) -> str:
