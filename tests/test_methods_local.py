@@ -362,7 +362,8 @@ def test_options_are_typed_and_kept():
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"penalty": -1}, "penalty must be >= 0"), ({"penalty": "x"}, "penalty must be a number"),
-     ({"clip": 0}, "clip must be > 0"), ({"lr": 1}, "bad option")],
+     ({"clip": 0}, "clip must be > 0"), ({"penalty": float("inf")}, "penalty must be a number"),
+     ({"lr": 1}, "bad option")],
 )
 def test_bad_options_are_method_errors(options, message):
     with pytest.raises(MethodError, match=message):

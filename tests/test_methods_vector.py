@@ -295,6 +295,7 @@ def test_vec_is_registered_with_the_seeds_defaults():
         ({"schedule": "vec_then_dfa", "switch_epoch": 2.5}, "switch_epoch must be an integer"),
         ({"alpha": 1.5}, "alpha must be a number >= 0 and <= 1"),
         ({"lr_fb": 0}, "lr_fb must be a number > 0"),
+        ({"lr_fb": float("inf")}, "lr_fb must be a number > 0"),
         ({"fd_directions": 0}, "fd_directions must be an integer >= 1"),
         ({"fd_eps": "tiny"}, "fd_eps must be a number"),
         ({"lr": 1e-3}, "bad option for method 'vec'"),

@@ -82,18 +82,40 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float (numbers and numeric strings, as a command line gives them);
+    None for booleans, non-numbers, NaN and infinities."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def check_state_tensor(method: str, key: str, value: Any, current: Tensor) -> Tensor:
+    """``value`` if it is a tensor shaped like ``current``, else a MethodError naming ``key``."""
+    if not isinstance(value, Tensor) or tuple(value.shape) != tuple(current.shape):
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise MethodError(
+            f"method {method!r} state {key} must have shape {tuple(current.shape)} for this "
+            f"model, got {got}"
+        )
+    return value
+
+
 def _number(method: str, option: str, value: Any, *, allow_none: bool, minimum: float) -> Any:
     if value is None or (isinstance(value, str) and value.lower() == "none"):
         if allow_none:
             return None
         raise MethodError(f"method {method!r} option {option} needs a number, got None")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    number = finite_number(value)
+    if number is None:
         raise MethodError(
-            f"method {method!r} option {option} must be a number, got {value!r}"
-        ) from None
-    if not math.isfinite(number) or number < minimum or (allow_none and number == 0):
+            f"method {method!r} option {option} must be a number (finite), got {value!r}"
+        )
+    if number < minimum or (allow_none and number == 0):
         bound = "> 0" if allow_none else f">= {minimum:g}"
         raise MethodError(f"method {method!r} option {option} must be {bound}, got {value!r}")
     return number
@@ -244,13 +266,7 @@ class LocalLossMethod(Method):
             )
         loaded = []
         for key, current in expected.items():
-            value = state[key]
-            if not isinstance(value, Tensor) or tuple(value.shape) != tuple(current.shape):
-                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise MethodError(
-                    f"method {self.name!r} state {key} must have shape {tuple(current.shape)} "
-                    f"for this model, got {got}"
-                )
+            value = check_state_tensor(self.name, key, state[key], current)
             loaded.append(value.detach().to(device=current.device, dtype=current.dtype).clone())
         self.feedback = loaded
 

@@ -48,7 +48,13 @@ from torch import Tensor, nn
 from ..anatomy import Anatomy, per_sample_loss
 from .base import MethodError, register
 from .dfa import DFA
-from .local import FEEDBACK_PREFIX, output_error, rms_normalise
+from .local import (
+    FEEDBACK_PREFIX,
+    check_state_tensor,
+    finite_number,
+    output_error,
+    rms_normalise,
+)
 
 SCHEDULES = ("dfa_only", "vec_only", "vec_then_dfa", "dfa_then_vec", "blend")
 SWITCHING_SCHEDULES = ("vec_then_dfa", "dfa_then_vec")
@@ -230,12 +236,7 @@ def epoch_plan(
 
 # -- the method ----------------------------------------------------------------------------------
 def _integer(option: str, value: object, minimum: int) -> int:
-    number = None
-    if not isinstance(value, bool):
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            number = None
+    number = finite_number(value)
     if number is None or not number.is_integer() or number < minimum:
         raise MethodError(f"method 'vec' option {option} must be an integer >= {minimum}, "
                           f"got {value!r}")
@@ -244,12 +245,7 @@ def _integer(option: str, value: object, minimum: int) -> int:
 
 def _real(option: str, value: object, low: float, high: float = math.inf,
           *, open_low: bool = False) -> float:
-    number = None
-    if not isinstance(value, bool):
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            number = None
+    number = finite_number(value)
     if number is None or not (low < number if open_low else low <= number) or number > high:
         bound = f"> {low:g}" if open_low else f">= {low:g}"
         bound += f" and <= {high:g}" if math.isfinite(high) else ""
@@ -442,13 +438,7 @@ class VectorCredit(DFA):
         for key, current in expected.items():
             if not key.startswith(VNET_PREFIX):
                 continue
-            value = state[key]
-            if not isinstance(value, Tensor) or tuple(value.shape) != tuple(current.shape):
-                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise MethodError(
-                    f"method 'vec' state {key} must have shape {tuple(current.shape)} for this "
-                    f"model, got {got}"
-                )
+            value = check_state_tensor(self.name, key, state[key], current)
             vnet_state[key[len(VNET_PREFIX):]] = value
         epoch = state[EPOCH_KEY]
         if not isinstance(epoch, Tensor) or epoch.numel() != 1:
