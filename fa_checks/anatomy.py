@@ -17,6 +17,7 @@ return the residual branch, an optional ``out_ln`` and an ``out_head``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -200,6 +201,18 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "residual": anatomy.residual,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode, then restore each one's own mode (frozen BN stays eval)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def per_sample_loss(logits: Tensor, y: Tensor) -> Tensor:

@@ -32,8 +32,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .anatomy import Anatomy, anatomy_of, per_sample_gradients, per_sample_loss
-from .methods.local import eval_mode
+from .anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients, per_sample_loss
 
 #: smallest positive float64: the denominator guard of the cosines.  It only matters when a
 #: norm is exactly zero (the cosine is then 0), never for a small but nonzero gradient.

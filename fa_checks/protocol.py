@@ -36,8 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics
-from .anatomy import Anatomy, anatomy_of, per_sample_gradients
-from .methods.local import eval_mode
+from .anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients
 
 #: the research code's D2 floor at its eval batch: 10 x the 1e-8 cosine clamp x 128 samples
 DEFAULT_GRAD_FLOOR = 10 * 1e-8 * 128
@@ -316,7 +315,7 @@ class Report:
 
         name = self.subject.get("id")
         head = f"{name}: " if name else ""
-        samples = f" on {self.num_samples} eval samples" if self.num_samples else ""
+        samples = f"; diagnostics on {self.num_samples} eval samples" if self.num_samples else ""
         lines = [
             f"{head}{self.verdict}  test accuracy {_pct(self.test_acc)}{samples}"
             + ("  [mode 1]" if self.mode1 else ""),

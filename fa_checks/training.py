@@ -25,11 +25,10 @@ from typing import IO, Any
 import torch
 from torch import Tensor, nn
 
-from .anatomy import per_sample_gradients, per_sample_norm
+from .anatomy import eval_mode, per_sample_gradients, per_sample_norm
 from .data import Dataset, load_data
 from .engine import resolve_device
 from .methods import Method, MethodError, get_method, method_class, method_reference
-from .methods.local import eval_mode
 from .models import build_model
 
 #: the generator for batch order and augmentation is seeded apart from the method's one, so the

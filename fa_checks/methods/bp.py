@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..anatomy import Anatomy, per_sample_gradients
+from ..anatomy import Anatomy, eval_mode, per_sample_gradients
 from .base import Method, MethodError, register
-from .local import eval_mode
 
 
 @register

@@ -32,9 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..anatomy import per_sample_gradients
+from ..anatomy import eval_mode, per_sample_gradients
 from .base import Method, MethodError
-from .local import eval_mode
 
 #: weight layers whose backward this module cannot re-route (their use would mix in exact BP)
 UNSUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (

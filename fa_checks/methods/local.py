@@ -35,14 +35,13 @@ clip=...)`` and adds its options to ``self.options`` (so unknown options stay an
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..anatomy import eval_mode
 from .base import Method, MethodError
 
 RMS_EPS = 1e-6
@@ -68,18 +67,6 @@ def along_features(a: Tensor, matrix: Tensor, feature_axis: int = -1) -> Tensor:
     if axis == a.dim() - 1:
         return a @ matrix
     return (a.movedim(axis, -1) @ matrix).movedim(-1, axis)
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode, then restore each one's own mode (frozen BN stays eval)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def finite_number(value: Any) -> float | None:
