@@ -16,6 +16,9 @@ import dataclasses
 import glob
 import json
 import math
+import os
+import shutil
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +29,10 @@ if TYPE_CHECKING:
 
     from .cache import ArtifactCache
     from .checkpoint import Checkpoint
+    from .data import Dataset
+    from .methods import Method
     from .protocol import Report, Thresholds
+    from .training import Run
 
 Log = Callable[[str], None]
 
@@ -160,7 +166,9 @@ def checkpoint_subjects(
         if not matches and (base / expanded).exists():
             matches = [expanded]
         if not matches:
-            raise EngineError(f"{what} {pattern!r} matches no file (looked in {base})")
+            if _GLOB_CHARS & set(expanded):
+                raise EngineError(f"{what} {pattern!r} matches no file (looked in {base})")
+            raise EngineError(f"{what} {pattern!r}: no such file (looked in {base})")
         for match in sorted(matches):
             absolute = str((base / match).resolve())
             found.setdefault(absolute, match)
@@ -180,16 +188,22 @@ def fresh_subjects(
     method_options: Mapping[str, Any] | None = None,
     arch_options: Mapping[str, Any] | None = None,
     data_options: Mapping[str, Any] | None = None,
+    option_prefix: str = "--",
 ) -> list[Subject]:
-    """One subject per seed for ``method`` trained fresh; every name and option is checked now."""
+    """One subject per seed for ``method`` trained fresh; every name and option is checked now.
+
+    ``option_prefix`` is how the caller spells its options (``"--"`` for the command line's
+    ``--method-arg``, ``"--fa-"`` for the plugin's ``--fa-method-arg``), for error messages.
+    """
     method_options = dict(method_options or {})
     arch_options = dict(arch_options or {})
     data_options = dict(data_options or {})
-    validate_training(method, method_options, arch, arch_options, data, data_options)
+    validate_training(method, method_options, arch, arch_options, data, data_options,
+                      option_prefix=option_prefix)
     if not seeds:
         raise EngineError(f"no seeds given for method {method!r}; give at least one")
     if int(epochs) < 1:
-        raise EngineError(f"epochs must be at least 1, not {epochs}")
+        raise EngineError(f"{option_prefix}epochs must be at least 1, not {epochs}")
     unique = list(dict.fromkeys(int(s) for s in seeds))
     return [
         Subject(
@@ -215,44 +229,96 @@ def validate_training(
     arch_options: Mapping[str, Any],
     data: str,
     data_options: Mapping[str, Any],
+    *,
+    option_prefix: str = "--",
 ) -> None:
-    """Raise :class:`EngineError` for an unknown method, arch or dataset or a bad option name."""
+    """Raise :class:`EngineError` for an unknown method, arch or dataset or a bad option.
+
+    Each message names the option to change, spelt with ``option_prefix``.
+    """
     from .methods import MethodError, get_method, method_class
     from .models import ModelError, model_keywords
 
     try:
         cls = method_class(method)
+    except MethodError as exc:
+        raise EngineError(f"{option_prefix}method: {exc}") from None
+    unknown = [key for key in method_options if not method_takes_option(cls, key)]
+    if unknown:
+        takes = method_option_names(cls)
+        raise EngineError(
+            f"{option_prefix}method-arg {', '.join(unknown)}: method {method!r} takes no such "
+            "option; " + (f"it takes {', '.join(takes)}" if takes else "it takes no options")
+        )
+    try:
         get_method(method, **method_options)
     except MethodError as exc:
-        raise EngineError(str(exc)) from None
+        raise EngineError(f"{option_prefix}method-arg: {exc}") from None
     try:
         keywords = model_keywords(arch)
     except ModelError as exc:
-        raise EngineError(str(exc)) from None
+        raise EngineError(f"{option_prefix}arch: {exc}") from None
     unknown = sorted(set(arch_options) - set(keywords))
     if unknown:
         raise EngineError(
-            f"architecture {arch!r} takes no option {', '.join(unknown)}; "
-            f"it takes {', '.join(keywords)}"
+            f"{option_prefix}arch-arg {', '.join(unknown)}: architecture {arch!r} takes no "
+            f"such option; it takes {', '.join(keywords)}"
         )
     applies_to = getattr(cls, "architectures", None)
     if applies_to is not None and arch not in applies_to:
-        raise EngineError(f"method {method!r} applies to {', '.join(applies_to)}, not {arch!r}")
-    _validate_data(data, data_options)
+        raise EngineError(f"method {method!r} applies to {', '.join(applies_to)}, not {arch!r}; "
+                          f"choose one of those with {option_prefix}arch")
+    _validate_data(data, data_options, option_prefix)
 
 
-def _validate_data(name: str, options: Mapping[str, Any]) -> None:
-    from .data import DataError, dataset_defaults
+def method_option_names(cls: type) -> list[str]:
+    """The options the constructor of the rule ``cls`` names (empty for a rule without)."""
+    import inspect
+
+    from .methods import Method
+
+    if cls.__init__ is Method.__init__:
+        return []
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return []
+    return [name for name, p in params.items() if name != "self"
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def method_takes_option(cls: type, key: str) -> bool:
+    """Whether the constructor of ``cls`` takes ``key``: by name, or through its own ``**``.
+
+    The base class's generic ``**options`` does not count: a rule that defines no constructor
+    (``bp``) takes no options, whatever it would silently accept.
+    """
+    import inspect
+
+    from .methods import Method
+
+    if cls.__init__ is Method.__init__:
+        return False
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return True  # cannot tell: let the constructor itself refuse
+    return key in method_option_names(cls) or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _validate_data(name: str, options: Mapping[str, Any], option_prefix: str = "--") -> None:
+    """Unknown datasets, parameters and out-of-range values, checked without loading."""
+    from .data import DataError, dataset_defaults, resolve_spec
 
     try:
-        accepted = dataset_defaults(name)
+        dataset_defaults(name)
     except DataError as exc:
-        raise EngineError(str(exc)) from None
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        takes = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "no parameters"
-        raise EngineError(f"dataset {name!r} has no parameter {', '.join(unknown)}; "
-                          f"it takes {takes}")
+        raise EngineError(f"{option_prefix}data: {exc}") from None
+    try:
+        resolve_spec(name, **options)
+    except DataError as exc:
+        raise EngineError(f"{option_prefix}data-arg: {exc}") from None
 
 
 # -- settings and devices --------------------------------------------------------------------
@@ -281,6 +347,13 @@ class Settings:
     progress: bool = False
     #: False skips D3 when no baseline_acc is given, instead of training the baseline
     depth_utility: bool = True
+    #: how the caller spells its options in error messages: ``"--"`` (the command line's
+    #: ``--device``, ``--data``) or ``"--fa-"`` (the plugin's ``--fa-device``, ``--fa-data``)
+    option_prefix: str = "--"
+
+    def option(self, name: str) -> str:
+        """The caller's spelling of option ``name``: ``"device"`` -> ``"--fa-device"``."""
+        return f"{self.option_prefix}{name}"
 
     def evaluation_key(self) -> dict[str, Any]:
         """The settings that change a report's figures (not where data lives or progress)."""
@@ -302,8 +375,11 @@ class Settings:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is an EngineError."""
+def resolve_device(name: str, *, what: str = "--device") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is an EngineError.
+
+    ``what`` names the option the device came from, for the error message.
+    """
     import torch
 
     text = str(name).strip().lower()
@@ -313,34 +389,127 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if text == "cuda" or text.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise EngineError(f"device {name!r} asked for, but CUDA is not available here; "
-                              "use --device cpu or auto")
+            raise EngineError(f"{what} {name}: CUDA is not available here; "
+                              f"use {what} cpu or auto")
         index = text.partition(":")[2]
         if index:
             if not index.isdigit():
-                raise EngineError(f"device {name!r}: the CUDA index must be a number")
+                raise EngineError(f"{what} {name}: the CUDA index must be a number (cuda:0)")
             if int(index) >= torch.cuda.device_count():
-                raise EngineError(f"device {name!r}: only {torch.cuda.device_count()} CUDA "
+                raise EngineError(f"{what} {name}: only {torch.cuda.device_count()} CUDA "
                                   "device(s) are visible")
         return torch.device(text)
-    raise EngineError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    raise EngineError(f"{what} {name!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
-# -- evaluation ------------------------------------------------------------------------------
+# -- files -----------------------------------------------------------------------------------
+def check_writable(path: str | Path, *, what: str) -> Path:
+    """Refuse, before any work, an output path that cannot be written (``what`` names the option).
+
+    The folder is created if it is missing; a folder at ``path`` itself is refused.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise EngineError(f"{what} {path}: is a folder; give a file name inside it")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = _temporary_beside(target)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise EngineError(f"{what} {path}: cannot write there ({reason}); choose a writable "
+                          "path") from None
+    return target
+
+
+def check_writable_folder(path: str | Path, *, what: str) -> Path:
+    """Like :func:`check_writable`, for an output folder (created if it is missing)."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise EngineError(f"{what} {path}: is a file; give a folder")
+    check_writable(folder / "probe", what=what)
+    return folder
+
+
+def _temporary_beside(path: Path) -> Path:
+    # not tempfile.mkstemp: its files are private (0600), and the renamed file keeps that mode
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place.
+
+    On any failure (an interrupt included) the temporary file is removed and ``path`` is left
+    as it was, so a reader never sees a half-written file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_beside(target)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """``payload`` as strict JSON (no bare NaN), written atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def copy_atomic(source: str | Path, target: str | Path) -> Path:
+    """Copy ``source`` to ``target`` atomically."""
+    return write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+# -- training --------------------------------------------------------------------------------
 def _say(log: Log | None, message: str) -> None:
     if log is not None:
         log(message)
 
 
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def train_fresh(
+    subject: Subject,
+    settings: Settings,
+    *,
+    checkpoint: str | Path | None = None,
+    eval_size: int | None = None,
+) -> Run:
+    """Train a fresh subject with the settings' optimizer, schedule, device and data root.
 
+    The one place the command line, the cached runs and the frozen baselines call the trainer.
+    ``eval_size``: the samples of the history's ``||h_L||`` / ``||g_L||`` (trainer's default).
+    """
+    from .training import train
 
-def _write_json(path: Path, payload: Any) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+    if subject.kind != "fresh":
+        raise EngineError(f"subject {subject.id!r} is a checkpoint, not a run to train")
+    if subject.method is None or subject.seed is None or subject.epochs is None:
+        raise EngineError(f"subject {subject.id!r} needs a method, a seed and epochs to train")
+    extra = {} if eval_size is None else {"eval_size": int(eval_size)}
+    return train(
+        subject.method,
+        subject.arch,
+        subject.data,
+        epochs=subject.epochs,
+        seed=subject.seed,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        schedule=settings.schedule,
+        device=str(resolve_device(settings.device, what=settings.option("device"))),
+        method_options=dict(subject.method_options),
+        arch_options=dict(subject.arch_options),
+        data_root=settings.data_root,
+        data_options=dict(subject.data_options),
+        checkpoint=checkpoint,
+        progress=settings.progress,
+        **extra,
+    )
 
 
 def train_subject(
@@ -349,33 +518,12 @@ def train_subject(
     """The checkpoint of a fresh subject, trained once (cache kind ``"run"``)."""
     if subject.kind != "fresh":
         raise EngineError(f"subject {subject.id!r} is a checkpoint, not a run to train")
-    if subject.method is None or subject.seed is None or subject.epochs is None:
-        raise EngineError(f"subject {subject.id!r} needs a method, a seed and epochs to train")
     spec = {"subject": _training_spec(subject), **settings.training_key()}
 
     def create(path: Path) -> None:
-        from .training import train
-
         _say(log, f"training {subject.id} ({subject.arch} on {subject.data}, "
                   f"{subject.epochs} epochs)")
-        train(
-            subject.method,
-            subject.arch,
-            subject.data,
-            epochs=subject.epochs,
-            seed=subject.seed,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            schedule=settings.schedule,
-            device=settings.device,
-            method_options=dict(subject.method_options),
-            arch_options=dict(subject.arch_options),
-            data_root=settings.data_root,
-            data_options=dict(subject.data_options),
-            checkpoint=path,
-            progress=settings.progress,
-        )
+        train_fresh(subject, settings, checkpoint=path)
 
     return cache.get_or_create("run", spec, create, suffix=".pt", refresh=settings.retrain)
 
@@ -457,7 +605,7 @@ def frozen_baseline_accuracy(
     """Test accuracy of the frozen-blocks baseline (random blocks; embed and head trained).
 
     Trained once per (arch, options, data, seed, epochs, optimizer settings) and cached
-    (kind ``"baseline"``); the cached file is JSON with the accuracy and the history.
+    (kind ``"baseline"``, JSON with the accuracy and the history).
     """
     spec = {
         "arch": arch,
@@ -468,32 +616,18 @@ def frozen_baseline_accuracy(
         "epochs": int(epochs),
         **settings.training_key(),
     }
+    baseline = Subject(id=f"frozen-seed{seed}", kind="fresh", method="frozen", arch=arch,
+                       arch_options=arch_options or {}, data=data,
+                       data_options=data_options or {}, seed=int(seed), epochs=int(epochs))
 
-    def create(path: Path) -> None:
-        from .training import train
-
+    def compute() -> dict[str, Any]:
         _say(log, f"training the frozen-blocks baseline ({arch} on {data}, seed {seed}, "
                   f"{epochs} epochs)")
-        run = train(
-            "frozen",
-            arch,
-            data,
-            epochs=int(epochs),
-            seed=int(seed),
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            schedule=settings.schedule,
-            device=settings.device,
-            arch_options=dict(arch_options or {}),
-            data_root=settings.data_root,
-            data_options=dict(data_options or {}),
-            progress=settings.progress,
-        )
-        _write_json(path, {"test_acc": run.test_acc, "spec": spec, "history": run.history})
+        run = train_fresh(baseline, settings)
+        return {"test_acc": run.test_acc, "spec": spec, "history": run.history}
 
-    path = cache.get_or_create("baseline", spec, create, suffix=".json", refresh=settings.retrain)
-    return float(_read_json(path)["test_acc"])
+    stored = cache.get_or_create_json("baseline", spec, compute, refresh=settings.retrain)
+    return float(stored["test_acc"])
 
 
 def evaluate_subject(
@@ -509,6 +643,8 @@ def evaluate_subject(
     from .cache import file_digest
     from .protocol import Report
 
+    # checked even when the report is cached: a device that cannot be used is an error
+    resolve_device(settings.device, what=settings.option("device"))
     if subject.kind == "fresh":
         checkpoint_path = train_subject(subject, settings, cache, log=log)
         content = None  # the run's key already pins its content
@@ -527,18 +663,64 @@ def evaluate_subject(
         **settings.evaluation_key(),
     }
 
-    def create(path: Path) -> None:
-        report = _evaluate_checkpoint(subject, checkpoint_path, settings, cache, log=log)
-        _write_json(path, report.to_dict())
+    def compute() -> dict[str, Any]:
+        return _evaluate_checkpoint(subject, checkpoint_path, settings, cache, log=log).to_dict()
 
-    report_path = cache.get_or_create(
-        "report", spec, create, suffix=".json", refresh=settings.retrain
+    report = Report.from_dict(
+        cache.get_or_create_json("report", spec, compute, refresh=settings.retrain)
     )
-    report = Report.from_dict(_read_json(report_path))
     # the same file may be reached by another path: the subject part is always this one's
     report.subject = {**(report.subject or {}), "id": subject.id, "kind": subject.kind,
                       "path": str(checkpoint_path)}
     return report
+
+
+@dataclass
+class LoadedSubject:
+    """A subject ready to use: its trained model, its rule and its data, on the device."""
+
+    subject: Subject
+    model: torch.nn.Module  # in eval mode
+    method: Method | None  # set up with its saved feedback; None when none was saved (or asked)
+    data: Dataset  # the data it was trained on
+    checkpoint: Checkpoint
+    path: Path
+
+
+def load_subject(
+    subject: Subject,
+    settings: Settings,
+    cache: ArtifactCache,
+    *,
+    with_method: bool = True,
+    log: Log | None = None,
+) -> LoadedSubject:
+    """The subject's model, rule and dataset (a fresh subject is trained first, once).
+
+    The dataset is the one the checkpoint records; for a file that records none (the research
+    code's formats), the subject's, or the one the model's input size suggests.  Errors name
+    the file and the option that fixes them.
+    """
+    from .data import DataError, load_data
+
+    device = resolve_device(settings.device, what=settings.option("device"))
+    if subject.kind == "fresh":
+        path = train_subject(subject, settings, cache, log=log)
+    elif subject.path is None:
+        raise EngineError(f"checkpoint subject {subject.id!r} has no path")
+    else:
+        path = Path(subject.path)
+    checkpoint = _load_checkpoint(path, settings)
+    model = checkpoint.build_model().to(device).eval()
+    # a method that cannot be rebuilt is a CheckpointError naming the file
+    method = checkpoint.build_method(model) if with_method and checkpoint.method else None
+    data_name, data_options = _checkpoint_data(checkpoint, subject)
+    try:
+        dataset = load_data(data_name, root=settings.data_root, **data_options)
+    except DataError as exc:
+        raise EngineError(f"{path}: {exc}") from None
+    _check_data_fits(checkpoint, dataset, data_name, settings.option("data"))
+    return LoadedSubject(subject, model, method, dataset.to(device), checkpoint, path)
 
 
 def _load_checkpoint(path: Path, settings: Settings, map_location: Any = "cpu") -> Checkpoint:
@@ -567,14 +749,14 @@ def _checkpoint_data(checkpoint: Checkpoint, subject: Subject) -> tuple[str, dic
     return subject.data, dict(subject.data_options)
 
 
-def _check_data_fits(checkpoint: Checkpoint, dataset: Any, name: str) -> None:
+def _check_data_fits(checkpoint: Checkpoint, dataset: Any, name: str, option: str) -> None:
     wanted = (math.prod(checkpoint.input_shape), checkpoint.num_classes)
     given = (math.prod(dataset.input_shape), dataset.num_classes)
     if wanted != given:
         raise EngineError(
             f"{checkpoint.path}: the model takes {wanted[0]} input features and {wanted[1]} "
             f"classes, but dataset {name!r} has {given[0]} and {given[1]}; name the dataset it "
-            "was trained on (--data / --fa-data)"
+            f"was trained on ({option})"
         )
 
 
@@ -588,36 +770,29 @@ def _evaluate_checkpoint(
 ) -> Report:
     import torch
 
-    from .data import load_data
     from .protocol import evaluate
     from .training import accuracy
 
-    device = resolve_device(settings.device)
-    checkpoint = _load_checkpoint(path, settings)
-    model = checkpoint.build_model().to(device).eval()
-    # a method that cannot be rebuilt is a CheckpointError naming the file
-    method = checkpoint.build_method(model) if settings.credit and checkpoint.method else None
-
-    data_name, data_options = _checkpoint_data(checkpoint, subject)
-    dataset = load_data(data_name, root=settings.data_root, **data_options)
-    _check_data_fits(checkpoint, dataset, data_name)
-    dataset = dataset.to(device)
+    # the path is the evaluated file itself (a fresh subject's run is already trained)
+    loaded = load_subject(dataclasses.replace(subject, kind="checkpoint", path=str(path)),
+                          settings, cache, with_method=settings.credit, log=log)
+    checkpoint, dataset = loaded.checkpoint, loaded.data
     x, y = dataset.eval_batch(int(settings.eval_size))
     with torch.no_grad():
-        test_acc = accuracy(model, dataset.x_test, dataset.y_test)
+        test_acc = accuracy(loaded.model, dataset.x_test, dataset.y_test)
 
     baseline_acc = settings.baseline_acc
     if baseline_acc is None and settings.depth_utility:
-        baseline_acc = _baseline_for(checkpoint, subject, data_name, data_options, settings,
-                                     cache, log=log)
+        baseline_acc = _baseline_for(checkpoint, subject, dict(dataset.spec), settings, cache,
+                                     log=log)
 
     report = evaluate(
-        model,
+        loaded.model,
         x,
         y,
         baseline_acc=baseline_acc,
         thresholds=settings.thresholds,
-        method=method,
+        method=loaded.method,
         test_acc=test_acc,
     )
     report.subject = {
@@ -627,7 +802,7 @@ def _evaluate_checkpoint(
         "method": checkpoint.method or subject.method,
         "seed": checkpoint.seed if checkpoint.seed is not None else subject.seed,
         "arch": checkpoint.arch,
-        "data": data_name,
+        "data": dataset.spec.get("name"),
         "epochs": checkpoint.epochs if checkpoint.epochs is not None else subject.epochs,
     }
     return report
@@ -636,8 +811,7 @@ def _evaluate_checkpoint(
 def _baseline_for(
     checkpoint: Checkpoint,
     subject: Subject,
-    data_name: str,
-    data_options: dict[str, Any],
+    data_spec: Mapping[str, Any],
     settings: Settings,
     cache: ArtifactCache,
     *,
@@ -650,7 +824,7 @@ def _baseline_for(
         missing = "epochs" if epochs is None else "seed"
         raise EngineError(
             f"{checkpoint.path}: records no {missing}, so its frozen-blocks baseline cannot be "
-            "trained to match; give the baseline accuracy (--baseline-acc / --fa-baseline-acc)"
+            f"trained to match; give the baseline accuracy ({settings.option('baseline-acc')})"
         )
     recorded = dict(checkpoint.optimizer or {})
     matched = dataclasses.replace(
@@ -660,10 +834,11 @@ def _baseline_for(
         weight_decay=float(recorded.get("weight_decay", settings.weight_decay)),
         schedule=str(recorded.get("schedule", settings.schedule)),
     )
+    data_options = {k: v for k, v in data_spec.items() if k != "name"}
     return frozen_baseline_accuracy(
         checkpoint.arch,
         _without_shape(checkpoint.arch_kwargs),
-        data_name,
+        str(data_spec["name"]),
         data_options,
         int(seed),
         int(epochs),
@@ -755,22 +930,32 @@ def seed_summary(
 
 __all__ = [
     "EngineError",
+    "LoadedSubject",
     "SeedSummary",
     "Settings",
     "Subject",
-    "checkpoint_subjects",
-    "evaluate_subject",
     "canonical_arch_options",
     "canonical_data_options",
+    "check_writable",
+    "check_writable_folder",
+    "checkpoint_subjects",
+    "copy_atomic",
+    "evaluate_subject",
     "format_options",
     "format_value",
     "fresh_subjects",
     "frozen_baseline_accuracy",
+    "load_subject",
+    "method_option_names",
+    "method_takes_option",
     "parse_options",
     "parse_value",
     "resolve_device",
     "seed_summary",
     "subject_id",
+    "train_fresh",
     "train_subject",
     "validate_training",
+    "write_atomic",
+    "write_json_atomic",
 ]

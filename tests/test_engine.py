@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +23,21 @@ from fa_checks.engine import (
     EngineError,
     Settings,
     Subject,
+    check_writable,
     checkpoint_subjects,
+    copy_atomic,
     evaluate_subject,
     format_value,
     fresh_subjects,
     frozen_baseline_accuracy,
+    load_subject,
     parse_options,
     parse_value,
     resolve_device,
     seed_summary,
+    write_json_atomic,
 )
+from fa_checks.methods.bp import BP
 from fa_checks.models import build_model
 from fa_checks.protocol import (
     DepthUtility,
@@ -125,11 +133,12 @@ def test_checkpoint_subjects_accept_an_existing_name_with_glob_characters(tmp_pa
     assert [s.id for s in checkpoint_subjects(["run[1].pt"], cwd=tmp_path)] == ["run[1].pt"]
 
 
-@pytest.mark.parametrize("pattern", ["runs/*.pt", "missing.pt"])
-def test_checkpoint_subjects_refuse_a_pattern_that_matches_nothing(tmp_path, pattern):
+@pytest.mark.parametrize(("pattern", "says"), [("runs/*.pt", "matches no file"),
+                                               ("missing.pt", ": no such file")])
+def test_checkpoint_subjects_refuse_a_pattern_that_matches_nothing(tmp_path, pattern, says):
     with pytest.raises(EngineError) as info:
         checkpoint_subjects([pattern], cwd=tmp_path)
-    assert str(info.value).startswith(f"--fa-checkpoint {pattern!r} matches no file")
+    assert str(info.value).startswith(f"--fa-checkpoint {pattern!r}{' ' * (says[0] != ':')}{says}")
 
 
 def test_fresh_subjects_name_each_seed_and_keep_their_settings():
@@ -144,12 +153,19 @@ def test_fresh_subjects_name_each_seed_and_keep_their_settings():
     ("kwargs", "fragment"),
     [
         ({"method": "nope"}, "unknown method 'nope'"),
-        ({"method": "dfa", "method_options": {"colour": 1}}, "colour"),
-        ({"method": "bp", "arch": "transformer9"}, "unknown architecture 'transformer9'"),
-        ({"method": "bp", "arch_options": {"width": 3}}, "width"),
-        ({"method": "bp", "data": "imagenet"}, "unknown dataset 'imagenet'"),
-        ({"method": "bp", "data_options": {"size": 3}}, "size"),
-        ({"method": "ra_rev", "arch": "resmlp"}, "ra_rev"),
+        ({"method": "dfa", "method_options": {"colour": 1}},
+         "--method-arg colour: method 'dfa' takes no such option; it takes penalty, clip"),
+        ({"method": "dfa", "method_options": {"penalty": "lots"}}, "--method-arg: "),
+        ({"method": "bp", "method_options": {"lr": 1}}, "it takes no options"),
+        ({"method": "bp", "arch": "transformer9"}, "--arch: unknown architecture 'transformer9'"),
+        ({"method": "bp", "arch_options": {"width": 3}}, "--arch-arg width: "),
+        ({"method": "bp", "data": "imagenet"}, "--data: unknown dataset 'imagenet'"),
+        ({"method": "bp", "data_options": {"size": 3}}, "--data-arg: "),
+        ({"method": "bp", "data": "synthetic", "data_options": {"num_samples": -5}},
+         "--data-arg: "),
+        ({"method": "bp", "data_options": {"size": 3}, "option_prefix": "--fa-"},
+         "--fa-data-arg: "),
+        ({"method": "ra_rev", "arch": "resmlp"}, "choose one of those with --arch"),
         ({"method": "bp", "seeds": []}, "no seeds"),
     ],
 )
@@ -166,15 +182,28 @@ def test_resolve_device():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("CPU") == torch.device("cpu")
-    with pytest.raises(EngineError, match="unknown device"):
+    with pytest.raises(EngineError, match="^--device 'tpu' is not a device"):
         resolve_device("tpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("name", ["cuda", "cuda:1"])
-def test_resolve_device_refuses_cuda_without_cuda(name):
-    with pytest.raises(EngineError, match="CUDA is not available"):
-        resolve_device(name)
+@pytest.mark.parametrize("what", ["--device", "--fa-device"])
+def test_resolve_device_refuses_cuda_without_cuda_naming_the_callers_option(name, what):
+    with pytest.raises(EngineError) as info:
+        resolve_device(name, what=what)
+    assert str(info.value) == (f"{what} {name}: CUDA is not available here; "
+                               f"use {what} cpu or auto")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_that_cannot_be_used_is_refused_even_with_a_cached_report(tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+    [subject] = checkpoint_subjects([str(_tiny_checkpoint(tmp_path / "run.pt"))])
+    evaluate_subject(subject, _settings(baseline_acc=0.25), cache)  # cached on the CPU
+    with pytest.raises(EngineError, match="^--fa-device cuda: CUDA is not available"):
+        evaluate_subject(subject, _settings(baseline_acc=0.25, device="cuda",
+                                            option_prefix="--fa-"), cache)
 
 
 # -- seed summary ----------------------------------------------------------------------------
@@ -344,3 +373,69 @@ def test_an_edited_user_rule_gets_a_new_cache_key(tmp_path, monkeypatch):
     after = method_source_digest("edited_rules:Rule")
     assert before is not None and after is not None and before != after
     assert method_source_digest("dfa") is None  # versioned with the library
+
+
+# -- loading a subject ---------------------------------------------------------------------------
+def test_load_subject_gives_the_trained_model_its_rule_and_its_data(tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+    [subject] = fresh_subjects("bp", [3], data="synthetic", epochs=1, arch_options=ARCH_OPTIONS,
+                               data_options=DATA_OPTIONS)
+    settings = _settings(baseline_acc=0.25)
+    loaded = load_subject(subject, settings, cache)
+    assert _kinds(cache) == ["run"]  # trained once, then reused by the evaluation
+    report = evaluate_subject(subject, settings, cache)
+    assert sorted(_kinds(cache)) == ["report", "run"]
+    assert isinstance(loaded.method, BP) and not loaded.model.training
+    assert loaded.data.spec == load_data("synthetic", **DATA_OPTIONS).spec
+    assert loaded.checkpoint.seed == 3 and loaded.path == Path(report.subject["path"])
+    x, _ = loaded.data.eval_batch(8)
+    rebuilt = loaded.checkpoint.build_model()
+    torch.testing.assert_close(loaded.model(x), rebuilt(x), rtol=0, atol=0)
+    # the report's accuracy is the loaded model's own
+    with torch.no_grad():
+        predicted = loaded.model(loaded.data.x_test).argmax(-1)
+    assert report.test_acc == int((predicted == loaded.data.y_test).sum()) / len(predicted)
+    assert load_subject(subject, settings, cache, with_method=False).method is None
+
+
+def test_a_checkpoint_whose_data_cannot_be_loaded_names_the_file_and_the_option(tmp_path):
+    model = build_model("resmlp", input_shape=(3, 32, 32), num_classes=10, d_hidden=8,
+                        num_blocks=1)
+    path = save_checkpoint(tmp_path / "cifar.pt", model=model, data={"name": "cifar10"},
+                           seed=0, epochs=1)
+    [subject] = checkpoint_subjects([str(path)])
+    with pytest.raises(EngineError) as info:
+        load_subject(subject, _settings(option_prefix="--fa-"), ArtifactCache(tmp_path / "c"))
+    assert str(info.value).startswith(f"{path}: cifar10") and "--fa-data-root" in str(info.value)
+
+
+# -- output files ----------------------------------------------------------------------------
+def test_check_writable_refuses_a_folder_and_an_unwritable_place(tmp_path):
+    with pytest.raises(EngineError, match=r"^--json .*: is a folder; give a file name"):
+        check_writable(tmp_path, what="--json")
+    with pytest.raises(EngineError, match=r"^--fa-report /proc/r\.json: cannot write there"):
+        check_writable("/proc/r.json", what="--fa-report")
+    target = check_writable(tmp_path / "new" / "r.json", what="--json")
+    assert target.parent.is_dir() and list(target.parent.iterdir()) == []  # no probe left
+
+
+def test_json_is_written_atomically_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out" / "fa.json"
+    write_json_atomic(target, {"subjects": [{"id": "a"}]})
+    assert json.loads(target.read_text()) == {"subjects": [{"id": "a"}]}
+    with pytest.raises(ValueError):  # NaN is not JSON: nothing half-written replaces the file
+        write_json_atomic(target, {"subjects": [math.nan]})
+    assert json.loads(target.read_text()) == {"subjects": [{"id": "a"}]}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["fa.json"]
+
+
+def test_written_files_get_the_usual_permissions_not_private_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        written = write_json_atomic(tmp_path / "r.json", {"a": 1})
+        copied = copy_atomic(written, tmp_path / "copy.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o644
+    assert copied.read_text() == written.read_text()
