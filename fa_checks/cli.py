@@ -11,10 +11,7 @@ import dataclasses
 import itertools
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -23,12 +20,18 @@ from .engine import (
     EngineError,
     Settings,
     Subject,
+    check_writable,
+    check_writable_folder,
     checkpoint_subjects,
+    copy_atomic,
     format_options,
     fresh_subjects,
+    method_takes_option,
     parse_options,
     parse_value,
+    resolve_device,
     seed_summary,
+    write_json_atomic,
 )
 
 if TYPE_CHECKING:
@@ -223,7 +226,8 @@ def _stderr(message: str) -> None:
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
-    return sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    progress = getattr(args, "progress", None)  # check has no --progress: when on a terminal
+    return sys.stderr.isatty() if progress is None else bool(progress)
 
 
 def _thresholds(args: argparse.Namespace) -> Any:
@@ -251,52 +255,32 @@ _THRESHOLD_OPTIONS = {"max_growth": "--max-growth", "grad_floor": "--grad-floor"
                       "min_rho": "--min-rho"}
 
 
-def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    return Settings(
-        data_root=args.data_root,
-        eval_size=args.eval_size,
-        device=args.device,
-        thresholds=_thresholds(args),
-        baseline_acc=args.baseline_acc,
-        depth_utility=args.baseline != "none",  # default (None) is auto
-        credit=args.credit,
-        retrain=args.retrain,
-        **extra,
-    )
+def _settings(args: argparse.Namespace) -> Settings:
+    """The engine's settings from whichever options the command has; the device is checked
+    now, before any work."""
+    values: dict[str, Any] = {"data_root": args.data_root, "device": args.device,
+                              "progress": _show_progress(args)}
+    if hasattr(args, "batch_size"):  # train, sweep
+        values.update(batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      schedule=args.schedule, eval_size=args.eval_size)
+    if hasattr(args, "baseline"):  # check, sweep
+        values.update(
+            eval_size=args.eval_size,
+            thresholds=_thresholds(args),
+            baseline_acc=args.baseline_acc,
+            depth_utility=args.baseline != "none",  # default (None) is auto
+            credit=args.credit,
+            retrain=args.retrain,
+        )
+    settings = Settings(**values)
+    resolve_device(settings.device, what=settings.option("device"))
+    return settings
 
 
 def _cache(args: argparse.Namespace) -> ArtifactCache:
     from .cache import ArtifactCache, default_cache_root
 
     return ArtifactCache(Path(args.cache_dir) if args.cache_dir else default_cache_root())
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def passed(report: Report) -> bool:
@@ -341,7 +325,17 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _percent(fraction: float | None) -> str:
+    """An accuracy as the sentences write it: 0.9625 -> 96.2%."""
+    from .protocol import format_number
+
+    if fraction is None:
+        return "-"
+    return f"{100 * fraction:.1f}%" if math.isfinite(fraction) else format_number(fraction)
+
+
 def verdict_table(reports: Sequence[Report]) -> str:
+    from .protocol import format_number
     header = ["subject", "method", "seed", "test acc", "D1 growth", "D2 g_L", "D3 margin",
               "verdict"]
     rows = []
@@ -352,8 +346,8 @@ def verdict_table(reports: Sequence[Report]) -> str:
             subject.get("id", "?"),
             subject.get("method") or "-",
             _fmt(subject.get("seed")),
-            _fmt(report.test_acc, ".3f"),
-            _fmt(report.d1.max_growth, ".3g"),
+            _percent(report.test_acc),
+            format_number(report.d1.max_growth),
             _fmt(report.d2.g_L, ".2e"),
             "-" if margin is None else f"{margin:+.1f} pp",
             report.verdict,
@@ -440,27 +434,18 @@ def _indent(text: str, by: str = "  ") -> str:
 
 # -- commands --------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .training import train
+    from .engine import train_fresh
 
-    run = train(
-        args.method,
-        args.arch,
-        args.data,
-        epochs=args.epochs,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        device=args.device,
+    # every name and option is checked before training, and so is the output path
+    (subject,) = fresh_subjects(
+        args.method, [args.seed], arch=args.arch, data=args.data, epochs=args.epochs,
         method_options=parse_options(args.method_arg, what="--method-arg"),
         arch_options=parse_options(args.arch_arg, what="--arch-arg"),
-        data_root=args.data_root,
         data_options=parse_options(args.data_arg, what="--data-arg"),
-        checkpoint=args.output,
-        progress=_show_progress(args),
-        eval_size=args.eval_size,
     )
+    check_writable(args.output, what="-o")
+    settings = _settings(args)
+    run = train_fresh(subject, settings, checkpoint=args.output, eval_size=args.eval_size)
     note = ""
     if run.diverged:
         note = f" (diverged in epoch {run.history[-1]['epoch']}: the loss is not finite)"
@@ -487,17 +472,22 @@ def _evaluate_all(
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    settings = _settings(args, progress=sys.stderr.isatty())
+    settings = _settings(args)
     data_options = parse_options(args.data_arg, what="--data-arg")
     subjects = checkpoint_subjects(args.checkpoints, what="checkpoint")
+    if args.json:
+        check_writable(args.json, what="--json")
     if args.data or data_options:  # for checkpoints that record no data spec
         subjects = [dataclasses.replace(s, data=args.data or s.data, data_options=data_options)
                     for s in subjects]
     reports, errors = _evaluate_all(subjects, settings, _cache(args),
                                     log=None if args.quiet else _stderr)
     print_reports(reports, quiet=args.quiet)
-    if args.json and reports:
-        write_json_atomic(args.json, {"subjects": [report_entry(r) for r in reports]})
+    if args.json:  # also when every file failed, so no earlier run's file is left to be read
+        payload: dict[str, Any] = {"subjects": [report_entry(r) for r in reports]}
+        if errors:
+            payload["errors"] = errors
+        write_json_atomic(args.json, payload)
     for line in errors:
         _stderr(line)
     if errors:
@@ -588,7 +578,7 @@ def sweep_cells(
     for method in methods:
         taken = []
         for key, values in grid.items():
-            if not _names_option(method_class(method), key):
+            if not method_takes_option(method_class(method), key):
                 continue
             try:
                 get_method(method, **{key: values[0]})
@@ -603,28 +593,6 @@ def sweep_cells(
         raise EngineError(f"--method-arg {', '.join(unused)}: none of the methods "
                           f"{', '.join(methods)} takes it")
     return cells
-
-
-def _names_option(cls: type, key: str) -> bool:
-    """Whether the constructor of ``cls`` takes ``key``: by name, or through its own ``**``.
-
-    The base class's generic ``**options`` does not count: a rule that defines no constructor
-    (``bp``) takes no options, whatever it would silently accept.
-    """
-    import inspect
-
-    from .methods import Method
-
-    init = cls.__init__
-    if init is Method.__init__:
-        return False
-    try:
-        params = inspect.signature(init).parameters
-    except (TypeError, ValueError):
-        return True
-    if key in params and params[key].kind is not inspect.Parameter.VAR_POSITIONAL:
-        return True
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _mean_std(values: Sequence[float | None]) -> str:
@@ -671,18 +639,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     arch_options = parse_options(args.arch_arg, what="--arch-arg")
     data_options = parse_options(args.data_arg, what="--data-arg")
     cells = sweep_cells(args.methods, args.method_arg)
-    # validate every cell before training any of them
+    # validate every cell, the device and the outputs before training any of them
     plan = [
         (method, options, fresh_subjects(method, args.seeds, arch=args.arch, data=args.data,
                                          epochs=args.epochs, method_options=options,
                                          arch_options=arch_options, data_options=data_options))
         for method, options in cells
     ]
-    settings = _settings(args, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, schedule=args.schedule,
-                         progress=_show_progress(args))
+    settings = _settings(args)
+    out_dir = check_writable_folder(args.output, what="-o")
+    if args.json:
+        check_writable(args.json, what="--json")
     cache = _cache(args)
-    out_dir = Path(args.output)
     log = None if args.quiet else _stderr
     results: list[tuple[str, list[Report]]] = []
     everything: list[Report] = []
@@ -692,7 +660,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         for subject in subjects:
             run_path = train_subject(subject, settings, cache, log=log)
             target = out_dir / f"{_file_name(subject.id)}.pt"
-            _copy_atomic(run_path, target)
+            copy_atomic(run_path, target)
             report = evaluate_subject(subject, settings, cache, log=log)
             report.subject = {**(report.subject or {}), "path": str(target)}
             reports.append(report)
@@ -704,7 +672,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print_reports(everything, quiet=True)
     if args.json:
         write_json_atomic(args.json, {"subjects": [report_entry(r) for r in everything]})
-    return 0
+    # like check: 0 when every run passes, 1 when any fails
+    return 0 if all(passed(r) for r in everything) else 1
 
 
 def _file_name(text: str) -> str:
