@@ -8,6 +8,7 @@ outcomes, properties), the ``--fa-report`` JSON and the cache's ``created.jsonl`
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -240,6 +241,33 @@ def test_users_own_tests_get_the_fixtures_and_no_built_in_items(
     result.stdout.fnmatch_lines(["*fa-checks verdicts*", "exploding.pt *FAIL(D1+D2)*"])
 
 
+def test_fa_model_loads_a_seed_format_checkpoint_on_the_dataset_named_or_errors_naming_it(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "bp.pt")
+    state = load_checkpoint(checkpoints["bp.pt"]).model_state
+    torch.save({k.replace("embed_layer.", "embed."): v for k, v in state.items()},
+               pytester.path / "seed.pt")  # the research code's bare state dict: no data spec
+    pytester.makepyfile(test_mine="""
+        import torch
+
+        def test_same_weights_same_logits(fa_model):
+            from fa_checks.checkpoint import load_checkpoint
+
+            x, _ = fa_model.data.eval_batch(16)
+            reference = load_checkpoint("bp.pt").build_model()
+            torch.testing.assert_close(fa_model.model(x), reference(x), rtol=0, atol=0)
+            assert fa_model.data.spec["name"] == "synthetic"
+    """)
+    subjects = ("--fa-checkpoint", "bp.pt", "--fa-checkpoint", "seed.pt")
+    run(pytester, "test_mine.py", *subjects, "--fa-data", "synthetic").assert_outcomes(passed=2)
+    result = run(pytester, "test_mine.py", *subjects)
+    result.assert_outcomes(passed=1, errors=1)
+    reason = junit(pytester.path / "junit.xml")["test_same_weights_same_logits[seed.pt]"].message
+    assert "seed.pt: the model takes 20 input features" in reason and "(--fa-data)" in reason
+    result.stdout.fnmatch_lines(["*fa-checks verdicts*", "seed.pt *ERROR: *seed.pt: the model*"])
+
+
 def test_ini_thresholds_apply_and_the_command_line_wins(
     pytester: pytest.Pytester, checkpoints: dict[str, Path]
 ) -> None:
@@ -286,18 +314,28 @@ def test_bad_options_are_one_line_usage_errors(
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--fa-method", "dfa", "--fa-arch", "transformer"], "unknown architecture 'transformer'"),
-    (["--fa-method", "dfa", "--fa-arch-arg", "width=3"], "takes no option width"),
-    (["--fa-method", "dfa", "--fa-data", "imagenet"], "imagenet"),
-    (["--fa-method", "dfa", "--fa-method-arg", "colour=red"], "bad option for method 'dfa'"),
-    (["--fa-checkpoint", "a.pt", "--fa-checkpoint", "missing.pt"], "'missing.pt' matches no "
-                                                                    "file"),
+    (["--fa-method", "dfa", "--fa-arch", "transformer"],
+     "--fa-arch: unknown architecture 'transformer'"),
+    (["--fa-method", "dfa", "--fa-arch-arg", "width=3"],
+     "--fa-arch-arg width: architecture 'resmlp' takes no such option; it takes d_hidden"),
+    (["--fa-method", "dfa", "--fa-data", "imagenet"], "--fa-data: unknown dataset 'imagenet'"),
+    (["--fa-method", "dfa", "--fa-data", "synthetic", "--fa-data-arg", "num_samples=-5"],
+     "--fa-data-arg: "),
+    (["--fa-method", "dfa", "--fa-method-arg", "colour=red"],
+     "--fa-method-arg colour: method 'dfa' takes no such option; it takes penalty, clip"),
+    (["--fa-method", "bp", "--fa-method-arg", "lr=1"],
+     "--fa-method-arg lr: method 'bp' takes no such option; it takes no options"),
+    (["--fa-checkpoint", "a.pt", "--fa-checkpoint", "missing.pt"],
+     "--fa-checkpoint 'missing.pt': no such file"),
+    (["--fa-checkpoint", "a.pt", "--fa-report", "."], ": is a folder; give a file name"),
+    (["--fa-checkpoint", "a.pt", "--fa-report", "/proc/fa.json"],
+     "--fa-report /proc/fa.json: cannot write there"),
 ])
 def test_bad_subjects_are_usage_errors_before_collection(
     pytester: pytest.Pytester, args: list[str], fragment: str
 ) -> None:
     (pytester.path / "a.pt").write_bytes(b"")
-    with pytest.raises(pytest.UsageError, match=fragment):
+    with pytest.raises(pytest.UsageError, match=re.escape(fragment)):
         pytester.parseconfigure(*args)
 
 

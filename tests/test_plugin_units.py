@@ -3,7 +3,6 @@ the properties that cross the xdist boundary, and the verdict table.  No subproc
 
 from __future__ import annotations
 
-import json
 import math
 import string
 
@@ -27,7 +26,7 @@ from pytest_fa_checks.records import (
     seed_summary_properties,
     subject_properties,
 )
-from pytest_fa_checks.summary import render_groups, render_table, write_json_atomic
+from pytest_fa_checks.summary import render_groups, render_table
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 
@@ -285,13 +284,3 @@ def test_table_has_one_aligned_row_per_subject_with_the_verdict_last() -> None:
     verdict_column = lines[0].index("verdict")
     assert all(line.index(word) == verdict_column
                for line, word in zip(lines[1:], ("PASS", "FAIL(", "ERROR"), strict=True))
-
-
-def test_json_is_written_atomically_and_leaves_no_temporary(tmp_path) -> None:
-    target = tmp_path / "out" / "fa.json"
-    write_json_atomic(target, {"subjects": [{"id": "a"}]})
-    assert json.loads(target.read_text()) == {"subjects": [{"id": "a"}]}
-    with pytest.raises(ValueError):  # NaN is not JSON: nothing half-written replaces the file
-        write_json_atomic(target, {"subjects": [math.nan]})
-    assert json.loads(target.read_text()) == {"subjects": [{"id": "a"}]}
-    assert sorted(p.name for p in target.parent.iterdir()) == ["fa.json"]

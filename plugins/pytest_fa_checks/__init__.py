@@ -14,19 +14,32 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from .options import PluginOptions, add_options, read_options
 from .parallel import XdistController, choose_dist_mode, configure_worker
 from .records import seed_summary_properties, subject_properties
-from .session import FaSession, SubjectError, SubjectModel, build_thresholds
+from .session import FaSession, SubjectError, build_thresholds, check_report_path
 from .summary import VerdictSummary
 
+if TYPE_CHECKING:
+    from fa_checks.engine import LoadedSubject as SubjectModel
+
 __all__ = ["FaSession", "PluginOptions", "SubjectModel"]
+
+T = TypeVar("T")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SubjectModel":  # the engine's LoadedSubject, imported only when asked for
+        from fa_checks.engine import LoadedSubject
+
+        return LoadedSubject
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SUITE_MODULE = "pytest_fa_checks.suite"
 SUITE_PATH = Path(__file__).with_name("suite.py")
@@ -82,6 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
         report_path = None
         if options.report_path is not None:
             report_path = config.invocation_params.dir / options.report_path
+            check_report_path(report_path)
         config.pluginmanager.register(
             VerdictSummary(config, list(session.subjects), report_path), "fa-checks-summary"
         )
@@ -220,26 +234,28 @@ def fa_subject(request: pytest.FixtureRequest) -> Any:
     return fa_session.subjects[subject_id]
 
 
-@pytest.fixture(scope="session")
-def fa_report(request: pytest.FixtureRequest, fa_subject: Any) -> Any:
-    """The subject's ``fa_checks.Report``, computed once per process (and cached on disk)."""
-    fa_session = _require_session(request)
+def _or_fail(compute: Callable[[], T]) -> T:
+    """``compute()``; a subject that cannot be evaluated fails the test with its reason alone."""
     try:
-        return fa_session.report(fa_subject.id)
+        return compute()
     except SubjectError as exc:
         reason = str(exc)
     pytest.fail(reason, pytrace=False)  # outside the except: the message alone, no chain
 
 
 @pytest.fixture(scope="session")
-def fa_model(request: pytest.FixtureRequest, fa_subject: Any) -> SubjectModel:
-    """The subject's trained model, its method and its dataset (``SubjectModel``)."""
+def fa_report(request: pytest.FixtureRequest, fa_subject: Any) -> Any:
+    """The subject's ``fa_checks.Report``, computed once per process (and cached on disk)."""
     fa_session = _require_session(request)
-    try:
-        return fa_session.load_model(fa_subject.id)
-    except SubjectError as exc:
-        reason = str(exc)
-    pytest.fail(reason, pytrace=False)
+    return _or_fail(lambda: fa_session.report(fa_subject.id))
+
+
+@pytest.fixture(scope="session")
+def fa_model(request: pytest.FixtureRequest, fa_subject: Any) -> SubjectModel:
+    """The subject's trained model, its method, its dataset and its checkpoint
+    (``fa_checks.engine.LoadedSubject``: ``.model``, ``.method``, ``.data``, ``.checkpoint``)."""
+    fa_session = _require_session(request)
+    return _or_fail(lambda: fa_session.load_model(fa_subject.id))
 
 
 @pytest.fixture(scope="session")
@@ -256,8 +272,4 @@ def fa_seed_summary(request: pytest.FixtureRequest) -> Any:
     label = getattr(request, "param", None)
     if label is None:
         pytest.skip("no method was trained with two or more seeds (--fa-method M --fa-seeds 1 2)")
-    try:
-        return fa_session.seed_summary(label)
-    except SubjectError as exc:
-        reason = str(exc)
-    pytest.fail(reason, pytrace=False)
+    return _or_fail(lambda: fa_session.seed_summary(label))

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from .options import PREFIX, PluginOptions
 
 if TYPE_CHECKING:
     from fa_checks.cache import ArtifactCache
-    from fa_checks.engine import SeedSummary, Settings, Subject
+    from fa_checks.engine import LoadedSubject, SeedSummary, Settings, Subject
     from fa_checks.protocol import Report
 
 log = logging.getLogger("fa_checks.pytest")
@@ -38,16 +37,14 @@ class SubjectError(Exception):
     """A subject that cannot be evaluated (bad checkpoint, missing data); ``str`` says why."""
 
 
-@dataclass
-class SubjectModel:
-    """What ``fa_model`` gives a user's test: the subject's trained model and its data."""
+def __getattr__(name: str) -> Any:
+    # ``SubjectModel`` is the engine's LoadedSubject; imported on use, so that loading the
+    # plugin imports no fa_checks
+    if name == "SubjectModel":
+        from fa_checks.engine import LoadedSubject
 
-    subject: Subject
-    model: Any  # torch.nn.Module, in eval mode, on the session's device
-    method: Any  # fa_checks.Method set up with its saved feedback, or None
-    data: Any  # fa_checks.Dataset on the same device
-    checkpoint: Any  # fa_checks.Checkpoint
-    path: Path
+        return LoadedSubject
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -106,6 +103,7 @@ def build_subjects(options: PluginOptions, cwd: Path) -> list[Subject]:
                 method_options=method_options,
                 arch_options=arch_options,
                 data_options=data_options,
+                option_prefix=PREFIX,
                 **given,
             )
     except engine.EngineError as exc:
@@ -159,6 +157,8 @@ class FaSession:
         self._settings: Settings | None = None
         self._cache: ArtifactCache | None = None
         self._outcomes: dict[str, Report | SubjectError] = {}
+        #: subjects whose model could not be loaded for ``fa_model`` (and why)
+        self._load_errors: dict[str, SubjectError] = {}
         self._summaries: dict[str, SeedSummary | SubjectError] = {}
 
     # -- lazily built library objects --------------------------------------------------------
@@ -180,8 +180,11 @@ class FaSession:
 
     # -- reports -----------------------------------------------------------------------------
     def outcome(self, subject_id: str) -> Report | SubjectError | None:
-        """The memoised report or error of a subject, None if not evaluated in this process."""
-        return self._outcomes.get(subject_id)
+        """The memoised report or error of a subject, None if not evaluated in this process.
+
+        A subject only loaded (by ``fa_model``) has no report; if loading failed, that error.
+        """
+        return self._outcomes.get(subject_id, self._load_errors.get(subject_id))
 
     def report(self, subject_id: str) -> Report:
         """The subject's report, evaluated once per process; raises :class:`SubjectError`."""
@@ -259,30 +262,21 @@ class FaSession:
             return SubjectError(str(exc))
 
     # -- models for users' tests -------------------------------------------------------------
-    def load_model(self, subject_id: str) -> SubjectModel:
+    def load_model(self, subject_id: str) -> LoadedSubject:
         """The subject's trained model, method and dataset; raises :class:`SubjectError`."""
         from fa_checks import engine
-        from fa_checks.checkpoint import load_checkpoint
-        from fa_checks.data import load_data
 
         subject = self.subjects[subject_id]
         settings = self.settings
         try:
             if subject.kind == "fresh" and settings.retrain:
-                path = Path(self.report(subject_id).subject["path"])  # retrains at most once
-            elif subject.kind == "fresh":
-                path = engine.train_subject(subject, settings, self.cache, log=log.info)
-            else:
-                path = Path(str(subject.path))
-            device = engine.resolve_device(settings.device)
-            checkpoint = load_checkpoint(path, trust=settings.trust)
-            model = checkpoint.build_model(device)
-            method = checkpoint.build_method(model) if checkpoint.method else None
-            spec = dict(checkpoint.data or {"name": subject.data, **subject.data_options})
-            data = load_data(spec.pop("name"), root=settings.data_root, **spec).to(device)
+                self.report(subject_id)  # retrains at most once per test run (see _retrain_claim)
+                settings = dataclasses.replace(settings, retrain=False)
+            return engine.load_subject(subject, settings, self.cache, log=log.info)
         except _user_errors() as exc:
-            raise SubjectError(str(exc)) from None
-        return SubjectModel(subject, model, method, data, checkpoint, path)
+            error = SubjectError(str(exc))
+        self._load_errors[subject_id] = error
+        raise error
 
 
 def check_device(device: str) -> None:
@@ -292,11 +286,19 @@ def check_device(device: str) -> None:
     from fa_checks import engine
 
     try:
-        engine.resolve_device(device)
+        engine.resolve_device(device, what=f"{PREFIX}device")
     except engine.EngineError as exc:
-        raise pytest.UsageError(
-            f"{PREFIX}device {device}: {exc}".replace("--device", f"{PREFIX}device")
-        ) from None
+        raise pytest.UsageError(str(exc)) from None
+
+
+def check_report_path(path: Path) -> None:
+    """``--fa-report`` that cannot be written is a usage error now, not a traceback at the end."""
+    from fa_checks import engine
+
+    try:
+        engine.check_writable(path, what=f"{PREFIX}report")
+    except engine.EngineError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def build_settings(options: PluginOptions, device: str) -> Settings:
@@ -317,6 +319,7 @@ def build_settings(options: PluginOptions, device: str) -> Settings:
         baseline_acc=options.baseline_acc,
         trust=options.trust,
         retrain=options.retrain,
+        option_prefix=PREFIX,
         **given,
     )
 

@@ -7,11 +7,7 @@ boundary, so it needs neither torch nor the library.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,21 +78,6 @@ def render_groups(groups: Sequence[GroupRecord]) -> list[str]:
     return lines
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True, allow_nan=False)
-            stream.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class VerdictSummary:
     """Controller plugin: folds properties from every test report into one record per subject."""
 
@@ -108,6 +89,7 @@ class VerdictSummary:
         self.subjects: dict[str, SubjectRecord] = {}
         self.groups: dict[str, GroupRecord] = {}
         self.written: Path | None = None
+        self.write_error: str | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         absorb(report.user_properties, self.subjects, self.groups)
@@ -130,7 +112,15 @@ class VerdictSummary:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.report_path is None:
             return
-        write_json_atomic(self.report_path, self.json_data())
+        from fa_checks.engine import write_json_atomic
+
+        try:
+            write_json_atomic(self.report_path, self.json_data())
+        except OSError as exc:  # checked while configuring; the disk may still fill up
+            self.write_error = (f"fa-checks: could not write the JSON report to "
+                                f"{self.report_path}: {exc.strerror or exc}")
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return
         self.written = self.report_path
 
     @pytest.hookimpl(trylast=True)
@@ -147,3 +137,5 @@ class VerdictSummary:
             terminalreporter.write_line(line, red=": FAIL" in line or "ERROR" in line)
         if self.written is not None:
             terminalreporter.write_line(f"fa-checks: wrote the JSON report to {self.written}")
+        if self.write_error is not None:
+            terminalreporter.write_line(self.write_error, red=True)
