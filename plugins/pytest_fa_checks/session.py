@@ -78,6 +78,12 @@ def group_label(subject: Subject) -> str:
     return subject.id[: -len(suffix)] if subject.id.endswith(suffix) else str(subject.method)
 
 
+def _given(options: PluginOptions, *names: str) -> dict[str, Any]:
+    """The options among ``names`` that the user gave (None: the library's default applies)."""
+    return {name: getattr(options, name) for name in names
+            if getattr(options, name) is not None}
+
+
 def build_subjects(options: PluginOptions, cwd: Path) -> list[Subject]:
     """The subjects the options name, checked now; bad input is a ``pytest.UsageError``."""
     from fa_checks import engine
@@ -89,13 +95,7 @@ def build_subjects(options: PluginOptions, cwd: Path) -> list[Subject]:
         method_options = engine.parse_options(options.method_args, what=f"{PREFIX}method-arg")
         arch_options = engine.parse_options(options.arch_args, what=f"{PREFIX}arch-arg")
         data_options = engine.parse_options(options.data_args, what=f"{PREFIX}data-arg")
-        given: dict[str, Any] = {}
-        if options.arch is not None:
-            given["arch"] = options.arch
-        if options.data is not None:
-            given["data"] = options.data
-        if options.epochs is not None:
-            given["epochs"] = options.epochs
+        given = _given(options, "arch", "data", "epochs")
         for method in options.methods:
             subjects += engine.fresh_subjects(
                 method,
@@ -306,13 +306,7 @@ def build_settings(options: PluginOptions, device: str) -> Settings:
     from fa_checks import engine
     from fa_checks.protocol import Thresholds
 
-    given: dict[str, Any] = {}
-    if options.data_root is not None:
-        given["data_root"] = options.data_root
-    if options.eval_size is not None:
-        given["eval_size"] = options.eval_size
-    if options.schedule is not None:
-        given["schedule"] = options.schedule
+    given = _given(options, "data_root", "eval_size", "schedule")
     return engine.Settings(
         device=device,
         thresholds=build_thresholds(options, Thresholds),

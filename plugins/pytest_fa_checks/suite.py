@@ -69,25 +69,25 @@ def test_depth_utility(fa_report: Any) -> None:
     _gate(d3.fires, d3.margin_pp, "D3 depth utility", d3.explanation)
 
 
+def _credit_gate(report: Any, what: str, gate: str, figure: str, missing: str) -> None:
+    """An opt-in credit gate: ``credit.<gate>_fires`` against ``credit.<figure>``."""
+    _refuse_diverged(report, what)
+    credit = report.credit
+    if credit is None:
+        pytest.skip(f"the method gives no credit signal, so there is no {missing} to gate")
+    _gate(getattr(credit, f"{gate}_fires"), getattr(credit, figure), what, credit.explanation)
+
+
 @gated("min_cosine")
 def test_credit_cosine(fa_report: Any) -> None:
     """Opt-in: the credit signal's mean cosine with the BP gradient is above the minimum."""
-    _refuse_diverged(fa_report, "credit cosine")
-    credit = fa_report.credit
-    if credit is None:
-        pytest.skip("the method gives no credit signal, so there is no cosine to gate")
-    _gate(credit.cosine_fires, credit.deep_cosine, "credit cosine", credit.explanation)
+    _credit_gate(fa_report, "credit cosine", "cosine", "deep_cosine", "cosine")
 
 
 @gated("min_rho")
 def test_credit_rho(fa_report: Any) -> None:
     """Opt-in: the credit signal predicts the loss change along random directions."""
-    _refuse_diverged(fa_report, "credit perturbation correlation")
-    credit = fa_report.credit
-    if credit is None:
-        pytest.skip("the method gives no credit signal, so there is no correlation to gate")
-    _gate(credit.rho_fires, credit.deep_rho, "credit perturbation correlation",
-          credit.explanation)
+    _credit_gate(fa_report, "credit perturbation correlation", "rho", "deep_rho", "correlation")
 
 
 @gated("across_seeds")
