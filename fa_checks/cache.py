@@ -18,12 +18,13 @@ import os
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from .files import write_atomic
 
 CREATED_LOG = "created.jsonl"
 KEY_LENGTH = 20
@@ -214,17 +215,14 @@ def _check_kind(kind: str) -> None:
 def _write_atomically(
     path: Path, suffix: str, write: Callable[[Path], None], *, what: str
 ) -> None:
-    """``write(tmp)`` to a unique temporary file beside ``path``, then rename it into place;
-    on any failure the temporary file is removed and ``path`` is left as it was."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
+    """:func:`fa_checks.files.write_atomic`, refusing a writer that wrote no file."""
+
+    def checked(tmp: Path) -> None:
         write(tmp)
         if not tmp.is_file():
             raise CacheError(f"creating {what} wrote no file at the path it was given ({tmp})")
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+
+    write_atomic(path, checked, suffix=suffix)
 
 
 def _dump_json(value: Any) -> str:

@@ -26,7 +26,6 @@ import numbers
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .files import write_atomic
 
 FORMAT = "fa-checks/1"
 
@@ -222,18 +223,13 @@ def _plain(value: Any, path: Path, where: str) -> Any:
 
 
 def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    def save_synced(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            os.fsync(handle.fileno())  # on disk before the rename makes it visible
+
+    write_atomic(path, save_synced)
 
 
 # -- loading --------------------------------------------------------------------------------

@@ -16,13 +16,12 @@ import dataclasses
 import glob
 import json
 import math
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .files import copy_atomic, temporary_beside, write_atomic, write_json_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -413,7 +412,7 @@ def check_writable(path: str | Path, *, what: str) -> Path:
         raise EngineError(f"{what} {path}: is a folder; give a file name inside it")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        probe = _temporary_beside(target)
+        probe = temporary_beside(target)
         probe.touch()
         probe.unlink()
     except OSError as exc:
@@ -430,40 +429,6 @@ def check_writable_folder(path: str | Path, *, what: str) -> Path:
         raise EngineError(f"{what} {path}: is a file; give a folder")
     check_writable(folder / "probe", what=what)
     return folder
-
-
-def _temporary_beside(path: Path) -> Path:
-    # not tempfile.mkstemp: its files are private (0600), and the renamed file keeps that mode
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place.
-
-    On any failure (an interrupt included) the temporary file is removed and ``path`` is left
-    as it was, so a reader never sees a half-written file.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_beside(target)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """``payload`` as strict JSON (no bare NaN), written atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def copy_atomic(source: str | Path, target: str | Path) -> Path:
-    """Copy ``source`` to ``target`` atomically."""
-    return write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 # -- training --------------------------------------------------------------------------------

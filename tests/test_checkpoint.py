@@ -570,3 +570,14 @@ def test_a_bare_state_dict_of_our_own_resmlp_loads_too(tmp_path):
                                 "num_blocks": 2}
     x = inputs_for("resmlp")
     assert torch.equal(ckpt.build_model()(x), model(x))
+
+
+def test_a_saved_checkpoint_has_ordinary_permissions(tmp_path):
+    # a private (0600) temporary file renamed into place would keep its mode
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "run.pt", model=tiny_model())
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]

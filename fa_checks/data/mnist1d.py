@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from filelock import FileLock
 
 from fa_checks.data.dataset import DataError, Dataset
+from fa_checks.files import write_atomic
 
 NAME = "mnist1d"
 DEFAULTS: dict[str, Any] = {"num_samples": 10_000, "train_split": 0.8, "seed": 42}
@@ -137,19 +137,9 @@ def _generate_and_cache(path: Path, params: dict[str, Any]) -> dict[str, torch.T
             if tensors is not None:
                 return tensors
         tensors = _generate(params)
-        _write_atomically(path, {"format": CACHE_FORMAT, "params": params, **tensors})
+        payload = {"format": CACHE_FORMAT, "params": params, **tensors}
+        write_atomic(path, lambda tmp: torch.save(payload, tmp))
     return tensors
-
-
-def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _generate(params: dict[str, Any]) -> dict[str, torch.Tensor]:

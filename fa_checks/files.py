@@ -1,0 +1,53 @@
+"""Atomic file writes: a reader never sees a half-written file, and a failure leaves none.
+
+Every file the library writes (checkpoints, cached artifacts, generated data, JSON reports)
+goes through :func:`write_atomic`.  Imports nothing heavy, so the pytest plugin may use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def temporary_beside(path: Path, suffix: str = "") -> Path:
+    """A unique temporary name in ``path``'s folder (so the final rename is atomic).
+
+    Not ``tempfile.mkstemp``: its files are private (0600) and the renamed file keeps that mode.
+    ``suffix`` keeps an extension for writers that look at it.
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None], *, suffix: str = "") -> Path:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place.
+
+    On any failure (an interrupt included) the temporary file is removed and ``path`` is left
+    as it was.  The folder is created when missing.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_beside(target, suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """``payload`` as strict JSON (no bare NaN), written atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def copy_atomic(source: str | Path, target: str | Path) -> Path:
+    """Copy ``source`` to ``target`` atomically."""
+    return write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
