@@ -26,7 +26,6 @@ from .engine import (
     copy_atomic,
     format_options,
     fresh_subjects,
-    method_takes_option,
     parse_options,
     parse_value,
     resolve_device,
@@ -561,6 +560,7 @@ def sweep_cells(
     """``(method, options)`` per cell: every combination of the comma-separated values, each
     option applied to the methods that take it."""
     from .methods import MethodError, get_method, method_class
+    from .methods.base import method_takes_option
 
     grid: dict[str, list[Any]] = {}
     for pair in pairs:

@@ -236,6 +236,7 @@ def validate_training(
     Each message names the option to change, spelt with ``option_prefix``.
     """
     from .methods import MethodError, get_method, method_class
+    from .methods.base import method_option_names, method_takes_option
     from .models import ModelError, model_keywords
 
     try:
@@ -268,42 +269,6 @@ def validate_training(
         raise EngineError(f"method {method!r} applies to {', '.join(applies_to)}, not {arch!r}; "
                           f"choose one of those with {option_prefix}arch")
     _validate_data(data, data_options, option_prefix)
-
-
-def method_option_names(cls: type) -> list[str]:
-    """The options the constructor of the rule ``cls`` names (empty for a rule without)."""
-    import inspect
-
-    from .methods import Method
-
-    if cls.__init__ is Method.__init__:
-        return []
-    try:
-        params = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return []
-    return [name for name, p in params.items() if name != "self"
-            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
-
-
-def method_takes_option(cls: type, key: str) -> bool:
-    """Whether the constructor of ``cls`` takes ``key``: by name, or through its own ``**``.
-
-    The base class's generic ``**options`` does not count: a rule that defines no constructor
-    (``bp``) takes no options, whatever it would silently accept.
-    """
-    import inspect
-
-    from .methods import Method
-
-    if cls.__init__ is Method.__init__:
-        return False
-    try:
-        params = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return True  # cannot tell: let the constructor itself refuse
-    return key in method_option_names(cls) or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _validate_data(name: str, options: Mapping[str, Any], option_prefix: str = "--") -> None:
@@ -911,8 +876,6 @@ __all__ = [
     "fresh_subjects",
     "frozen_baseline_accuracy",
     "load_subject",
-    "method_option_names",
-    "method_takes_option",
     "parse_options",
     "parse_value",
     "resolve_device",

@@ -183,3 +183,8 @@ def test_training_lowers_the_loss_of_a_random_teacher_task(name, overrides):
 def test_rules_without_options_reject_any_option(name: str) -> None:
     with pytest.raises(MethodError, match=f"bad option for method '{name}'.*penalti"):
         get_method(name, penalti=0.1)
+
+
+def test_a_misspelt_option_lists_the_accepted_ones() -> None:
+    with pytest.raises(MethodError, match="no option 'penalti' \\(it takes penalty, clip\\)"):
+        get_method("dfa", penalti=0.1)

@@ -13,6 +13,7 @@ embedding.  For backpropagation it is the true per-sample gradient.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
@@ -190,9 +191,44 @@ def method_reference(method: Any) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def method_option_names(cls: type) -> list[str]:
+    """The options the constructor of the rule ``cls`` names (empty for a rule without)."""
+    if cls.__init__ is Method.__init__:
+        return []
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return []
+    return [name for name, p in params.items() if name != "self"
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def method_takes_option(cls: type, key: str) -> bool:
+    """Whether the constructor of ``cls`` takes ``key``: by name, or through its own ``**``.
+
+    The base class's generic ``**options`` does not count: a rule that defines no constructor
+    (``bp``) takes no options, whatever it would silently accept.
+    """
+    if cls.__init__ is Method.__init__:
+        return False
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return True  # cannot tell: let the constructor itself refuse
+    return key in method_option_names(cls) or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def get_method(name: str, **options: Any) -> Method:
     """An instance of the method ``name`` with ``options``; bad options are a MethodError."""
     cls = method_class(name)
+    unknown = [key for key in options if not method_takes_option(cls, key)]
+    if unknown:
+        takes = method_option_names(cls)
+        raise MethodError(
+            f"bad option for method {name!r}: no option {', '.join(map(repr, unknown))} "
+            f"({'it takes ' + ', '.join(takes) if takes else 'it takes no options'})"
+        )
     try:
         return cls(**options)
     except TypeError as exc:
