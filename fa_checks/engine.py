@@ -834,9 +834,12 @@ def seed_summary(
     else:
         from scipy import stats
 
+        from .protocol import MARGIN_DECIMALS
+
         std = math.sqrt(math.fsum((m - mean) ** 2 for m in margins) / (n - 1))
         t = float(stats.t.ppf(confidence, n - 1))
-        bound = mean - t * std / math.sqrt(n)
+        # rounded as D3 rounds one margin: a bound of exactly the threshold must pass
+        bound = round(mean - t * std / math.sqrt(n), MARGIN_DECIMALS)
         fires = bool(bound < min_margin_pp) or math.isnan(bound)
         relation = "below" if fires else "at or above"
         explanation = (

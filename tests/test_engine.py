@@ -439,3 +439,11 @@ def test_written_files_get_the_usual_permissions_not_private_ones(tmp_path):
     assert stat.S_IMODE(written.stat().st_mode) == 0o644
     assert stat.S_IMODE(copied.stat().st_mode) == 0o644
     assert copied.read_text() == written.read_text()
+
+
+def test_seed_summary_passes_identical_margins_exactly_at_the_threshold():
+    # three seeds each exactly 3.3 pp above their baseline: no spread, so the bound is the
+    # mean, which float arithmetic makes 3.2999999999999994 before rounding
+    reports = [_report_with_margin(3.3) for _ in range(3)]
+    summary = seed_summary(reports, min_margin_pp=3.3)
+    assert summary.lower_bound_pp == 3.3 and not summary.fires
