@@ -98,7 +98,8 @@ def test_ini_keys_are_the_documented_ones() -> None:
     keys = {opts.ini_key(option) for option in opts.OPTIONS if option.ini}
     assert keys == {"fa_max_growth", "fa_grad_floor", "fa_min_margin", "fa_eval_size",
                     "fa_min_cosine", "fa_min_rho", "fa_device", "fa_epochs", "fa_data",
-                    "fa_data_root", "fa_schedule"}
+                    "fa_data_root", "fa_schedule", "fa_lr", "fa_batch_size",
+                    "fa_weight_decay"}
 
 
 # -- options read from a real pytest config (in process: no subprocess needed) ------------------
@@ -118,6 +119,10 @@ def test_the_schedule_reaches_the_engine_settings(pytester: pytest.Pytester) -> 
     assert session.build_settings(read, "cpu").schedule == "constant"
     default = opts.read_options(pytester.parseconfig("--fa-method", "dfa"))
     assert default.schedule == "constant"  # from the ini file
+    tuned = session.build_settings(opts.read_options(pytester.parseconfig(
+        "--fa-method", "dfa", "--fa-lr", "0.01", "--fa-batch-size", "32",
+        "--fa-weight-decay", "0")), "cpu")
+    assert (tuned.lr, tuned.batch_size, tuned.weight_decay) == (0.01, 32, 0.0)
     plain = session.build_settings(opts.read_options(pytester.parseconfig("--fa-schedule",
                                                                        "cosine")), "cpu")
     assert plain.schedule == "cosine"
@@ -135,6 +140,7 @@ def test_a_bad_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
     (["--fa-baseline-acc", "35"], "fraction between 0 and 1"),
     (["--fa-min-cosine", "2"], "between -1 and 1"),
     (["--fa-schedule", "step"], "use one of cosine, constant"),
+    (["--fa-batch-size", "0"], "1 or more"),
 ])
 def test_inconsistent_or_out_of_range_options_are_usage_errors(
     pytester: pytest.Pytester, args: list[str], fragment: str

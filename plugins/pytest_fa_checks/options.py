@@ -35,6 +35,9 @@ class PluginOptions:
     data_root: str | None = None
     epochs: int | None = None
     schedule: str | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
     seeds: tuple[int, ...] = ()
     device: str = "auto"
     eval_size: int | None = None
@@ -176,6 +179,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("epochs", "epochs of fresh runs (default 20)", positive_int, "N", ini=True),
     Option("schedule", "learning-rate schedule of fresh runs and baselines: cosine (default) or "
            "constant", schedule, "NAME", ini=True),
+    Option("lr", "AdamW learning rate of fresh runs and baselines (default 1e-3)",
+           positive_float, "LR", ini=True),
+    Option("batch-size", "batch size of fresh runs and baselines (default 128)", positive_int,
+           "N", ini=True),
+    Option("weight-decay", "AdamW weight decay of fresh runs and baselines (default 0.01)",
+           non_negative_float, "WD", ini=True),
     Option("seeds", "seeds of fresh runs, one subject each (default 0)", seed, "N", many="+"),
     Option("device", "where to train and evaluate: auto, cpu, cuda or cuda:N (default auto)",
            device, "DEVICE", ini=True),
@@ -295,6 +304,9 @@ def read_options(config: pytest.Config) -> PluginOptions:
         data_root=get["data-root"],
         epochs=get["epochs"],
         schedule=get["schedule"],
+        lr=get["lr"],
+        batch_size=get["batch-size"],
+        weight_decay=get["weight-decay"],
         seeds=tuple(dict.fromkeys(many["seeds"])),
         device=get["device"] or "auto",
         eval_size=get["eval-size"],

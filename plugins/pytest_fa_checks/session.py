@@ -306,7 +306,8 @@ def build_settings(options: PluginOptions, device: str) -> Settings:
     from fa_checks import engine
     from fa_checks.protocol import Thresholds
 
-    given = _given(options, "data_root", "eval_size", "schedule")
+    given = _given(options, "data_root", "eval_size", "schedule", "lr", "batch_size",
+                   "weight_decay")
     return engine.Settings(
         device=device,
         thresholds=build_thresholds(options, Thresholds),
