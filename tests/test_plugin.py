@@ -388,3 +388,21 @@ def test_single_seed_gets_no_across_seeds_item(pytester: pytest.Pytester) -> Non
         "3 tests collected*",
     ])
     assert created(pytester) == []  # collecting trains nothing
+
+
+@pytest.mark.slow
+def test_a_dfa_checkpoint_from_the_papers_setting_fails_d1_d2_d3(pytester: pytest.Pytester):
+    """MNIST-1D, ResMLP d=256 L=4, 20 epochs, constant rate (about a minute on one core)."""
+    train("dfa", "resmlp", "mnist1d", epochs=20, seed=0, schedule="constant",
+          checkpoint=pytester.path / "dfa.pt", progress=False, device="cpu")
+    result = run(pytester, "--fa-checkpoint", "dfa.pt", "--fa-report", "fa.json")
+    result.assert_outcomes(failed=3)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "*D1 scale stability failed: the residual stream grew *x across block 0*",
+        "*D2 reference validity failed: the per-sample BP gradient at h_4 is *, below the floor*",
+        "*D3 depth utility failed: test accuracy *% is * pp below the frozen-blocks baseline*",
+        "dfa.pt *FAIL(D1+D2+D3)*[mode 1]*",
+    ])
+    subject = json.loads((pytester.path / "fa.json").read_text())["subjects"][0]
+    assert subject["mode1"] and subject["D1"]["max_growth"] > 1000
