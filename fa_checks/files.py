@@ -7,6 +7,7 @@ goes through :func:`write_atomic`.  Imports nothing heavy, so the pytest plugin 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -40,6 +41,20 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], *, suffix: str
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def json_safe(value: Any) -> Any:
+    """JSON-safe: NaN -> "NaN", inf -> "Infinity", -inf -> "-Infinity"; lists/dicts recurse.
+
+    Strict JSON has no non-finite numbers, and an exploded model has plenty of them.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from . import metrics
 from .anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients
+from .files import json_safe
 
 #: the research code's D2 floor at its eval batch: 10 x the 1e-8 cosine clamp x 128 samples
 DEFAULT_GRAD_FLOOR = 10 * 1e-8 * 128
@@ -70,17 +71,6 @@ def _signed(x: float | None) -> str:
 
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def _encode(value: Any) -> Any:
-    """JSON-safe: NaN -> "NaN", inf -> "Infinity", -inf -> "-Infinity"; lists/dicts recurse."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return value
 
 
 def _decode(value: Any) -> Any:
@@ -157,7 +147,7 @@ class ScaleStability:
     worst_block: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _encode(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass
@@ -171,7 +161,7 @@ class ReferenceValidity:
     explanation: str
 
     def to_dict(self) -> dict[str, Any]:
-        return _encode(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass
@@ -185,7 +175,7 @@ class DepthUtility:
     explanation: str
 
     def to_dict(self) -> dict[str, Any]:
-        return _encode(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass
@@ -218,7 +208,7 @@ class CreditSummary:
     explanation: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return _encode(asdict(self))
+        return json_safe(asdict(self))
 
 
 _SECTIONS = {"D1": ScaleStability, "D2": ReferenceValidity, "D3": DepthUtility}
@@ -271,7 +261,7 @@ class Report:
         return {
             "verdict": self.verdict,
             "mode1": self.mode1,
-            "test_acc": _encode(self.test_acc),
+            "test_acc": json_safe(self.test_acc),
             "num_samples": self.num_samples,
             "D1": self.d1.to_dict(),
             "D2": self.d2.to_dict(),

@@ -9,11 +9,12 @@ report travels as one JSON text.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from fa_checks.files import json_safe  # imports no torch
 
 PREFIX = "fa_"
 SUBJECT = "fa_subject"
@@ -88,18 +89,8 @@ def seed_summary_properties(label: str, summary: Mapping[str, Any] | None = None
     if error is not None:
         props.append((ERROR, error))
     elif summary is not None:
-        props.append((SEED_SUMMARY, json.dumps(_json_safe(summary), sort_keys=True)))
+        props.append((SEED_SUMMARY, json.dumps(json_safe(summary), sort_keys=True)))
     return props
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 @dataclass
