@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from doubles import ToyDFA
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import pearsonr
@@ -248,29 +249,6 @@ def test_nudging_along_the_gradient_lowers_the_loss_and_a_zero_signal_does_nothi
 
 
 # -- fresh-feedback null ----------------------------------------------------------------------
-class ToyDFA(Method):
-    """A direct-feedback credit ``e @ B_l^T`` with redrawable B (not registered)."""
-
-    name = "toy_dfa"
-
-    def init_state(self, generator: torch.Generator) -> None:
-        self.layer = self.model.blocks[0]  # rules that reroute a layer keep references like this
-        self.redraw_feedback(generator)
-
-    def redraw_feedback(self, generator: torch.Generator) -> bool:
-        d, c = self.model.d_hidden, self.num_classes
-        self.feedback = [
-            torch.randn(d, c, generator=generator) / math.sqrt(c)
-            for _ in range(self.anatomy.num_blocks + 1)
-        ]
-        return True
-
-    def credit(self, x: Tensor, y: Tensor) -> list[Tensor]:
-        with torch.no_grad():
-            e = self.model(x).softmax(-1) - F.one_hot(y, self.num_classes)
-        return [e @ b.T for b in self.feedback]
-
-
 class ExactCredit(ToyDFA):
     """Redraws feedback but ignores it: its credit is the true gradient, so its null is 1."""
 

@@ -10,13 +10,13 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from doubles import ToyDFA
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from fa_checks import metrics
 from fa_checks.anatomy import per_sample_gradients
-from fa_checks.methods.base import Method
 from fa_checks.models import build_model
 from fa_checks.protocol import (
     CreditSummary,
@@ -375,28 +375,6 @@ def test_evaluate_uses_eval_mode_restores_the_mode_and_leaves_no_grads() -> None
 
 
 # -- credit ----------------------------------------------------------------------------------
-class ToyDFA(Method):
-    """Direct-feedback credit ``e @ B_l^T`` with redrawable B (a test double, not registered)."""
-
-    name = "toy_dfa"
-
-    def init_state(self, generator: torch.Generator) -> None:
-        self.redraw_feedback(generator)
-
-    def redraw_feedback(self, generator: torch.Generator) -> bool:
-        d, c = self.model.d_hidden, self.num_classes
-        self.feedback = [
-            torch.randn(d, c, generator=generator) / math.sqrt(c)
-            for _ in range(self.anatomy.num_blocks + 1)
-        ]
-        return True
-
-    def credit(self, x: Tensor, y: Tensor) -> list[Tensor]:
-        with torch.no_grad():
-            e = self.model(x).softmax(-1) - F.one_hot(y, self.num_classes)
-        return [e @ b.T for b in self.feedback]
-
-
 def test_the_true_gradient_as_credit_scores_one_everywhere() -> None:
     model, (x, y) = tiny("resmlp"), batch("resmlp", n=32)
     grads = per_sample_gradients(model, x, y)[1]

@@ -1,0 +1,34 @@
+"""Test doubles shared by several test modules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fa_checks.methods import Method
+
+
+class ToyDFA(Method):
+    """A direct-feedback credit ``e @ B_l^T`` with redrawable B (not registered)."""
+
+    name = "toy_dfa"
+
+    def init_state(self, generator: torch.Generator) -> None:
+        self.layer = self.model.blocks[0]  # rules that reroute a layer keep references like this
+        self.redraw_feedback(generator)
+
+    def redraw_feedback(self, generator: torch.Generator) -> bool:
+        d, c = self.model.d_hidden, self.num_classes
+        self.feedback = [
+            torch.randn(d, c, generator=generator) / math.sqrt(c)
+            for _ in range(self.anatomy.num_blocks + 1)
+        ]
+        return True
+
+    def credit(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        with torch.no_grad():
+            e = self.model(x).softmax(-1) - F.one_hot(y, self.num_classes)
+        return [e @ b.T for b in self.feedback]
