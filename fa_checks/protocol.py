@@ -252,6 +252,16 @@ class Report:
         return not self.failures
 
     @property
+    def divergence(self) -> str | None:
+        """Why the model diverged (NaN or Inf in its accuracy, hidden states or gradients), or
+        None.  A diverged model passes no diagnostic, whatever the others found."""
+        values = [self.test_acc, *self.d1.hidden_norms, *self.d2.grad_norms]
+        if all(v is None or math.isfinite(float(v)) for v in values):
+            return None
+        forward_finite = all(math.isfinite(float(v)) for v in self.d1.hidden_norms)
+        return self.d2.explanation if forward_finite else self.d1.explanation
+
+    @property
     def mode1(self) -> bool:
         """The silent failure: the stream exploded (D1) and the BP reference collapsed (D2)."""
         return self.d1.fires and self.d2.fires

@@ -269,6 +269,9 @@ def test_a_diverged_model_fails_with_a_message_and_valid_json(arch: str, poison:
     assert "non-finite" in report.d2.explanation
     text = json.dumps(report.to_dict(), allow_nan=False)
     assert json.loads(text)["D1"]["max_growth"] in ("NaN", "Infinity")
+    assert report.divergence == report.d1.explanation
+    assert Report.from_dict(json.loads(text)).divergence == report.divergence
+    assert evaluate(tiny(arch), x, y).divergence is None
 
 
 def test_a_non_finite_input_sample_is_caught() -> None:
