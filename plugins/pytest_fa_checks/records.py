@@ -14,8 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fa_checks.files import json_safe  # imports no torch
-
 PREFIX = "fa_"
 SUBJECT = "fa_subject"
 METHOD = "fa_method"
@@ -89,6 +87,8 @@ def seed_summary_properties(label: str, summary: Mapping[str, Any] | None = None
     if error is not None:
         props.append((ERROR, error))
     elif summary is not None:
+        from fa_checks.files import json_safe  # loaded only once a subject is checked
+
         props.append((SEED_SUMMARY, json.dumps(json_safe(summary), sort_keys=True)))
     return props
 
