@@ -20,6 +20,7 @@ from .engine import (
     EngineError,
     Settings,
     Subject,
+    check_data_root,
     check_writable,
     check_writable_folder,
     checkpoint_subjects,
@@ -444,6 +445,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     check_writable(args.output, what="-o")
     settings = _settings(args)
+    check_data_root(subject.data, settings)
     run = train_fresh(subject, settings, checkpoint=args.output, eval_size=args.eval_size)
     note = ""
     if run.diverged:
@@ -647,6 +649,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         for method, options in cells
     ]
     settings = _settings(args)
+    check_data_root(args.data, settings)
     out_dir = check_writable_folder(args.output, what="-o")
     if args.json:
         check_writable(args.json, what="--json")

@@ -271,6 +271,18 @@ def validate_training(
     _validate_data(data, data_options, option_prefix)
 
 
+def check_data_root(data: str, settings: Settings) -> None:
+    """A dataset read from a local folder needs ``--data-root``: refused before any work."""
+    from .data import needs_root
+
+    if settings.data_root is None and needs_root(data):
+        raise EngineError(
+            f"{settings.option('data')} {data} is read from a local folder: give it with "
+            f"{settings.option('data-root')} DIR (fetch it once, on a machine with network, "
+            f"with fa_checks.load_data({data!r}, root=DIR, download=True))"
+        )
+
+
 def _validate_data(name: str, options: Mapping[str, Any], option_prefix: str = "--") -> None:
     """Unknown datasets, parameters and out-of-range values, checked without loading."""
     from .data import DataError, dataset_defaults, resolve_spec

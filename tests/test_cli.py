@@ -359,3 +359,17 @@ def test_cosine_annealing_stops_the_growth_short_of_mode1(tmp_path):
     assert dfa["D2"]["g_L"] < bp["D2"]["g_L"] / 50
     assert penalised["verdict"] == "FAIL(D3)"
     assert penalised["D1"]["max_growth"] < 10
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_a_dataset_read_from_disk_without_a_root_is_refused_before_training(
+    command, tmp_path, capsys
+):
+    args = (["--method", "bp", "--seed", "0"] if command == "train"
+            else ["--methods", "bp", "--seeds", "0"])
+    code = main([command, *args, "--data", "cifar10", "--epochs", "1",
+                 "-o", str(tmp_path / "out")])
+    assert code == 2
+    line = one_line(capsys.readouterr().err)
+    assert "--data cifar10 is read from a local folder: give it with --data-root DIR" in line
+    assert not (tmp_path / "out").exists()

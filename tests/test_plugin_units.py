@@ -128,6 +128,13 @@ def test_the_schedule_reaches_the_engine_settings(pytester: pytest.Pytester) -> 
     assert plain.schedule == "cosine"
 
 
+def test_fresh_runs_on_data_from_disk_need_a_root(pytester: pytest.Pytester) -> None:
+    read = opts.read_options(pytester.parseconfig("--fa-method", "bp", "--fa-data", "cifar10"))
+    with pytest.raises(pytest.UsageError, match="--fa-data cifar10 is read from a local folder: "
+                                                "give it with --fa-data-root DIR"):
+        session.build_subjects(read, pytester.path)
+
+
 def test_a_bad_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nfa_eval_size = many\n")
     with pytest.raises(pytest.UsageError, match="ini option fa_eval_size = 'many'"):

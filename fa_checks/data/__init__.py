@@ -48,6 +48,7 @@ __all__ = [
     "dataset_defaults",
     "default_data_dir",
     "load_data",
+    "needs_root",
     "resolve_spec",
 ]
 
@@ -60,6 +61,7 @@ class _Source:
     defaults: dict[str, Any]
     description: str
     check: Callable[..., Any] | None = None  # range checks on the parameters, without loading
+    reads_files: bool = False  # read from a folder the user names (nothing to generate)
 
 
 _SOURCES: dict[str, _Source] = {
@@ -69,15 +71,22 @@ _SOURCES: dict[str, _Source] = {
     "synthetic": _Source(synthetic.load, synthetic.DEFAULTS,
                          "Gaussian class clusters: a tiny learnable task for tests",
                          synthetic.check_params),
-    "cifar10": _Source(vision.load_cifar10, {}, "CIFAR-10 from a local root"),
-    "cifar100": _Source(vision.load_cifar100, {}, "CIFAR-100 (fine labels) from a local root"),
-    "mnist": _Source(vision.load_mnist, {}, "MNIST from a local root"),
+    "cifar10": _Source(vision.load_cifar10, {}, "CIFAR-10 from a local root",
+                       reads_files=True),
+    "cifar100": _Source(vision.load_cifar100, {}, "CIFAR-100 (fine labels) from a local root",
+                        reads_files=True),
+    "mnist": _Source(vision.load_mnist, {}, "MNIST from a local root", reads_files=True),
 }
 
 
 def available_datasets() -> list[str]:
     """The dataset names ``load_data`` accepts."""
     return sorted(_SOURCES)
+
+
+def needs_root(name: str) -> bool:
+    """Whether ``name`` is read from files in a folder the user names (``root``)."""
+    return _source(name).reads_files
 
 
 def dataset_defaults(name: str) -> dict[str, Any]:

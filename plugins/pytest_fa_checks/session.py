@@ -106,6 +106,9 @@ def build_subjects(options: PluginOptions, cwd: Path) -> list[Subject]:
                 option_prefix=PREFIX,
                 **given,
             )
+        if options.methods:  # fresh runs read their data now; checkpoints name theirs later
+            engine.check_data_root(options.data or engine.Subject.data,  # its default
+                                   build_settings(options, "cpu"))
     except engine.EngineError as exc:
         raise pytest.UsageError(str(exc)) from None
     unique: dict[str, Subject] = {}
