@@ -402,8 +402,10 @@ def alignment(W: Tensor, B: Tensor) -> Alignment:  # noqa: N803 - matrix names
     diff = float((b - wt).norm())
     ratio = diff / w_norm if w_norm > 0 else (math.inf if diff > 0 else math.nan)
     if w_norm > 0 and b_norm > 0:
-        cos = float((b * wt).sum()) / (w_norm * b_norm)
-        angle = math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+        # 2 atan2(|u - v|, |u + v|) for unit u, v: arccos of the cosine loses half the digits
+        # near 0 and 180 degrees (an angle of 1e-6 degrees out of two parallel matrices)
+        u, v = b / b_norm, wt / w_norm
+        angle = math.degrees(2.0 * math.atan2(float((u - v).norm()), float((u + v).norm())))
     else:
         angle = math.nan
     return Alignment(ratio=ratio, angle_deg=angle)
