@@ -32,3 +32,17 @@ class ToyDFA(Method):
         with torch.no_grad():
             e = self.model(x).softmax(-1) - F.one_hot(y, self.num_classes)
         return [e @ b.T for b in self.feedback]
+
+
+def loss_before_and_after(method: Method, x: Tensor, y: Tensor, steps: int) -> tuple[float, float]:
+    """The mean loss on ``(x, y)`` before and after ``steps`` updates on batches of 64 from it."""
+    model = method.model
+    with torch.no_grad():
+        before = F.cross_entropy(model(x), y).item()
+    batches = max(1, x.shape[0] // 64)
+    for step in range(steps):
+        rows = torch.arange(step % batches * 64, step % batches * 64 + 64)
+        method.step(x[rows], y[rows])
+    with torch.no_grad():
+        after = F.cross_entropy(model(x), y).item()
+    return before, after

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from doubles import loss_before_and_after
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
@@ -426,11 +427,5 @@ def test_training_lowers_the_loss_of_a_random_teacher_task(rule):
     method = get_method(rule)
     method.setup(model, C, torch.Generator().manual_seed(0), optimizer=adamw)
     x, y = batch_for(model, n=256)
-    with torch.no_grad():
-        before = F.cross_entropy(model(x), y).item()
-    for step in range(60):
-        rows = torch.arange(step % 4 * 64, step % 4 * 64 + 64)
-        method.step(x[rows], y[rows])
-    with torch.no_grad():
-        after = F.cross_entropy(model(x), y).item()
+    before, after = loss_before_and_after(method, x, y, steps=60)
     assert after < 0.8 * before
