@@ -23,10 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import UserError
+
 READOUT_MODULE_NAMES = ("out_ln", "out_head")
 
 
-class AnatomyError(TypeError):
+class AnatomyError(UserError, TypeError):
     """The model cannot be seen as embed -> blocks -> readout."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from .errors import UserError
 from .files import write_atomic
 
 CREATED_LOG = "created.jsonl"
@@ -34,7 +35,7 @@ _SUFFIX_PATTERN = re.compile(r"(\.[A-Za-z0-9_-]+)*")
 _MISSING = object()
 
 
-class CacheError(ValueError):
+class CacheError(UserError):
     """A spec that cannot be hashed, a bad kind or suffix, or a ``create`` that wrote nothing."""
 
 

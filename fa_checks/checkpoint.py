@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import UserError
 from .files import write_atomic
 
 FORMAT = "fa-checks/1"
@@ -53,7 +54,7 @@ _REQUIRED_KEYS = ("arch", "arch_kwargs", "model_state")
 _DATA_HINTS = {3072: "cifar10", 784: "mnist", 40: "mnist1d"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be written or read; the message names the file and the problem."""
 
 

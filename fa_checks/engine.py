@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import ConfigError
 from .files import copy_atomic, temporary_beside, write_atomic, write_json_atomic
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 
 
-class EngineError(ValueError):
+class EngineError(ConfigError):
     """Bad user input: an unknown method, a malformed option, a pattern that matches nothing."""
 
 

@@ -16,8 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A dataset that cannot be loaded or used as asked; the message says why and what to do."""
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..anatomy import Anatomy, anatomy_of
+from ..errors import UserError
 
 ENTRY_POINT_GROUP = "fa_checks.methods"
 
@@ -32,7 +33,7 @@ def default_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
 
 
-class MethodError(ValueError):
+class MethodError(UserError):
     """An unknown method, a bad method option, or a method used where it does not apply."""
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UserError
 from .base import BlockModel
 from .mlp import MLP
 from .resmlp import ResMLP
@@ -16,7 +17,7 @@ from .vit import ViT
 MODELS: dict[str, type[BlockModel]] = {"resmlp": ResMLP, "mlp": MLP, "vit": ViT, "resnet": ResNet}
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """An unknown architecture or a keyword it does not take."""
 
 

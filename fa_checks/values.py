@@ -1,0 +1,190 @@
+"""Typed values from text: the parsers every face (the command line, pytest, a file) shares.
+
+Each parser takes the text a user typed (or a number read from a file) and returns the typed
+value, or raises ``ValueError`` whose message is the reason alone ("it must be 1 or more"); the
+caller adds the option or file it came from.  ``key=value`` lists (``--method-arg
+penalty=0.01``) are parsed here too.  Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import ConfigError
+
+#: the largest seed torch's generators take
+MAX_SEED = 2**63 - 1
+SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+
+Text = str | int | float
+
+
+def _number(value: Text) -> float:
+    if isinstance(value, bool):
+        raise ValueError("it must be a number, not a yes/no value")
+    if isinstance(value, numbers.Real):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise ValueError("it must be a number") from None
+    if not math.isfinite(number):
+        raise ValueError("it must be a finite number")
+    return number
+
+
+def _whole(value: Text) -> int:
+    if isinstance(value, bool):
+        raise ValueError("it must be a whole number, not a yes/no value")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        if math.isfinite(value) and float(value).is_integer():
+            return int(value)
+        raise ValueError("it must be a whole number")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError("it must be a whole number") from None
+
+
+def finite_float(value: Text) -> float:
+    return _number(value)
+
+
+def positive_float(value: Text) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise ValueError("it must be greater than 0")
+    return number
+
+
+def non_negative_float(value: Text) -> float:
+    number = _number(value)
+    if number < 0:
+        raise ValueError("it must be 0 or more")
+    return number
+
+
+def fraction(value: Text) -> float:
+    number = _number(value)
+    if not 0 <= number <= 1:
+        raise ValueError("it is an accuracy, a fraction between 0 and 1 (e.g. 0.35)")
+    return number
+
+
+def correlation(value: Text) -> float:
+    number = _number(value)
+    if not -1 <= number <= 1:
+        raise ValueError("it must be between -1 and 1")
+    return number
+
+
+def positive_int(value: Text) -> int:
+    number = _whole(value)
+    if number < 1:
+        raise ValueError("it must be 1 or more")
+    return number
+
+
+def seed(value: Text) -> int:
+    number = _whole(value)
+    if not 0 <= number <= MAX_SEED:
+        raise ValueError(f"a seed is a whole number from 0 to 2^63-1 ({MAX_SEED})")
+    return number
+
+
+def device(value: Text) -> str:
+    text = str(value).strip().lower()
+    if text in ("auto", "cpu", "cuda"):
+        return text
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return text
+    raise ValueError(f"use one of {', '.join(DEVICES)}")
+
+
+def schedule(value: Text) -> str:
+    text = str(value).strip().lower()
+    if text not in SCHEDULES:
+        raise ValueError(f"use one of {', '.join(SCHEDULES)}")
+    return text
+
+
+def name(value: Text) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("it must not be empty")
+    return text
+
+
+# -- key=value lists ---------------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """``"3"`` -> 3, ``"1e-2"`` -> 0.01, ``"true"`` -> True, ``"none"`` -> None, else the text."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_key_values(pairs: Sequence[str], *, what: str) -> dict[str, Any]:
+    """``["penalty=0.01", "residual=false"]`` -> ``{"penalty": 0.01, "residual": False}``.
+
+    ``what`` names the flag the pairs came from (``--fa-method-arg``), for the error message.
+    """
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{what} {pair!r} is not key=value (for example {what} penalty=0.01)")
+        if key in values:
+            raise ConfigError(f"{what} gives {key!r} twice ({pair!r}); give each key once")
+        values[key] = parse_value(value)
+    return values
+
+
+def format_value(value: Any) -> str:
+    """The inverse of :func:`parse_value`, for ids and file names."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def format_key_values(values: Mapping[str, Any]) -> str:
+    """``{"penalty": 0.01}`` -> ``"penalty=0.01"`` (sorted, joined by ``-``)."""
+    return "-".join(f"{k}={format_value(v)}" for k, v in sorted(values.items()))
+
+
+__all__ = [
+    "DEVICES",
+    "MAX_SEED",
+    "SCHEDULES",
+    "correlation",
+    "device",
+    "finite_float",
+    "format_key_values",
+    "format_value",
+    "fraction",
+    "name",
+    "non_negative_float",
+    "parse_key_values",
+    "parse_value",
+    "positive_float",
+    "positive_int",
+    "schedule",
+    "seed",
+]
