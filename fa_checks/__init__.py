@@ -4,12 +4,7 @@ The names below are imported lazily so that ``import fa_checks`` (and loading th
 plugin) costs nothing until one is used.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "Anatomy": "fa_checks.anatomy",
@@ -25,22 +20,32 @@ _EXPORTS = {
     "Checkpoint": "fa_checks.checkpoint",
     "CheckpointError": "fa_checks.checkpoint",
     "evaluate": "fa_checks.protocol",
-    "Report": "fa_checks.protocol",
-    "Thresholds": "fa_checks.protocol",
+    "gate_across_seeds": "fa_checks.protocol",
+    "Report": "fa_checks.report",
+    "Thresholds": "fa_checks.report",
+    "AcrossSeeds": "fa_checks.report",
+    "UserError": "fa_checks.errors",
     "train": "fa_checks.training",
     "Run": "fa_checks.training",
+    "cosine": "fa_checks.metrics",
+    "perturbation_correlation": "fa_checks.metrics",
+    "nudging": "fa_checks.metrics",
+    "fresh_feedback_null": "fa_checks.metrics",
+    "feature_drift": "fa_checks.metrics",
+    "alignment": "fa_checks.metrics",
 }
 
+__all__ = ["__version__", *sorted(_EXPORTS)]
 
-def __getattr__(name: str) -> Any:
+
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'fa_checks' has no attribute {name!r}")
+    import importlib
+
     return getattr(importlib.import_module(module), name)
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
-
-__all__ = sorted(_EXPORTS)
+    return list(__all__)

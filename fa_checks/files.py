@@ -10,10 +10,13 @@ import json
 import math
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .errors import ConfigError, UserError
 
 
 def temporary_beside(path: Path, suffix: str = "") -> Path:
@@ -57,6 +60,20 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def decode_non_finite(value: Any) -> Any:
+    """The inverse of :func:`json_safe`: "NaN", "Infinity", "-Infinity" back to floats."""
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    if isinstance(value, dict):
+        return {k: decode_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_non_finite(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """``payload`` as strict JSON (no bare NaN), written atomically."""
     text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
@@ -66,3 +83,53 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
 def copy_atomic(source: str | Path, target: str | Path) -> Path:
     """Copy ``source`` to ``target`` atomically."""
     return write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def check_writable(path: str | Path, *, what: str) -> Path:
+    """Refuse, before any work, an output path that cannot be written (``what`` names the flag).
+
+    The folder is created if it is missing; a folder at ``path`` itself is refused.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; give a file name inside it")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = temporary_beside(target)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{what} {path}: cannot write there ({reason}); choose a writable "
+                          "path") from None
+    return target
+
+
+def check_writable_folder(path: str | Path, *, what: str) -> Path:
+    """Like :func:`check_writable`, for an output folder (created if it is missing)."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{what} {path}: is a file; give a folder")
+    check_writable(folder / "probe", what=what)
+    return folder
+
+
+def regular_file(path: str | Path, *, what: str) -> Path:
+    """``path`` if it is a regular file, else a UserError naming it (``what``: "checkpoint").
+
+    Only regular files are read: a FIFO would hang the reader and a device never ends.  A
+    symbolic link to a regular file is fine.
+    """
+    target = Path(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        raise UserError(f"{target}: no such {what} file") from None
+    except OSError as exc:
+        raise UserError(f"{target}: cannot read this {what} ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{target}: is a folder, not a {what} file")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{target}: is not a regular file (a pipe, socket or device); "
+                        f"give a {what} file")
+    return target

@@ -13,15 +13,16 @@ import pytest
 import torch
 
 from fa_checks.checkpoint import load_checkpoint, save_checkpoint
-from fa_checks.cli import main, sweep_cells
-from fa_checks.engine import EngineError
+from fa_checks.cli import main
+from fa_checks.errors import ConfigError
 from fa_checks.models import build_model
-from fa_checks.protocol import Report
+from fa_checks.report import Report
+from fa_checks.sweep import sweep_cells
 from fa_checks.training import train
 
 TINY = ["--arch", "resmlp", "--arch-arg", "d_hidden=16", "num_blocks=2", "--data", "synthetic",
         "--data-arg", "num_samples=200", "--batch-size", "32", "--lr", "1e-2", "--device", "cpu",
-        "--eval-size", "64", "--no-progress"]
+        "--no-progress"]
 SCRIPT = Path(sys.executable).parent / "fa-checks"
 
 
@@ -67,7 +68,7 @@ def test_check_passes_with_exit_0(bp_run, cache_args, capsys):
     assert main(["check", str(bp_run), "--baseline-acc", "0", *cache_args]) == 0
     out = capsys.readouterr().out
     header, row = out.splitlines()[:2]
-    assert header.split()[:3] == ["subject", "method", "seed"]
+    assert header.split()[:2] == ["subject", "accuracy"]
     assert row.split()[0] == str(bp_run) and row.split()[-1] == "PASS"
     assert "h_2" in out  # the per-layer figures, down to the deepest hidden state
 
@@ -133,13 +134,14 @@ def test_one_corrupt_file_among_good_ones_still_reports_the_good(bp_run, tmp_pat
         (["train", "--method", "bp", "--data", "imagenet", "-o", "x.pt"],
          "--data: unknown dataset 'imagenet'"),
         (["train", "--method", "bp", "--device", "gpu", "-o", "x.pt"],
-         "--device 'gpu' is not a device"),
+         "argument --device: 'gpu' is not valid: use one of auto, cpu, cuda, cuda:N"),
         (["train", "--method", "bp", "-o", "."], "-o .: is a folder"),
         (["train", "--method", "bp", "-o", "/proc/x.pt"], "-o /proc/x.pt: cannot write there"),
-        (["check", "missing.pt"], "checkpoint 'missing.pt': no such file"),
+        (["check", "missing.pt"], "missing.pt: no such checkpoint file"),
         (["check", "runs/*.pt"], "checkpoint 'runs/*.pt' matches no file"),
-        (["check", "x.pt", "--max-growth", "-1"], "--max-growth must be a positive number"),
-        (["check", "x.pt", "--baseline-acc", "49"], "give a fraction in [0, 1]"),
+        (["check", "x.pt", "--max-growth", "-1"],
+         "argument --max-growth: '-1' is not valid: it must be greater than 0"),
+        (["check", "x.pt", "--baseline-acc", "49"], "it is an accuracy, a fraction between 0"),
         (["check", "x.pt", "--baseline-acc", "0.5", "--baseline", "auto"], "not allowed with"),
         (["report", "missing.json"], "missing.json: no such report file"),
         (["sweep", "--methods", "bp", "--seeds", "1", "--method-arg", "penalty=1", "-o", "d"],
@@ -234,8 +236,9 @@ def test_json_is_written_even_when_every_file_fails(tmp_path, cache_args, capsys
     out.write_text('{"subjects": ["from an earlier run"]}')
     (tmp_path / "bad.pt").write_bytes(b"")
     assert main(["check", str(tmp_path / "bad.pt"), "--json", str(out), *cache_args]) == 2
-    written = json.loads(out.read_text())
-    assert written["subjects"] == [] and "bad.pt" in written["errors"][0]
+    [entry] = json.loads(out.read_text())["subjects"]
+    assert entry["verdict"] == "ERROR" and "bad.pt" in entry["error"]
+    assert entry["id"] == str(tmp_path / "bad.pt")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -305,7 +308,7 @@ def test_sweep_trains_the_grid_and_summarises_over_seeds(tmp_path, capsys):
 def test_sweep_cells_apply_each_option_to_the_methods_that_take_it():
     cells = sweep_cells(["bp", "dfa"], ["penalty=0,1e-4"])
     assert cells == [("bp", {}), ("dfa", {"penalty": 0}), ("dfa", {"penalty": 1e-4})]
-    with pytest.raises(EngineError, match="twice"):
+    with pytest.raises(ConfigError, match="twice"):
         sweep_cells(["dfa"], ["penalty=0", "penalty=1"])
 
 

@@ -24,7 +24,7 @@ from fa_checks.checkpoint import load_checkpoint, save_checkpoint
 from fa_checks.training import train
 
 TINY = {"d_hidden": 16, "num_blocks": 2}
-CACHE = Path(".pytest_cache") / "d" / "fa-checks"
+CACHE = Path("fa-cache")  # each test's own cache, under its pytester folder
 SUITE_ITEMS = ("test_scale_stability", "test_reference_validity", "test_depth_utility")
 
 
@@ -54,6 +54,12 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def use(pytester: pytest.Pytester, checkpoints: dict[str, Path], *names: str) -> None:
     for name in names:
         shutil.copy(checkpoints[name], pytester.path / name)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each scenario gets a cache of its own (the user's cache directory, as both faces use)."""
+    monkeypatch.setenv("FA_CHECKS_CACHE", str(pytester.path / CACHE))
 
 
 # -- reading what a run produced -----------------------------------------------------------------
@@ -106,9 +112,14 @@ def test_a_plain_run_collects_nothing_of_ours_and_imports_no_torch(
     pytester.makepyfile(test_plain="""
         import sys
 
+        # the flags' vocabulary, which imports no torch, is all the plugin loads of fa_checks
+        VOCABULARY = {"fa_checks", "fa_checks.errors", "fa_checks.values", "fa_checks.flags",
+                      "fa_checks.report", "fa_checks.settings", "fa_checks.files"}
+
         def test_nothing_heavy_was_imported():
-            assert "torch" not in sys.modules
-            assert not any(m == "fa_checks" or m.startswith("fa_checks.") for m in sys.modules)
+            assert "torch" not in sys.modules and "matplotlib" not in sys.modules
+            ours = {m for m in sys.modules if m == "fa_checks" or m.startswith("fa_checks.")}
+            assert ours <= VOCABULARY, ours - VOCABULARY
             assert "pytest_fa_checks" in sys.modules  # the plugin is loaded, just idle
 
         def test_our_fixture_skips_without_a_subject(fa_report):
@@ -181,7 +192,8 @@ def test_mixed_subjects_give_the_same_verdicts_with_and_without_xdist(
                    xdist=True)
     for result in (serial, parallel):
         result.assert_outcomes(passed=4, failed=5, errors=3)
-        assert result.ret == 1
+        # a file that cannot be evaluated is an input error: never exit 1 ("the method failed")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
     serial_cases = junit(pytester.path / "serial.xml")
     parallel_cases = junit(pytester.path / "parallel.xml")
     assert {k: c.outcome for k, c in serial_cases.items()} == {
@@ -281,19 +293,43 @@ def test_ini_thresholds_apply_and_the_command_line_wins(
     relaxed.assert_outcomes(passed=3)
 
 
-def test_cache_clear_recomputes_a_cached_report(
+def test_one_cache_whatever_the_rootdir_and_retrain_recomputes(
     pytester: pytest.Pytester, checkpoints: dict[str, Path]
 ) -> None:
     use(pytester, checkpoints, "bp.pt")
-    args = ("--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3")
-    run(pytester, *args).assert_outcomes(passed=3)
+    args = ("--fa-baseline-acc", "0.3")
+    run(pytester, "--fa-checkpoint", "bp.pt", *args).assert_outcomes(passed=3)
     first = created(pytester)
-    run(pytester, *args).assert_outcomes(passed=3)
-    assert created(pytester) == first  # reused
+    assert [e["kind"] for e in first] == ["report"]
+    # the same file reached from elsewhere, through a folder with a space (which moved
+    # pytest's rootdir and its .pytest_cache), and with pytest's own cache cleared
+    elsewhere = pytester.mkdir("other place")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(elsewhere)
+        result = pytester.runpytest_subprocess("--fa-checkpoint", "../bp.pt", *args,
+                                               "--cache-clear", "-p", "no:xdist")
+    result.assert_outcomes(passed=3)
+    assert created(pytester) == first  # reused: one cache, in the user's cache directory
     started = time.time()
-    run(pytester, *args, "--cache-clear").assert_outcomes(passed=3)
-    again = created(pytester)
+    run(pytester, "--fa-checkpoint", "bp.pt", *args, "--fa-retrain").assert_outcomes(passed=3)
+    again = created(pytester)[len(first):]
     assert [e["kind"] for e in again] == ["report"] and again[0]["time"] >= started - 1
+
+
+def test_a_missing_checkpoint_errors_its_own_items_and_the_others_run(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "bp.pt")
+    result = run(pytester, "--fa-checkpoint", "bp.pt", "--fa-checkpoint", "missing.pt",
+                 "--fa-baseline-acc", "0.3")
+    result.assert_outcomes(passed=3, errors=3)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    cases = junit(pytester.path / "junit.xml")
+    for name in SUITE_ITEMS:
+        missing = cases[f"{name}[missing.pt]"]
+        assert missing.outcome == "error" and "Traceback" not in missing.message
+        assert missing.message.rstrip().endswith("missing.pt: no such checkpoint file")
+    result.stdout.fnmatch_lines(["missing.pt *ERROR: *missing.pt: no such checkpoint file"])
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -325,8 +361,6 @@ def test_bad_options_are_one_line_usage_errors(
      "--fa-method-arg colour: method 'dfa' takes no such option; it takes penalty, clip"),
     (["--fa-method", "bp", "--fa-method-arg", "lr=1"],
      "--fa-method-arg lr: method 'bp' takes no such option; it takes no options"),
-    (["--fa-checkpoint", "a.pt", "--fa-checkpoint", "missing.pt"],
-     "--fa-checkpoint 'missing.pt': no such file"),
     (["--fa-checkpoint", "a.pt", "--fa-report", "."], ": is a folder; give a file name"),
     (["--fa-checkpoint", "a.pt", "--fa-report", "/proc/fa.json"],
      "--fa-report /proc/fa.json: cannot write there"),
@@ -357,7 +391,7 @@ def test_four_seeds_with_xdist_train_each_run_and_baseline_once_and_rerun_trains
     assert {f"{n}[bp-seed{s}]" for n in SUITE_ITEMS for s in (1, 2, 3, 4)} | {
         "test_depth_utility_across_seeds[bp]"} == set(cases)
     across = cases["test_depth_utility_across_seeds[bp]"]
-    summary = json.loads(across.properties["fa_seed_summary"])
+    summary = json.loads(across.properties["fa_across_seeds"])
     assert summary["n"] == 4 and summary["confidence"] == 0.95
     data = json.loads((pytester.path / "fa.json").read_text())
     assert [s["seed"] for s in data["subjects"]] == [1, 2, 3, 4]

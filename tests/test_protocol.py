@@ -18,15 +18,14 @@ from torch import Tensor, nn
 from fa_checks import metrics
 from fa_checks.anatomy import per_sample_gradients
 from fa_checks.models import build_model
-from fa_checks.protocol import (
-    CreditSummary,
+from fa_checks.protocol import depth_utility, evaluate
+from fa_checks.report import (
+    CreditMetrics,
     DepthUtility,
     ReferenceValidity,
     Report,
     ScaleStability,
     Thresholds,
-    depth_utility,
-    evaluate,
 )
 
 TINY = {
@@ -271,6 +270,9 @@ def test_a_diverged_model_fails_with_a_message_and_valid_json(arch: str, poison:
     assert json.loads(text)["D1"]["max_growth"] in ("NaN", "Infinity")
     assert report.divergence == report.d1.explanation
     assert Report.from_dict(json.loads(text)).divergence == report.divergence
+    # a diverged model is not the silent mode 1, and its accuracy credits it with nothing
+    assert not report.mode1 and report.d3.diverged
+    assert report.d3.explanation.startswith(report.d1.explanation)
     assert evaluate(tiny(arch), x, y).divergence is None
 
 
@@ -286,7 +288,7 @@ def test_a_non_finite_input_sample_is_caught() -> None:
 
 # -- verdict and report -------------------------------------------------------------------------
 def report_with(d1: bool, d2: bool, d3: bool | None, cos: bool | None, rho: bool | None) -> Report:
-    credit = CreditSummary([], [], [], [], cosine_fires=cos, rho_fires=rho)
+    credit = CreditMetrics([], [], [], [], cosine_fires=cos, rho_fires=rho)
     return Report(
         test_acc=0.5,
         d1=ScaleStability(60.0 if d1 else 1.0, [1.0], [1.0, 1.0], 50.0, d1, "", 0),
@@ -340,6 +342,21 @@ def test_round_trip_of_a_diverged_report_keeps_its_non_finite_figures() -> None:
     assert back.to_dict() == report.to_dict() and back.verdict == report.verdict
 
 
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("D1", "max_growth", 1e9),  # an edited figure: the stored "pass" no longer follows from it
+    ("D1", "fires", True),
+    ("D2", "floor", 10.0),
+    ("D3", "margin_pp", -5.0),
+])
+def test_from_dict_refuses_flags_that_disagree_with_the_figures(section, key, value) -> None:
+    report = evaluate(tiny("resmlp"), *batch("resmlp"), baseline_acc=0.0, test_acc=0.5)
+    assert report.passed
+    data = report.to_dict()
+    data[section][key] = value
+    with pytest.raises(ValueError, match=f"{section}.*(edited or damaged)"):
+        Report.from_dict(data)
+
+
 def test_from_dict_names_what_is_missing() -> None:
     with pytest.raises(ValueError, match="missing D2, D3"):
         Report.from_dict({"test_acc": 0.5, "D1": {}})
@@ -348,7 +365,7 @@ def test_from_dict_names_what_is_missing() -> None:
 def test_summary_reads_as_sentences() -> None:
     report = evaluate(tiny("resmlp"), *batch("resmlp"), baseline_acc=0.9, test_acc=0.5)
     report.subject = {"id": "run.pt"}
-    text = report.summary()
+    text = report.describe()
     assert text.splitlines()[0].startswith("run.pt: FAIL(D3)  test accuracy 50.0%")
     assert "D3 depth utility      FIRE  test accuracy 50.0% is 40.0 pp below" in text
 
@@ -358,10 +375,8 @@ def test_thresholds_validate_and_round_trip() -> None:
         Thresholds(max_growth=-1)
     with pytest.raises(ValueError, match=r"Thresholds.min_cosine must be None or within"):
         Thresholds(min_cosine=2.0)
-    with pytest.raises(ValueError, match="unknown threshold growth"):
-        Thresholds.from_dict({"growth": 3})
     custom = Thresholds(max_growth=10, min_rho=0.1)
-    assert Thresholds.from_dict(custom.to_dict()) == custom
+    assert Thresholds(**custom.to_dict()) == custom
 
 
 # -- evaluation leaves the model as it found it ---------------------------------------------

@@ -167,13 +167,25 @@ def test_method_overrides_win_over_the_arch_options():
     assert run.config["arch_options"]["num_blocks"] == 0
 
 
-def test_progress_goes_to_stderr_only_when_asked(capsys):
+@pytest.mark.parametrize("progress", [None, True])
+def test_progress_is_a_line_per_epoch_on_stderr_unless_turned_off(capsys, progress):
     tiny("bp", progress=False)
     assert capsys.readouterr().err == ""
-    tiny("bp", progress=True)
+    tiny("bp", progress=progress)  # stderr is not a terminal here: one line per epoch
     lines = capsys.readouterr().err.splitlines()
     assert [line.split("  ")[0] for line in lines] == ["[bp] epoch 1/2", "[bp] epoch 2/2"]
-    assert all("loss" in line and "test acc" in line and "eta" in line for line in lines)
+    assert all("loss" in line and "test acc" in line for line in lines)
+    assert "eta" in lines[0] and lines[1].endswith("done")
+
+
+def test_progress_can_go_to_a_callable_with_the_run_named_by_its_label():
+    events = []
+    tiny("bp", progress=events.append, label="bp-seed7")
+    finished = [e for e in events if e.batch is None]
+    assert [(e.label, e.epoch, e.epochs) for e in finished] == [("bp-seed7", 1, 2),
+                                                                ("bp-seed7", 2, 2)]
+    assert all(e.loss is not None and 0 <= e.test_acc <= 1 for e in finished)
+    assert finished[-1].finished and finished[-1].fraction == 1.0
 
 
 def test_a_given_dataset_is_used_as_is():
@@ -201,17 +213,17 @@ def test_a_method_step_without_loss_is_a_clear_error():
 def test_progress_redraws_one_line_on_a_terminal():
     import io
 
-    from fa_checks.training import Progress
+    from fa_checks.progress import ProgressClock, StreamProgress
 
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
     stream = Terminal()
-    bar = Progress("dfa", 2, enabled=True, stream=stream)
-    bar.epoch(1, 1.5, 0.25)
-    bar.epoch(2, 1.25, 0.5)
-    bar.close()
+    clock = ProgressClock("dfa", 2, StreamProgress(stream))
+    clock.epoch(1, 1.5, 0.25)
+    clock.epoch(2, 1.25, 0.5)
+    clock.close()
     text = stream.getvalue()
     assert text.count("\n") == 1 and text.endswith("\n")  # one line, redrawn in place
     assert text.count("\r") == 2 and "epoch 2/2  loss 1.25  test acc 0.500" in text
@@ -219,7 +231,7 @@ def test_progress_redraws_one_line_on_a_terminal():
 
 def test_the_package_name_train_trains_even_after_the_submodule_is_imported():
     import fa_checks
-    import fa_checks.training  # the engine imports the submodule; the function stays
+    import fa_checks.training  # the runs module imports the submodule; the function stays
 
     run = fa_checks.train("bp", "resmlp", "synthetic", epochs=1, seed=0, device="cpu",
                           data_options=DATA, arch_options=ARCH, progress=False)

@@ -20,7 +20,7 @@ HERE = Path(__file__).parent
 RULE = "user_rules:ScaledDirectFeedback"
 TINY = ["--arch", "resmlp", "--arch-arg", "d_hidden=16", "num_blocks=2", "--data", "synthetic",
         "--data-arg", "num_samples=200", "--batch-size", "32", "--lr", "1e-2", "--device", "cpu",
-        "--eval-size", "64", "--no-progress"]
+        "--no-progress"]
 
 
 @pytest.fixture(autouse=True)

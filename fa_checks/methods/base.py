@@ -27,6 +27,8 @@ from ..errors import UserError
 ENTRY_POINT_GROUP = "fa_checks.methods"
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+#: what ``step`` returns: figure name -> a number or a one-element tensor
+Figures = dict[str, "float | Tensor"]
 
 
 def default_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
@@ -97,8 +99,9 @@ class Method:
         assert self.model is not None
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:  # pragma: no cover - abstract
-        """One update on the batch; returns figures for the history (at least ``loss``)."""
+    def step(self, x: Tensor, y: Tensor) -> Figures:  # pragma: no cover - abstract
+        """One update on the batch; returns figures for the history (at least ``loss``): numbers
+        or one-element tensors, which the trainer keeps on the device until the epoch ends."""
         raise NotImplementedError
 
     def credit(self, x: Tensor, y: Tensor) -> list[Tensor] | None:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..anatomy import anatomy_of
-from .base import MethodError, register
+from .base import Figures, MethodError, register
 from .bp import BP
 
 #: the model keyword that removes every block, per built-in architecture
@@ -57,7 +57,7 @@ class Frozen(BP):
     def epoch_start(self, epoch: int, epochs: int) -> None:
         self._hold_statistics()
 
-    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+    def step(self, x: Tensor, y: Tensor) -> Figures:
         self._hold_statistics()  # the trainer's model.train() would switch them back on
         return super().step(x, y)
 

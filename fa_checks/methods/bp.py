@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..anatomy import Anatomy, eval_mode, per_sample_gradients
-from .base import Method, MethodError, register
+from .base import Figures, Method, MethodError, register
 
 
 @register
@@ -26,14 +26,14 @@ class BP(Method):
             raise MethodError(f"method {self.name!r} is not set up: call setup(model, ...) first")
         return self.anatomy
 
-    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+    def step(self, x: Tensor, y: Tensor) -> Figures:
         anatomy = self._attached()
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(anatomy.logits(x), y)
         loss.backward()
         self.optimizer.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": loss.detach()}
 
     def credit(self, x: Tensor, y: Tensor) -> list[Tensor] | None:
         anatomy = self._attached()

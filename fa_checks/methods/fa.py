@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..anatomy import anatomy_of
-from .base import Method, MethodError, OptimizerFactory, default_optimizer, register
+from .base import Figures, Method, MethodError, OptimizerFactory, default_optimizer, register
 from .local import LocalLossMethod, along_features
 
 
@@ -109,7 +109,7 @@ class FA(Method):
     def trainable_parameters(self) -> list[Any]:
         return self._rule().trainable_parameters()
 
-    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+    def step(self, x: Tensor, y: Tensor) -> Figures:
         return self._rule().step(x, y)
 
     def credit(self, x: Tensor, y: Tensor) -> list[Tensor] | None:

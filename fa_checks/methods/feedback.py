@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..anatomy import eval_mode, per_sample_gradients
-from .base import Method, MethodError
+from .base import Figures, Method, MethodError
 
 #: weight layers whose backward this module cannot re-route (their use would mix in exact BP)
 UNSUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (
@@ -298,7 +298,7 @@ class LayerwiseFeedbackMethod(Method):
             yield
 
     # -- the rule ------------------------------------------------------------------------
-    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+    def step(self, x: Tensor, y: Tensor) -> Figures:
         assert self.anatomy is not None and self.optimizer is not None
         self.prepare_step()
         with self.routed():
@@ -308,7 +308,7 @@ class LayerwiseFeedbackMethod(Method):
         loss.backward()
         figures = self.after_backward()
         self.optimizer.step()
-        return {"loss": float(loss.detach()), **figures}
+        return {"loss": loss.detach(), **figures}
 
     def credit(self, x: Tensor, y: Tensor) -> list[Tensor]:
         """Each sample's own loss gradient at every hidden state, through this rule's backward."""

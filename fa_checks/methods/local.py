@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..anatomy import eval_mode
-from .base import Method, MethodError
+from .base import Figures, Method, MethodError
 
 RMS_EPS = 1e-6
 FEEDBACK_PREFIX = "feedback."
@@ -142,7 +142,7 @@ class LocalLossMethod(Method):
         """Called after the backward pass (and clipping), before ``optimizer.step()``."""
 
     # -- the fused step --------------------------------------------------------------------------
-    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+    def step(self, x: Tensor, y: Tensor) -> Figures:
         anatomy, optimizer = self._attached()
         optimizer.zero_grad(set_to_none=True)
 
@@ -181,7 +181,7 @@ class LocalLossMethod(Method):
                     torch.nn.utils.clip_grad_norm_(params, self.clip)
         self.after_backward()
         optimizer.step()
-        return {"loss": float(head_loss.detach())}
+        return {"loss": head_loss.detach()}
 
     def _local_gradients(
         self, credits: list[Tensor], branches: list[Tensor], batch: int

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import MethodError, register
+from .base import Figures, MethodError, register
 from .feedback import FeedbackLinearFunction, LayerwiseFeedbackMethod
 
 
@@ -81,7 +81,7 @@ class ReciprocalAlignment(LayerwiseFeedbackMethod):
         super().__init__(gain=gain)
         self.options["lr_b"] = self.lr_b = float(lr_b)
 
-    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+    def step(self, x: Tensor, y: Tensor) -> Figures:
         assert self.anatomy is not None and self.optimizer is not None
         with self.routed():
             hidden = self.anatomy.hidden_states(x)

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from ..anatomy import Anatomy, per_sample_loss
-from .base import MethodError, register
+from .base import Figures, MethodError, register
 from .dfa import DFA
 from .local import (
     FEEDBACK_PREFIX,
@@ -359,7 +359,7 @@ class VectorCredit(DFA):
         return super().redraw_feedback(generator)
 
     # -- training --------------------------------------------------------------------------------
-    def step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+    def step(self, x: Tensor, y: Tensor) -> Figures:
         """V learns first on this batch's hidden states (the seeds' order), then the model takes
         its fused local-loss step with the credit V gives after its update."""
         self._fit_on_next_credit = self.plan.train_vnet
@@ -406,9 +406,9 @@ class VectorCredit(DFA):
         torch.nn.utils.clip_grad_norm_(vnet.parameters(), VNET_CLIP)
         self.vnet_optimizer.step()
         return {
-            "vnet_loss": float(loss.total.detach()),
-            "vnet_terminal": float(loss.terminal),
-            "vnet_probes": float(loss.probes),
+            "vnet_loss": loss.total.detach(),
+            "vnet_terminal": loss.terminal.detach(),
+            "vnet_probes": loss.probes.detach(),
         }
 
     def _vnet(self) -> VectorCreditNet:

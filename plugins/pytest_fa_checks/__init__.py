@@ -4,10 +4,11 @@
     pytest --fa-method dfa --fa-seeds 1 2 3 4 -n 4 --fa-report fa.json
     pytest tests/ --fa-checkpoint run.pt          # your own tests, with the fa_* fixtures
 
-This module holds the hooks and the fixtures; options, the per-process session, the controller's
-summary and the xdist wiring live in modules of their own.  Loading the plugin imports neither
-torch nor fa_checks: they are imported only when a ``--fa-checkpoint`` / ``--fa-method`` option
-names something to check.
+This module holds the hooks and the fixtures; the flags, the per-process state, the
+controller's table, the records items carry and the xdist wiring live in modules of their own.
+Loading the plugin imports no torch and none of fa_checks' heavy modules (only its torch-free
+vocabulary of flags): they are imported when a ``--fa-checkpoint`` / ``--fa-method`` names
+something to check.
 """
 
 from __future__ import annotations
@@ -20,42 +21,34 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from .options import PluginOptions, add_options, read_options
+from .checks import CheckRun, SubjectError, check_report_path
+from .flags import Request, add_flags, read_request
 from .parallel import XdistController, choose_dist_mode, configure_worker
-from .records import seed_summary_properties, subject_properties
-from .session import FaSession, SubjectError, build_thresholds, check_report_path
-from .summary import VerdictSummary
+from .records import GATE, across_seeds_properties, subject_properties
+from .terminal import VerdictReporter
 
 if TYPE_CHECKING:
-    from fa_checks.engine import LoadedSubject as SubjectModel
+    from fa_checks.evaluation import LoadedSubject
 
-__all__ = ["FaSession", "PluginOptions", "SubjectModel"]
+__all__ = ["CheckRun", "Request"]
 
 T = TypeVar("T")
-
-
-def __getattr__(name: str) -> Any:
-    if name == "SubjectModel":  # the engine's LoadedSubject, imported only when asked for
-        from fa_checks.engine import LoadedSubject
-
-        return LoadedSubject
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SUITE_MODULE = "pytest_fa_checks.suite"
 SUITE_PATH = Path(__file__).with_name("suite.py")
 SUITE_NODEID = "pytest_fa_checks/suite.py"
 
-OPTIONS_KEY = pytest.StashKey[PluginOptions]()
-SESSION_KEY = pytest.StashKey[FaSession]()
+REQUEST_KEY = pytest.StashKey[Request]()
+RUN_KEY = pytest.StashKey[CheckRun]()
 RUN_SUITE_KEY = pytest.StashKey[bool]()
 
 NO_SUBJECT = ("no fa-checks subject: run pytest with --fa-checkpoint PATH or --fa-method NAME "
               "to use this fixture")
 
 
-# -- options and configuration ---------------------------------------------------------------
+# -- flags and configuration -----------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser)
+    add_flags(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -71,19 +64,23 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, Any, None]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    options = read_options(config)  # a bad value is a usage error even with nothing to check
-    config.stash[OPTIONS_KEY] = options
+    request = read_request(config)  # a bad value is a usage error even with nothing to check
+    config.stash[REQUEST_KEY] = request
     if not config.pluginmanager.hasplugin("xdist"):
         config.addinivalue_line("markers", "xdist_group(name): run in one xdist worker")
-    if not options.active:
+    if not request.active:
         return
     device = run_id = None
     worker = hasattr(config, "workerinput")
     if worker:
         adopted = configure_worker(config)
         device, run_id = adopted["device"], adopted["run_id"]
-    session = FaSession(config, options, device=device, run_id=run_id)
-    config.stash[SESSION_KEY] = session
+    run = CheckRun(config, request, device=device, run_id=run_id)
+    config.stash[RUN_KEY] = run
+    if worker or not getattr(config.option, "numprocesses", None):
+        from fa_checks.threads import use_threads
+
+        use_threads(run.settings.threads)  # this process trains and evaluates
     # the built-in suite runs when the user named no test paths (ini testpaths do not count)
     run_suite = config.args_source != pytest.Config.ArgsSource.ARGS
     config.stash[RUN_SUITE_KEY] = run_suite
@@ -93,22 +90,21 @@ def pytest_configure(config: pytest.Config) -> None:
             pytest.register_assert_rewrite(SUITE_MODULE)
     if not worker:
         report_path = None
-        if options.report_path is not None:
-            report_path = config.invocation_params.dir / options.report_path
+        if request.report_path is not None:
+            report_path = config.invocation_params.dir / request.report_path
             check_report_path(report_path)
         config.pluginmanager.register(
-            VerdictSummary(config, list(session.subjects), report_path), "fa-checks-summary"
+            VerdictReporter(config, list(run.subjects), report_path), "fa-checks-verdicts"
         )
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(
-                XdistController(config, options, list(session.subjects),
-                                list(session.seed_groups)),
+                XdistController(config, run),
                 "fa-checks-xdist",
             )
 
 
-def _session(config: pytest.Config) -> FaSession | None:
-    return config.stash.get(SESSION_KEY, None)
+def _run(config: pytest.Config) -> CheckRun | None:
+    return config.stash.get(RUN_KEY, None)
 
 
 # -- collection --------------------------------------------------------------------------------
@@ -123,29 +119,31 @@ def _parametrized_by_user(metafunc: pytest.Metafunc, name: str) -> bool:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    session = _session(metafunc.config)
-    if session is None:
+    run = _run(metafunc.config)
+    if run is None:
         return
     # session scope: pytest orders the items subject by subject, so each report and model is
     # held once at a time
     if "fa_subject" in metafunc.fixturenames and not _parametrized_by_user(metafunc, "fa_subject"):
-        ids = list(session.subjects)
+        ids = list(run.subjects)
         metafunc.parametrize("fa_subject", ids, ids=ids, indirect=True, scope="session")
-    if "fa_seed_summary" in metafunc.fixturenames and session.seed_groups:
-        labels = list(session.seed_groups)
-        metafunc.parametrize("fa_seed_summary", labels, ids=labels, indirect=True,
+    if "fa_across_seeds" in metafunc.fixturenames and run.seed_groups:
+        labels = list(run.seed_groups)
+        metafunc.parametrize("fa_across_seeds", labels, ids=labels, indirect=True,
                              scope="session")
 
 
-def gate_applies(session: FaSession | None, gate: str) -> bool:
-    if session is None:
+def gate_applies(run: CheckRun | None, gate: Any) -> bool:
+    from .suite import Gate
+
+    if run is None:
         return False
-    if gate == "min_cosine":
-        return session.options.min_cosine is not None
-    if gate == "min_rho":
-        return session.options.min_rho is not None
-    if gate == "across_seeds":
-        return bool(session.seed_groups)
+    if gate is Gate.MIN_COSINE:
+        return run.settings.thresholds.min_cosine is not None
+    if gate is Gate.MIN_RHO:
+        return run.settings.thresholds.min_rho is not None
+    if gate is Gate.ACROSS_SEEDS:
+        return bool(run.seed_groups)
     raise ValueError(f"unknown fa-checks gate {gate!r}")
 
 
@@ -155,7 +153,7 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
     if not inspect.isfunction(obj) or getattr(obj, "__module__", None) != SUITE_MODULE:
         return None
     gate = getattr(obj, "fa_gate", None)
-    if gate is None or gate_applies(_session(collector.config), gate):
+    if gate is None or gate_applies(_run(collector.config), gate):
         return None
     return []
 
@@ -167,8 +165,7 @@ def _group_name(text: str) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    fa_session = _session(config)
-    if fa_session is None:
+    if _run(config) is None:
         return
     if config.stash.get(RUN_SUITE_KEY, False):
         module = pytest.Module.from_parent(session, path=SUITE_PATH, nodeid=SUITE_NODEID)
@@ -177,29 +174,37 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "fa_subject" in params:
             item.add_marker(pytest.mark.xdist_group(_group_name(str(params["fa_subject"]))))
-        elif "fa_seed_summary" in params:
-            label = str(params["fa_seed_summary"])
+        elif "fa_across_seeds" in params:
+            label = str(params["fa_across_seeds"])
             item.add_marker(pytest.mark.xdist_group(_group_name(f"across-seeds-{label}")))
 
 
 # -- what each item records --------------------------------------------------------------------
-def item_properties(fa_session: FaSession, item: pytest.Item) -> list[tuple[str, Any]]:
+def item_properties(run: CheckRun, item: pytest.Item) -> list[tuple[str, Any]]:
     """The user_properties of an item, from what this process found for its subject."""
     params = getattr(getattr(item, "callspec", None), "params", {})
+    diagnostic = getattr(getattr(item, "function", None), "fa_diagnostic", None)
+    props: list[tuple[str, Any]] = [] if diagnostic is None else [(GATE, diagnostic)]
     subject_id = params.get("fa_subject")
-    if subject_id in fa_session.subjects:
-        subject = fa_session.subjects[subject_id].to_dict()
-        outcome = fa_session.outcome(subject_id)
+    if subject_id in run.subjects:
+        outcome = run.outcome(subject_id)
+        if outcome is None:
+            return props
         if isinstance(outcome, SubjectError):
-            return subject_properties(subject, error=str(outcome))
-        return subject_properties(subject, None if outcome is None else outcome.to_dict())
-    label = params.get("fa_seed_summary")
-    if label in fa_session.seed_groups:
-        summary = fa_session.summary_outcome(label)
-        if isinstance(summary, SubjectError):
-            return seed_summary_properties(label, error=str(summary))
-        return seed_summary_properties(label, None if summary is None else summary.to_dict())
-    return []
+            from fa_checks.report import error_entry
+
+            entry = error_entry(run.subjects[subject_id].to_dict(), str(outcome),
+                                internal=outcome.internal)
+        else:
+            entry = outcome.to_dict()
+        return props + subject_properties(entry)
+    label = params.get("fa_across_seeds")
+    if label in run.seed_groups:
+        gate = run.gate_outcome(label)
+        if isinstance(gate, SubjectError):
+            return props + across_seeds_properties(label, error=str(gate))
+        return props + across_seeds_properties(label, None if gate is None else gate.to_dict())
+    return props
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -208,30 +213,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # copies user_properties, and so do those of the call and teardown phases
     if call.when != "setup":
         return
-    fa_session = _session(item.config)
-    if fa_session is not None:
-        item.user_properties.extend(item_properties(fa_session, item))
+    run = _run(item.config)
+    if run is not None:
+        item.user_properties.extend(item_properties(run, item))
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-def _require_session(request: pytest.FixtureRequest) -> FaSession:
-    fa_session = _session(request.config)
-    if fa_session is None:
+def _require_run(request: pytest.FixtureRequest) -> CheckRun:
+    run = _run(request.config)
+    if run is None:
         pytest.skip(NO_SUBJECT)
-    return fa_session
+    return run
 
 
 @pytest.fixture(scope="session")
 def fa_subject(request: pytest.FixtureRequest) -> Any:
-    """The subject under test (``fa_checks.engine.Subject``); one test per subject."""
-    fa_session = _require_session(request)
+    """The subject under test (``fa_checks.subjects.Subject``); one test per subject."""
+    run = _require_run(request)
     subject_id = getattr(request, "param", None)
     if subject_id is None:
         pytest.skip(NO_SUBJECT)
-    if subject_id not in fa_session.subjects:
+    if subject_id not in run.subjects:
         pytest.fail(f"unknown fa-checks subject {subject_id!r}; the subjects are "
-                    f"{', '.join(fa_session.subjects)}", pytrace=False)
-    return fa_session.subjects[subject_id]
+                    f"{', '.join(run.subjects)}", pytrace=False)
+    return run.subjects[subject_id]
 
 
 def _or_fail(compute: Callable[[], T]) -> T:
@@ -246,30 +251,37 @@ def _or_fail(compute: Callable[[], T]) -> T:
 @pytest.fixture(scope="session")
 def fa_report(request: pytest.FixtureRequest, fa_subject: Any) -> Any:
     """The subject's ``fa_checks.Report``, computed once per process (and cached on disk)."""
-    fa_session = _require_session(request)
-    return _or_fail(lambda: fa_session.report(fa_subject.id))
+    run = _require_run(request)
+    return _or_fail(lambda: run.report(fa_subject.id))
 
 
 @pytest.fixture(scope="session")
-def fa_model(request: pytest.FixtureRequest, fa_subject: Any) -> SubjectModel:
+def fa_model(request: pytest.FixtureRequest, fa_subject: Any) -> LoadedSubject:
     """The subject's trained model, its method, its dataset and its checkpoint
-    (``fa_checks.engine.LoadedSubject``: ``.model``, ``.method``, ``.data``, ``.checkpoint``)."""
-    fa_session = _require_session(request)
-    return _or_fail(lambda: fa_session.load_model(fa_subject.id))
+    (``fa_checks.evaluation.LoadedSubject``: ``.model``, ``.method``, ``.data``,
+    ``.checkpoint``)."""
+    run = _require_run(request)
+    return _or_fail(lambda: run.load_model(fa_subject.id))
 
 
 @pytest.fixture(scope="session")
 def fa_thresholds(request: pytest.FixtureRequest) -> Any:
     """The ``fa_checks.Thresholds`` in force (command line, else ini, else the defaults)."""
-    options = request.config.stash.get(OPTIONS_KEY, None) or read_options(request.config)
-    return build_thresholds(options)
+    run = _run(request.config)
+    if run is not None:
+        return run.settings.thresholds
+    from .checks import build_settings, usage_errors
+
+    with usage_errors():
+        return build_settings(request.config.stash.get(REQUEST_KEY, None)
+                              or read_request(request.config)).thresholds
 
 
 @pytest.fixture(scope="session")
-def fa_seed_summary(request: pytest.FixtureRequest) -> Any:
-    """``fa_checks.engine.SeedSummary`` of one method over its seeds (one test per method)."""
-    fa_session = _require_session(request)
+def fa_across_seeds(request: pytest.FixtureRequest) -> Any:
+    """``fa_checks.report.AcrossSeeds`` of one method over its seeds (one test per method)."""
+    run = _require_run(request)
     label = getattr(request, "param", None)
     if label is None:
         pytest.skip("no method was trained with two or more seeds (--fa-method M --fa-seeds 1 2)")
-    return _or_fail(lambda: fa_session.seed_summary(label))
+    return _or_fail(lambda: run.across_seeds(label))

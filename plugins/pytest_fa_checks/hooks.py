@@ -12,5 +12,5 @@ def pytest_fa_checks_update_json(config: pytest.Config, data: dict[str, Any]) ->
 
     ``data`` is ``{"subjects": [...], "across_seeds": [...]}``: each subject is its
     ``Report.to_dict()`` plus ``id``, ``method``, ``seed`` and ``path`` (or ``verdict: "ERROR"``
-    and ``error``); each across-seeds entry is a ``SeedSummary`` with its ``label``.
+    and ``error``); each across-seeds entry is an ``AcrossSeeds`` record with its ``label``.
     """

@@ -8,7 +8,7 @@ The plugin therefore provides its own scheduler (``pytest_xdist_make_scheduler``
 ``LoadScopeScheduling`` with the scope of a node id being the subject named in its parameter
 id.  Whole subjects go to idle workers, largest first, which is what training-bound work
 wants.  It is used when the user runs ``-n N`` without choosing ``--dist``; any mode the user
-picks is respected and still gives correct results (the engine's cache computes each
+picks is respected and still gives correct results (the library's cache computes each
 artifact once across workers), and the items keep ``xdist_group`` markers for ``loadgroup``
 where pytest still honours it.
 
@@ -26,23 +26,11 @@ from typing import Any
 
 import pytest
 
-from .options import PluginOptions
+from .checks import CheckRun
 
 DEVICE_KEY = "fa_device"
 #: set in config.stash when the plugin, not the user, chose how xdist distributes items
 SCHEDULE_KEY = pytest.StashKey[bool]()
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask where the platform has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def worker_threads(cores: int, workers: int) -> int:
-    """torch threads per worker so that ``workers`` processes do not oversubscribe ``cores``."""
-    return max(1, int(cores) // max(1, int(workers)))
 
 
 def worker_index(worker_id: str) -> int:
@@ -55,7 +43,7 @@ def worker_device(requested: str, index: int, gpu_count: int) -> str:
     """The device worker ``index`` uses: ``auto``/``cuda`` spread round-robin over the GPUs.
 
     ``auto`` without a GPU is the CPU; ``cpu`` and an explicit ``cuda:N`` stay as asked; ``cuda``
-    without a GPU is passed on for the engine to refuse with its own message.
+    without a GPU is passed on for the library to refuse with its own message.
     """
     if requested in ("auto", "cuda") and gpu_count > 0:
         return f"cuda:{index % gpu_count}"
@@ -128,43 +116,46 @@ def make_subject_scheduler(config: pytest.Config, log: Any, subject_ids: list[st
 
 
 def configure_worker(config: pytest.Config) -> dict[str, Any]:
-    """On an xdist worker: a fair share of threads; returns the device and the run's id."""
-    workerinput = config.workerinput  # type: ignore[attr-defined]
-    import torch
+    """On an xdist worker: its share of the cores; returns the device and the run's id."""
+    from fa_checks.threads import share_cores
 
-    torch.set_num_threads(worker_threads(available_cores(), workerinput.get("workercount", 1)))
+    workerinput = config.workerinput  # type: ignore[attr-defined]
+    share_cores(int(workerinput.get("workercount", 1)))
     return {"device": workerinput.get(DEVICE_KEY), "run_id": workerinput.get("testrunuid")}
 
 
 class XdistController:
     """Registered on the controller when xdist is loaded: the scheduler and each worker's input."""
 
-    def __init__(self, config: pytest.Config, options: PluginOptions, subject_ids: list[str],
-                 group_labels: list[str]) -> None:
+    def __init__(self, config: pytest.Config, run: CheckRun) -> None:
         self.config = config
-        self.options = options
-        self.subject_ids = subject_ids
-        self.group_labels = group_labels
+        self.run = run
+        self.subject_ids = list(run.subjects)
+        self.group_labels = list(run.seed_groups)
         self._gpu_count: int | None = None
         self.run_id: str | None = None
 
+    @property
+    def requested_device(self) -> str:
+        return self.run.settings.device
+
     def gpu_count(self) -> int:
         if self._gpu_count is None:
-            wants_gpu = self.options.device in ("auto", "cuda")
+            wants_gpu = self.requested_device in ("auto", "cuda")
             self._gpu_count = visible_gpu_count() if wants_gpu else 0
         return self._gpu_count
 
     def pytest_configure_node(self, node: Any) -> None:
         workerinput = node.workerinput
         index = worker_index(workerinput.get("workerid", "gw0"))
-        workerinput[DEVICE_KEY] = worker_device(self.options.device, index, self.gpu_count())
+        workerinput[DEVICE_KEY] = worker_device(self.requested_device, index, self.gpu_count())
         self.run_id = workerinput.get("testrunuid")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.options.retrain and self.run_id:
-            from .session import cache_root, retrain_claims_dir
+        if self.run.settings.retrain and self.run_id:
+            from .checks import retrain_claims_dir
 
-            shutil.rmtree(retrain_claims_dir(cache_root(self.config), self.run_id),
+            shutil.rmtree(retrain_claims_dir(self.run.cache.root, self.run_id),
                           ignore_errors=True)
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:

@@ -2,8 +2,9 @@
 
 Properties are the one channel that crosses from xdist workers to the controller (they travel in
 each test report) and they become JUnit ``<property>`` elements, so the controller builds the
-verdict table and the JSON report from them alone.  Values are strings and numbers; the full
-report travels as one JSON text.
+verdict table and the JSON report from them alone.  Values are strings and numbers; the whole
+report travels as one JSON text (the subject's entry, ``Report.to_dict()``), and is checked
+when the controller reads it back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PREFIX = "fa_"
 SUBJECT = "fa_subject"
 METHOD = "fa_method"
 SEED = "fa_seed"
@@ -23,8 +23,9 @@ VERDICT = "fa_verdict"
 REPORT = "fa_report"
 ERROR = "fa_error"
 WORKER = "fa_worker"
+GATE = "fa_gate"
 SEED_GROUP = "fa_seed_group"
-SEED_SUMMARY = "fa_seed_summary"
+ACROSS_SEEDS = "fa_across_seeds"
 
 #: the figures each subject's items carry besides the whole report: (name, section, key)
 FIGURES = (
@@ -42,116 +43,69 @@ def worker_id() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
-def _number(value: Any) -> Any:
-    """Numbers as they are; the report's JSON spellings of non-finite numbers as floats."""
-    if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
-        return float(value.replace("Infinity", "inf"))
-    return value
-
-
-def subject_properties(
-    subject: Mapping[str, Any],
-    report: Mapping[str, Any] | None = None,
-    error: str | None = None,
-) -> list[tuple[str, Any]]:
-    """The properties of an item of ``subject`` (``Subject.to_dict()``), given its outcome.
-
-    ``report`` is ``Report.to_dict()``; ``error`` the reason a subject could not be evaluated.
-    """
-    facts = dict((report or {}).get("subject") or {})
-    method = facts.get("method") or subject.get("method")
-    seed = facts.get("seed", subject.get("seed"))
+def subject_properties(entry: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The properties of an item of a subject, from its JSON entry (a report's ``to_dict()``,
+    or the error entry of a subject that could not be evaluated)."""
     props: list[tuple[str, Any]] = [
-        (SUBJECT, subject["id"]),
-        (METHOD, "" if method is None else str(method)),
-        (SEED, "" if seed is None else seed),
-        (PATH, facts.get("path") or subject.get("path") or ""),
+        (SUBJECT, entry["id"]),
+        (METHOD, entry.get("method") or ""),
+        (SEED, "" if entry.get("seed") is None else entry["seed"]),
+        (PATH, entry.get("path") or ""),
         (WORKER, worker_id()),
+        (VERDICT, entry["verdict"]),
     ]
-    if error is not None:
-        props += [(VERDICT, "ERROR"), (ERROR, error)]
-    elif report is not None:
-        props.append((VERDICT, report["verdict"]))
-        for name, section, key in FIGURES:
-            value = report.get(key) if section is None else (report.get(section) or {}).get(key)
-            if value is not None:
-                props.append((name, _number(value)))
-        props.append((REPORT, json.dumps(report, sort_keys=True)))
-    return props
+    if "error" in entry:
+        props.append((ERROR, entry["error"]))
+    for name, section, key in FIGURES:
+        value = entry.get(key) if section is None else (entry.get(section) or {}).get(key)
+        if value is not None:
+            props.append((name, value))
+    return [*props, (REPORT, json.dumps(entry, sort_keys=True, allow_nan=False))]
 
 
-def seed_summary_properties(label: str, summary: Mapping[str, Any] | None = None,
+def across_seeds_properties(label: str, gate: Mapping[str, Any] | None = None,
                             error: str | None = None) -> list[tuple[str, Any]]:
-    """The properties of an across-seeds item (``summary`` is ``SeedSummary.to_dict()``)."""
+    """The properties of an across-seeds item (``gate`` is ``AcrossSeeds.to_dict()``)."""
     props: list[tuple[str, Any]] = [(SEED_GROUP, label), (WORKER, worker_id())]
     if error is not None:
         props.append((ERROR, error))
-    elif summary is not None:
-        from fa_checks.files import json_safe  # loaded only once a subject is checked
-
-        props.append((SEED_SUMMARY, json.dumps(json_safe(summary), sort_keys=True)))
+    elif gate is not None:
+        props.append((ACROSS_SEEDS, json.dumps(gate, sort_keys=True, allow_nan=False)))
     return props
 
 
 @dataclass
 class SubjectRecord:
-    """What the controller learned about one subject from its items' reports."""
+    """What the controller learned about one subject from its items' reports: its JSON
+    entry (a report or an error) and the workers it ran on."""
 
     id: str
-    method: str | None = None
-    seed: Any = None
-    path: str | None = None
-    report: dict[str, Any] | None = None
-    error: str | None = None
+    entry: dict[str, Any] | None = None
     workers: set[str] = field(default_factory=set)
-
-    def to_json(self) -> dict[str, Any]:
-        """``Report.to_dict()`` plus id, method, seed and path (or the error)."""
-        head = {"id": self.id, "method": self.method, "seed": self.seed, "path": self.path}
-        if self.report is not None:
-            return {**self.report, **head}
-        return {**head, "verdict": "ERROR", "error": self.error}
 
 
 @dataclass
 class GroupRecord:
     label: str
-    summary: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None
     error: str | None = None
 
 
-def _text(value: Any) -> str | None:
-    return None if value in ("", None) else str(value)
-
-
-def _seed_value(value: Any) -> Any:
-    if value in ("", None):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return value
-
-
 def absorb(properties: Iterable[tuple[str, Any]], subjects: dict[str, SubjectRecord],
-           groups: dict[str, GroupRecord]) -> None:
+           groups: dict[str, GroupRecord], gates: set[str]) -> None:
     """Fold one test report's properties into the controller's records."""
     props = dict(properties)
+    if GATE in props:
+        gates.add(str(props[GATE]))
     if SUBJECT in props:
         record = subjects.setdefault(str(props[SUBJECT]), SubjectRecord(str(props[SUBJECT])))
-        record.method = record.method or _text(props.get(METHOD))
-        if record.seed is None:
-            record.seed = _seed_value(props.get(SEED))
-        record.path = record.path or _text(props.get(PATH))
         if WORKER in props:
             record.workers.add(str(props[WORKER]))
-        if REPORT in props and record.report is None:
-            record.report = json.loads(props[REPORT])
-        elif ERROR in props and record.report is None:
-            record.error = str(props[ERROR])
+        if record.entry is None and REPORT in props:
+            record.entry = json.loads(props[REPORT])
     elif SEED_GROUP in props:
         group = groups.setdefault(str(props[SEED_GROUP]), GroupRecord(str(props[SEED_GROUP])))
-        if SEED_SUMMARY in props and group.summary is None:
-            group.summary = json.loads(props[SEED_SUMMARY])
-        elif ERROR in props and group.summary is None:
+        if group.gate is None and ACROSS_SEEDS in props:
+            group.gate = json.loads(props[ACROSS_SEEDS])
+        elif group.gate is None and ERROR in props:
             group.error = str(props[ERROR])

@@ -1,4 +1,5 @@
-"""The engine the CLI and the plugin share: options, subjects, cached evaluation, seed summary."""
+"""What the CLI and the plugin share: key=value options, subjects, devices, cached runs and
+baselines, evaluation, the across-seeds gate, output files."""
 
 from __future__ import annotations
 
@@ -19,71 +20,27 @@ from scipy import stats
 from fa_checks.cache import ArtifactCache
 from fa_checks.checkpoint import CheckpointError, save_checkpoint
 from fa_checks.data import load_data
-from fa_checks.engine import (
-    EngineError,
-    Settings,
-    Subject,
-    check_writable,
-    checkpoint_subjects,
-    copy_atomic,
-    evaluate_subject,
-    format_value,
-    fresh_subjects,
-    frozen_baseline_accuracy,
-    load_subject,
-    parse_options,
-    parse_value,
-    resolve_device,
-    seed_summary,
-    write_json_atomic,
-)
+from fa_checks.errors import ConfigError, UserError
+from fa_checks.evaluation import across_seeds, evaluate_subject, load_subject
+from fa_checks.files import check_writable, copy_atomic, write_json_atomic
 from fa_checks.methods.bp import BP
 from fa_checks.models import build_model
-from fa_checks.protocol import (
+from fa_checks.protocol import gate_across_seeds
+from fa_checks.report import (
     DepthUtility,
     ReferenceValidity,
     Report,
     ScaleStability,
     Thresholds,
 )
+from fa_checks.runs import baseline_subject, frozen_baseline
+from fa_checks.settings import Settings, resolve_device
+from fa_checks.subjects import Subject, checkpoint_subjects, fresh_subjects
 from fa_checks.training import train
 
 DATA_OPTIONS = {"num_samples": 200}
 ARCH_OPTIONS = {"d_hidden": 16, "num_blocks": 2}
 TINY = {"batch_size": 32, "lr": 1e-2, "device": "cpu", "eval_size": 64}
-
-
-# -- options -------------------------------------------------------------------------------
-def test_parse_options_types_each_value():
-    parsed = parse_options(
-        ["penalty=0.01", "d_hidden=64", "residual=false", "clip=None", "name=foo", "x=TRUE",
-         "eq=a=b", "empty="],
-        what="--fa-method-arg",
-    )
-    assert parsed == {"penalty": 0.01, "d_hidden": 64, "residual": False, "clip": None,
-                      "name": "foo", "x": True, "eq": "a=b", "empty": ""}
-    assert type(parsed["d_hidden"]) is int and type(parsed["penalty"]) is float
-
-
-@given(value=st.integers() | st.floats(allow_nan=False) | st.booleans() | st.none()
-       | st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True).filter(
-           lambda s: s not in ("true", "false", "none", "null", "inf", "nan", "infinity")))
-def test_format_then_parse_gives_the_value_back(value):
-    back = parse_value(format_value(value))
-    assert back == value and type(back) is type(value)
-
-
-@pytest.mark.parametrize("pair", ["penalty", "=3", " =3"])
-def test_parse_options_refuses_a_malformed_pair_naming_the_option(pair):
-    with pytest.raises(EngineError) as info:
-        parse_options(["ok=1", pair], what="--fa-method-arg")
-    message = str(info.value)
-    assert "--fa-method-arg" in message and repr(pair) in message and "\n" not in message
-
-
-def test_parse_options_refuses_a_key_given_twice():
-    with pytest.raises(EngineError, match="'penalty' twice"):
-        parse_options(["penalty=1", "penalty=2"], what="--method-arg")
 
 
 # -- subjects -------------------------------------------------------------------------------
@@ -114,7 +71,7 @@ def test_subject_keeps_its_own_copy_of_options():
 
 
 def test_subject_from_dict_refuses_unknown_fields():
-    with pytest.raises(EngineError, match="no field colour"):
+    with pytest.raises(ConfigError, match="no field colour"):
         Subject.from_dict({"id": "a", "kind": "fresh", "colour": "red"})
 
 
@@ -133,12 +90,24 @@ def test_checkpoint_subjects_accept_an_existing_name_with_glob_characters(tmp_pa
     assert [s.id for s in checkpoint_subjects(["run[1].pt"], cwd=tmp_path)] == ["run[1].pt"]
 
 
-@pytest.mark.parametrize(("pattern", "says"), [("runs/*.pt", "matches no file"),
-                                               ("missing.pt", ": no such file")])
-def test_checkpoint_subjects_refuse_a_pattern_that_matches_nothing(tmp_path, pattern, says):
-    with pytest.raises(EngineError) as info:
-        checkpoint_subjects([pattern], cwd=tmp_path)
-    assert str(info.value).startswith(f"--fa-checkpoint {pattern!r}{' ' * (says[0] != ':')}{says}")
+def test_checkpoint_subjects_refuse_a_glob_that_matches_nothing(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        checkpoint_subjects(["runs/*.pt"], cwd=tmp_path)
+    assert str(info.value).startswith("--fa-checkpoint 'runs/*.pt' matches no file")
+
+
+def test_checkpoint_subjects_keep_the_order_given(tmp_path):
+    for name in ("b.pt", "a.pt", "c.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = checkpoint_subjects(["c.pt", "a.pt", "*.pt"], cwd=tmp_path)
+    assert [s.id for s in found] == ["c.pt", "a.pt", "b.pt"]
+
+
+def test_a_missing_checkpoint_is_a_subject_refused_when_evaluated(tmp_path):
+    [subject] = checkpoint_subjects(["missing.pt"], cwd=tmp_path)
+    assert subject.path == str(tmp_path / "missing.pt")
+    with pytest.raises(UserError, match=r"missing\.pt: no such checkpoint file"):
+        evaluate_subject(subject, _settings(baseline_acc=0.2), ArtifactCache(tmp_path / "c"))
 
 
 def test_fresh_subjects_name_each_seed_and_keep_their_settings():
@@ -163,7 +132,7 @@ def test_fresh_subjects_name_each_seed_and_keep_their_settings():
         ({"method": "bp", "data_options": {"size": 3}}, "--data-arg: "),
         ({"method": "bp", "data": "synthetic", "data_options": {"num_samples": -5}},
          "--data-arg: "),
-        ({"method": "bp", "data_options": {"size": 3}, "option_prefix": "--fa-"},
+        ({"method": "bp", "data_options": {"size": 3}, "flag_prefix": "--fa-"},
          "--fa-data-arg: "),
         ({"method": "ra_rev", "arch": "resmlp"}, "choose one of those with --arch"),
         ({"method": "bp", "seeds": []}, "no seeds"),
@@ -172,7 +141,7 @@ def test_fresh_subjects_name_each_seed_and_keep_their_settings():
 def test_fresh_subjects_validate_eagerly(kwargs, fragment):
     seeds = kwargs.pop("seeds", [0])
     method = kwargs.pop("method")
-    with pytest.raises(EngineError) as info:
+    with pytest.raises(ConfigError) as info:
         fresh_subjects(method, seeds, **kwargs)
     assert fragment in str(info.value)
 
@@ -182,7 +151,7 @@ def test_resolve_device():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("CPU") == torch.device("cpu")
-    with pytest.raises(EngineError, match="^--device 'tpu' is not a device"):
+    with pytest.raises(ConfigError, match="^--device 'tpu' is not a device"):
         resolve_device("tpu")
 
 
@@ -190,7 +159,7 @@ def test_resolve_device():
 @pytest.mark.parametrize("name", ["cuda", "cuda:1"])
 @pytest.mark.parametrize("what", ["--device", "--fa-device"])
 def test_resolve_device_refuses_cuda_without_cuda_naming_the_callers_option(name, what):
-    with pytest.raises(EngineError) as info:
+    with pytest.raises(ConfigError) as info:
         resolve_device(name, what=what)
     assert str(info.value) == (f"{what} {name}: CUDA is not available here; "
                                f"use {what} cpu or auto")
@@ -201,12 +170,12 @@ def test_a_device_that_cannot_be_used_is_refused_even_with_a_cached_report(tmp_p
     cache = ArtifactCache(tmp_path / "cache")
     [subject] = checkpoint_subjects([str(_tiny_checkpoint(tmp_path / "run.pt"))])
     evaluate_subject(subject, _settings(baseline_acc=0.25), cache)  # cached on the CPU
-    with pytest.raises(EngineError, match="^--fa-device cuda: CUDA is not available"):
+    with pytest.raises(ConfigError, match="^--fa-device cuda: CUDA is not available"):
         evaluate_subject(subject, _settings(baseline_acc=0.25, device="cuda",
-                                            option_prefix="--fa-"), cache)
+                                            flag_prefix="--fa-"), cache)
 
 
-# -- seed summary ----------------------------------------------------------------------------
+# -- across seeds ----------------------------------------------------------------------------
 def _report_with_margin(margin_pp: float | None, method: str = "dfa") -> Report:
     d1 = ScaleStability(1.0, [1.0], [1.0, 1.0], 50.0, False, "")
     d2 = ReferenceValidity(1.0, [1.0, 1.0], 1e-5, False, "")
@@ -219,8 +188,8 @@ margin_lists = st.lists(st.floats(-50, 50, allow_nan=False), min_size=2, max_siz
 
 
 @given(margins=margin_lists, confidence=st.sampled_from([0.8, 0.9, 0.95, 0.99]))
-def test_seed_summary_is_the_one_sided_student_t_bound(margins, confidence):
-    summary = seed_summary([_report_with_margin(m) for m in margins], confidence=confidence)
+def test_across_seeds_gate_is_the_one_sided_student_t_bound(margins, confidence):
+    summary = gate_across_seeds(margins, method="dfa", confidence=confidence)
     n = len(margins)
     # a two-sided interval of level 2c - 1 has the one-sided level-c bound as its lower end
     sem = np.std(margins, ddof=1) / math.sqrt(n)
@@ -235,21 +204,22 @@ def test_seed_summary_is_the_one_sided_student_t_bound(margins, confidence):
     assert f"{summary.lower_bound_pp:.1f}" in summary.explanation
 
 
-def test_seed_summary_passes_a_consistent_margin_and_fails_a_noisy_one():
-    assert not seed_summary([_report_with_margin(m) for m in (10.0, 11.0, 12.0)]).fires
-    noisy = seed_summary([_report_with_margin(m) for m in (0.0, 5.0, 10.0)])
+def test_across_seeds_passes_a_consistent_margin_and_fails_a_noisy_one():
+    assert not across_seeds("dfa", [_report_with_margin(m) for m in (10.0, 11.0, 12.0)],
+                            2.0).fires
+    noisy = across_seeds("dfa", [_report_with_margin(m) for m in (0.0, 5.0, 10.0)], 2.0)
     assert noisy.mean_margin_pp == 5.0 and noisy.fires  # mean above 2 pp, bound below
 
 
-def test_seed_summary_with_one_seed_cannot_gate():
-    summary = seed_summary([_report_with_margin(30.0)])
+def test_across_seeds_with_one_seed_cannot_gate():
+    summary = gate_across_seeds([30.0], method="dfa")
     assert summary.lower_bound_pp == -math.inf and summary.fires
     assert "single seed" in summary.explanation
 
 
-def test_seed_summary_needs_a_margin_for_every_seed():
-    with pytest.raises(EngineError, match="no D3 margin"):
-        seed_summary([_report_with_margin(5.0), _report_with_margin(None)])
+def test_across_seeds_needs_a_margin_for_every_seed():
+    with pytest.raises(ConfigError, match="no D3 margin"):
+        across_seeds("dfa", [_report_with_margin(5.0), _report_with_margin(None)], 2.0)
 
 
 # -- cached evaluation -----------------------------------------------------------------------
@@ -307,8 +277,8 @@ def test_baseline_is_the_frozen_run_trained_like_the_checkpoint_and_cached(tmp_p
     frozen = train("frozen", "resmlp", "synthetic", epochs=2, seed=0, data_options=DATA_OPTIONS,
                    arch_options=ARCH_OPTIONS, progress=False, **TINY)
     assert reports[0].d3.baseline_acc == reports[1].d3.baseline_acc == frozen.test_acc
-    again = frozen_baseline_accuracy("resmlp", ARCH_OPTIONS, "synthetic", DATA_OPTIONS, 0, 2,
-                                     _settings(), cache)
+    baseline = baseline_subject("resmlp", ARCH_OPTIONS, "synthetic", DATA_OPTIONS, 0, 2)
+    again = frozen_baseline(baseline, _settings(), cache)
     assert again == frozen.test_acc and _kinds(cache).count("baseline") == 1
 
 
@@ -339,7 +309,7 @@ def test_a_checkpoint_without_epochs_cannot_get_a_matched_baseline(tmp_path):
                         **ARCH_OPTIONS)
     path = save_checkpoint(tmp_path / "noepochs.pt", model=model, data=data.spec, seed=0)
     [subject] = checkpoint_subjects([str(path)])
-    with pytest.raises(EngineError, match="records no epochs"):
+    with pytest.raises(ConfigError, match="records no epochs"):
         evaluate_subject(subject, _settings(), ArtifactCache(tmp_path / "c"))
 
 
@@ -358,12 +328,12 @@ def test_a_checkpoint_without_data_is_checked_on_the_subjects_dataset(tmp_path):
                               ArtifactCache(tmp_path / "c"))
     assert report.subject["data"] == "synthetic" and report.num_samples == 40
     wrong = dataclasses.replace(subject, data="synthetic", data_options={"dim": 7})
-    with pytest.raises(EngineError, match="20 input features and 4 classes.*has 7 and 4"):
+    with pytest.raises(ConfigError, match="20 input features and 4 classes.*has 7 and 4"):
         evaluate_subject(wrong, _settings(baseline_acc=0.25), ArtifactCache(tmp_path / "c"))
 
 
 def test_an_edited_user_rule_gets_a_new_cache_key(tmp_path, monkeypatch):
-    from fa_checks.engine import method_source_digest
+    from fa_checks.runs import method_source_digest
 
     rules = tmp_path / "edited_rules.py"
     rules.write_text("from fa_checks.methods.bp import BP\n\nclass Rule(BP):\n    name = 'r'\n")
@@ -404,16 +374,16 @@ def test_a_checkpoint_whose_data_cannot_be_loaded_names_the_file_and_the_option(
     path = save_checkpoint(tmp_path / "cifar.pt", model=model, data={"name": "cifar10"},
                            seed=0, epochs=1)
     [subject] = checkpoint_subjects([str(path)])
-    with pytest.raises(EngineError) as info:
-        load_subject(subject, _settings(option_prefix="--fa-"), ArtifactCache(tmp_path / "c"))
+    with pytest.raises(ConfigError) as info:
+        load_subject(subject, _settings(flag_prefix="--fa-"), ArtifactCache(tmp_path / "c"))
     assert str(info.value).startswith(f"{path}: cifar10") and "--fa-data-root" in str(info.value)
 
 
 # -- output files ----------------------------------------------------------------------------
 def test_check_writable_refuses_a_folder_and_an_unwritable_place(tmp_path):
-    with pytest.raises(EngineError, match=r"^--json .*: is a folder; give a file name"):
+    with pytest.raises(ConfigError, match=r"^--json .*: is a folder; give a file name"):
         check_writable(tmp_path, what="--json")
-    with pytest.raises(EngineError, match=r"^--fa-report /proc/r\.json: cannot write there"):
+    with pytest.raises(ConfigError, match=r"^--fa-report /proc/r\.json: cannot write there"):
         check_writable("/proc/r.json", what="--fa-report")
     target = check_writable(tmp_path / "new" / "r.json", what="--json")
     assert target.parent.is_dir() and list(target.parent.iterdir()) == []  # no probe left
@@ -441,9 +411,9 @@ def test_written_files_get_the_usual_permissions_not_private_ones(tmp_path):
     assert copied.read_text() == written.read_text()
 
 
-def test_seed_summary_passes_identical_margins_exactly_at_the_threshold():
+def test_across_seeds_passes_identical_margins_exactly_at_the_threshold():
     # three seeds each exactly 3.3 pp above their baseline: no spread, so the bound is the
     # mean, which float arithmetic makes 3.2999999999999994 before rounding
     reports = [_report_with_margin(3.3) for _ in range(3)]
-    summary = seed_summary(reports, min_margin_pp=3.3)
+    summary = across_seeds("dfa", reports, 3.3)
     assert summary.lower_bound_pp == 3.3 and not summary.fires

@@ -1,0 +1,147 @@
+"""Credit metrics per layer, as a :class:`~fa_checks.report.CreditMetrics`.
+
+For every hidden state h_l where a method gives a credit signal a_l: the mean per-sample cosine
+with the BP gradient, the pooled cosine, the perturbation correlation rho, nudging, and (given
+the method) the fresh-feedback null; see :mod:`fa_checks.metrics` for each figure.  The opt-in
+gates (``--min-cosine``, ``--min-rho``) compare the means over the deep layers h_1..h_L.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import metrics
+from .anatomy import Anatomy, anatomy_of
+from .report import CreditMetrics, Thresholds, format_number, format_signed
+
+
+def credit_metrics(
+    model: nn.Module | Anatomy,
+    hidden: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    credit: Sequence[Tensor | None],
+    y: Tensor,
+    *,
+    thresholds: Thresholds | None = None,
+    method: Any = None,
+    x: Tensor | None = None,
+    directions: int = 32,
+    epsilon: float = 1e-3,
+    eta: float = 0.01,
+    null_draws: int = 10,
+    seed: int = 0,
+    reference_valid: bool = True,
+) -> CreditMetrics:
+    """Per-layer cosine, pooled cosine, rho, nudging and (given a method) the fresh-feedback null.
+
+    ``hidden`` / ``grads``: the hidden states and each sample's own gradient at them;
+    ``credit``: ``[a_0..a_L]`` shaped like ``hidden``.  The random directions of rho come from
+    a generator seeded ``seed + l`` for layer l, so a report is reproducible.
+    """
+    thresholds = thresholds or Thresholds()
+    anatomy = anatomy_of(model)
+    if len(credit) != len(hidden):
+        raise ValueError(
+            f"got {len(credit)} credit signals for {len(hidden)} hidden states h_0..h_"
+            f"{len(hidden) - 1}; a method's credit is one tensor per hidden state [a_0..a_L]"
+        )
+    signals: list[Tensor | None] = []
+    for l, (a, h) in enumerate(zip(credit, hidden, strict=True)):
+        if a is not None and tuple(a.shape) != tuple(h.shape):
+            raise ValueError(
+                f"credit signal a_{l} has shape {tuple(a.shape)}, but h_{l} has shape "
+                f"{tuple(h.shape)}"
+            )
+        signals.append(None if a is None else a.detach().to(h.device))
+    cos, pooled, rho, nudge = [], [], [], []
+    bad_layers = []
+    for l, a in enumerate(signals):
+        if a is None:
+            for column in (cos, pooled, rho, nudge):
+                column.append(None)
+            continue
+        if not bool(torch.isfinite(a).all()):
+            bad_layers.append(l)
+        loss_fn = metrics.layer_loss(anatomy, l, y)
+        generator = torch.Generator(device=hidden[l].device).manual_seed(seed + l)
+        cos.append(float(metrics.cosine(a, grads[l]).mean()))
+        pooled.append(metrics.pooled_cosine(a, grads[l]))
+        rho.append(metrics.perturbation_correlation(
+            hidden[l], a, loss_fn, epsilon=epsilon, M=directions, generator=generator
+        ))
+        nudge.append(metrics.nudging(hidden[l], a, loss_fn, eta=eta))
+    null = None
+    if method is not None and x is not None and null_draws >= 2:
+        null = metrics.fresh_feedback_null(
+            method, x, y, draws=null_draws, seed=seed, reference=grads
+        )
+    credit = CreditMetrics(
+        cosine=cos,
+        pooled_cosine=pooled,
+        rho=rho,
+        nudging=nudge,
+        null_mean=None if null is None else null.mean,
+        null_std=None if null is None else null.std,
+        null_draws=0 if null is None else null.draws,
+        deep_cosine=_deep(cos),
+        deep_rho=_deep(rho),
+        null_deep_mean=None if null is None else null.deep_mean,
+        null_deep_std=None if null is None else null.deep_std,
+        min_cosine=thresholds.min_cosine,
+        min_rho=thresholds.min_rho,
+    )
+    credit.judge()
+    credit.explanation = _credit_sentence(credit, len(hidden) - 1, bad_layers, reference_valid)
+    return credit
+
+
+def _deep(values: Sequence[float | None]) -> float | None:
+    deep = [v for v in values[1:] if v is not None]
+    return math.fsum(deep) / len(deep) if deep else None
+
+
+def _credit_sentence(
+    s: CreditMetrics, num_blocks: int, bad_layers: list[int], reference_valid: bool
+) -> str:
+    if s.deep_cosine is None:
+        scope = "h_0 only (no deep layers)"
+        cos_value, rho_value = s.cosine[0], s.rho[0]
+    else:
+        scope = f"deep layers h_1..h_{num_blocks}"
+        cos_value, rho_value = s.deep_cosine, s.deep_rho
+    parts = [f"over {scope}: mean cosine with the per-sample BP gradient "
+             f"{format_signed(cos_value)}"]
+    if s.null_deep_mean is not None:
+        parts[-1] += (
+            f" (fresh-feedback null {format_signed(s.null_deep_mean)} +- "
+            f"{format_number(s.null_deep_std)} over {s.null_draws} draws)"
+        )
+    parts.append(f"perturbation correlation {format_signed(rho_value)}")
+    sentence = ", ".join(parts)
+    for label, value, minimum, fires in (
+        ("cosine", cos_value, s.min_cosine, s.cosine_fires),
+        ("perturbation correlation", rho_value, s.min_rho, s.rho_fires),
+    ):
+        if fires is not None:
+            verb = "is below" if fires else "meets"
+            sentence += (f"; the {label} {format_signed(value)} {verb} the minimum "
+                         f"{format_number(minimum)}")
+    if bad_layers:
+        sentence += (
+            "; the credit signal is non-finite at "
+            + ", ".join(f"h_{l}" for l in bad_layers)
+        )
+    if not reference_valid:
+        sentence += (
+            "; the BP reference failed D2, so these comparisons measure numerical noise"
+        )
+    return sentence
+
+
+
+__all__ = ["credit_metrics"]

@@ -1,0 +1,280 @@
+"""From a subject to its report: load (or train) it, find its baseline, run the protocol.
+
+:func:`evaluate_subject` is the one path from a subject to a :class:`~fa_checks.report.Report`
+for every face.  A fresh subject is trained once (:mod:`fa_checks.runs`), then evaluated like a
+checkpoint; the frozen-blocks baseline is trained to match the checkpoint's own settings; the
+report is cached, keyed by the subject, its file's content and the settings that change figures.
+:func:`outcome` turns any error a user can cause into a :class:`Failure` with one sentence, so
+one subject that cannot be evaluated never stops the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, as_user_error, one_line
+from .files import regular_file
+from .report import AcrossSeeds, Report, error_entry
+from .runs import Log, baseline_subject, frozen_baseline, train_subject, training_spec
+from .settings import DEFAULT_DATA, Settings
+from .subjects import Subject
+
+if TYPE_CHECKING:
+    import torch
+
+    from .cache import ArtifactCache
+    from .checkpoint import Checkpoint
+    from .data import Dataset
+    from .methods import Method
+
+
+@dataclass
+class LoadedSubject:
+    """A subject ready to use: its trained model, its rule and its data, on the device."""
+
+    subject: Subject
+    model: torch.nn.Module  # in eval mode
+    method: Method | None  # set up with its saved feedback; None when none was saved (or asked)
+    data: Dataset  # the data it was trained on
+    checkpoint: Checkpoint
+    path: Path
+
+
+@dataclass
+class Failure:
+    """A subject that could not be evaluated, and why (one sentence naming file or flag)."""
+
+    subject: Subject
+    message: str
+
+    @property
+    def id(self) -> str:
+        return self.subject.id
+
+    def to_dict(self) -> dict[str, Any]:
+        return error_entry(self.subject.to_dict(), self.message)
+
+
+Outcome = Report | Failure
+
+
+def outcome(subject: Subject, settings: Settings, cache: ArtifactCache, *,
+            log: Log | None = None) -> Outcome:
+    """The subject's report, or a :class:`Failure` for an error a user can cause (a bad file,
+    a missing dataset, a full disk, memory that ran out).  A fault of the tool propagates."""
+    try:
+        return evaluate_subject(subject, settings, cache, log=log)
+    except Exception as exc:
+        error = as_user_error(exc)
+        if error is None:
+            raise
+        return Failure(subject, one_line(error))
+
+
+def evaluate_subject(
+    subject: Subject, settings: Settings, cache: ArtifactCache, *, log: Log | None = None
+) -> Report:
+    """The protocol's report for ``subject``; every expensive step is cached.
+
+    A checkpoint's errors (missing, corrupt, untrusted) propagate as a UserError naming the
+    file.  The report is cached (kind ``"report"``), keyed by the subject, the settings that
+    change figures and, for a checkpoint, the file's content.
+    """
+    from .cache import file_digest
+
+    device = settings.torch_device()  # checked even when the report is cached
+    path = _subject_file(subject, settings, cache, device, log)
+    # a trained run's key already pins its content; a checkpoint's is its bytes
+    content = file_digest(path) if subject.kind == "checkpoint" else None
+    spec = {"kind": subject.kind, "subject": training_spec(subject), "content": content,
+            **settings.evaluation_key()}
+    computed: dict[str, Report] = {}
+
+    def compute() -> dict[str, Any]:
+        computed["report"] = _evaluate_file(subject, path, settings, cache, device, log)
+        return computed["report"].to_dict()
+
+    stored = cache.get_or_create_json("report", spec, compute, refresh=settings.retrain)
+    report = computed.get("report") or Report.from_dict(stored)
+    # the same file may be reached by another path: who was checked is always this subject
+    report.subject.update(id=subject.id, kind=subject.kind, path=str(path))
+    return report
+
+
+def load_subject(
+    subject: Subject,
+    settings: Settings,
+    cache: ArtifactCache,
+    *,
+    with_method: bool = True,
+    device: torch.device | None = None,
+    log: Log | None = None,
+) -> LoadedSubject:
+    """The subject's model, rule and dataset (a fresh subject is trained first, once).
+
+    The dataset is the one the checkpoint records; for a file that records none (the research
+    code's formats), the subject's, or the one the model's input size suggests.  Errors name
+    the file and the flag that fixes them.
+    """
+    from .checkpoint import load_checkpoint
+    from .data import DataError, load_data
+
+    device = settings.torch_device() if device is None else device
+    path = _subject_file(subject, settings, cache, device, log)
+    checkpoint = load_checkpoint(path, trust=settings.trust)
+    model = checkpoint.build_model().to(device).eval()
+    # a method that cannot be rebuilt is a CheckpointError naming the file
+    method = checkpoint.build_method(model) if with_method and checkpoint.method else None
+    data_name, data_options = _checkpoint_data(checkpoint, subject)
+    try:
+        dataset = load_data(data_name, root=settings.data_root, **data_options)
+    except DataError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    _check_data_fits(checkpoint, dataset, data_name, settings.flag("data"))
+    return LoadedSubject(subject, model, method, dataset.to(device), checkpoint, path)
+
+
+def _subject_file(subject: Subject, settings: Settings, cache: ArtifactCache,
+                  device: torch.device, log: Log | None) -> Path:
+    """The checkpoint file of a subject (a fresh one is trained first), a regular file."""
+    if subject.kind == "fresh":
+        return train_subject(subject, settings, cache, device=device, log=log)
+    if subject.path is None:
+        raise ConfigError(f"checkpoint subject {subject.id!r} has no path")
+    return regular_file(subject.path, what="checkpoint")
+
+
+def _checkpoint_data(checkpoint: Checkpoint, subject: Subject) -> tuple[str, dict[str, Any]]:
+    """The checkpoint's own data spec; else the subject's dataset, or, when the subject names
+    only the default, the dataset the model's input size suggests (older formats)."""
+    if checkpoint.data:
+        spec = dict(checkpoint.data)
+        name = spec.pop("name", None)
+        if not name:
+            raise ConfigError(f"{checkpoint.path}: its data spec names no dataset")
+        return str(name), spec
+    hint = checkpoint.data_hint
+    if hint and subject.data == DEFAULT_DATA and not subject.data_options:
+        return str(hint), {}
+    return subject.data, dict(subject.data_options)
+
+
+def _check_data_fits(checkpoint: Checkpoint, dataset: Any, name: str, flag: str) -> None:
+    wanted = (math.prod(checkpoint.input_shape), checkpoint.num_classes)
+    given = (math.prod(dataset.input_shape), dataset.num_classes)
+    if wanted != given:
+        raise ConfigError(
+            f"{checkpoint.path}: the model takes {wanted[0]} input features and {wanted[1]} "
+            f"classes, but dataset {name!r} has {given[0]} and {given[1]}; name the dataset it "
+            f"was trained on ({flag})"
+        )
+
+
+def _evaluate_file(subject: Subject, path: Path, settings: Settings, cache: ArtifactCache,
+                   device: torch.device, log: Log | None) -> Report:
+    from .protocol import accuracy, evaluate
+
+    # the path is the evaluated file itself (a fresh subject's run is already trained)
+    loaded = load_subject(replace(subject, kind="checkpoint", path=str(path)), settings, cache,
+                          with_method=settings.credit, device=device, log=log)
+    checkpoint, dataset = loaded.checkpoint, loaded.data
+    baseline_acc = settings.baseline_acc
+    if baseline_acc is None and settings.depth_utility:
+        baseline_acc = _baseline_for(checkpoint, subject, dict(dataset.spec), settings, cache,
+                                     device, log)
+    x, y = dataset.eval_batch(int(settings.eval_size))
+    report = evaluate(
+        loaded.model,
+        x,
+        y,
+        baseline_acc=baseline_acc,
+        thresholds=settings.thresholds,
+        method=loaded.method,
+        test_acc=accuracy(loaded.model, dataset.x_test, dataset.y_test),
+    )
+    report.subject = {
+        "id": subject.id,
+        "kind": subject.kind,
+        "path": str(path),
+        "method": checkpoint.method or subject.method,
+        "seed": checkpoint.seed if checkpoint.seed is not None else subject.seed,
+        "arch": checkpoint.arch,
+        "data": dataset.spec.get("name"),
+        "epochs": checkpoint.epochs if checkpoint.epochs is not None else subject.epochs,
+    }
+    report.history = checkpoint.history
+    return report
+
+
+def _baseline_for(checkpoint: Checkpoint, subject: Subject, data_spec: Mapping[str, Any],
+                  settings: Settings, cache: ArtifactCache, device: torch.device,
+                  log: Log | None) -> float:
+    """The frozen baseline trained like the checkpoint: its arch, data, seed, epochs, optimiser."""
+    epochs = checkpoint.epochs if checkpoint.epochs is not None else subject.epochs
+    seed = checkpoint.seed if checkpoint.seed is not None else subject.seed
+    if epochs is None or seed is None:
+        missing = "epochs" if epochs is None else "seed"
+        raise ConfigError(
+            f"{checkpoint.path}: records no {missing}, so its frozen-blocks baseline cannot be "
+            f"trained to match; give the baseline accuracy ({settings.flag('baseline-acc')})"
+        )
+    shape_free = {k: v for k, v in checkpoint.arch_kwargs.items()
+                  if k not in ("input_shape", "num_classes")}
+    data_options = {k: v for k, v in data_spec.items() if k != "name"}
+    baseline = baseline_subject(checkpoint.arch, shape_free, str(data_spec["name"]),
+                                data_options, int(seed), int(epochs))
+    return frozen_baseline(baseline, settings.with_optimizer(checkpoint.optimizer), cache,
+                           device=device, log=log)
+
+
+# -- across seeds ----------------------------------------------------------------------------------
+def seed_group(subject: Mapping[str, Any]) -> str | None:
+    """The across-seeds group of a subject: its id without the seed (``dfa-penalty=0.01`` for
+    ``dfa-penalty=0.01-seed3``), or None for a subject that is not a seed of a method."""
+    identity, seed = str(subject.get("id") or ""), subject.get("seed")
+    suffix = f"-seed{seed}"
+    if seed is None or not identity.endswith(suffix) or not subject.get("method"):
+        return None
+    return identity[: -len(suffix)]
+
+
+def seed_groups(reports: Sequence[Report]) -> dict[str, list[Report]]:
+    """Reports grouped by :func:`seed_group`, keeping groups of two or more seeds."""
+    groups: dict[str, list[Report]] = {}
+    for report in reports:
+        label = seed_group(report.subject)
+        if label is not None:
+            groups.setdefault(label, []).append(report)
+    return {label: group for label, group in groups.items() if len(group) >= 2}
+
+
+def across_seeds(label: str, reports: Sequence[Report], min_margin_pp: float) -> AcrossSeeds:
+    """The across-seeds D3 gate of one group; a seed without a D3 margin is a ConfigError."""
+    from .protocol import gate_across_seeds
+
+    margins = []
+    for report in reports:
+        if report.d3.margin_pp is None:
+            raise ConfigError(f"{report.id} has no D3 margin (no baseline accuracy); the "
+                              "across-seeds gate needs one for every seed")
+        margins.append(report.d3.margin_pp)
+    methods = dict.fromkeys(str(report.subject.get("method")) for report in reports)
+    return gate_across_seeds(margins, method="+".join(methods), min_margin_pp=min_margin_pp,
+                             label=label)
+
+
+__all__ = [
+    "Failure",
+    "LoadedSubject",
+    "Outcome",
+    "across_seeds",
+    "evaluate_subject",
+    "load_subject",
+    "outcome",
+    "seed_group",
+    "seed_groups",
+]

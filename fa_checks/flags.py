@@ -1,0 +1,218 @@
+"""One vocabulary of flags for both faces: ``fa-checks --max-growth`` is ``pytest --fa-max-growth``.
+
+Each :class:`Flag` says once what a setting is called, how its text is parsed (the parsers of
+:mod:`fa_checks.values`), its default and its help.  The command line adds them to argparse with
+the prefix ``--`` (:func:`add_to_argparse`), the plugin to pytest with ``--fa-`` (and an ini key
+``fa_<name>``); both turn the values the user gave into the same :class:`Settings` with
+:func:`build_settings`, so a flag has one name, default, type and meaning in both.  This is how
+pytest-benchmark shares its ``add_*_options(addoption, prefix)`` with its own command line.
+
+Nothing here imports torch: the plugin loads this module when pytest starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from . import values
+from .errors import ConfigError
+from .report import DEFAULT_GRAD_FLOOR, DEFAULT_MAX_GROWTH, DEFAULT_MIN_MARGIN_PP, Thresholds
+from .settings import (
+    DEFAULT_ARCH,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DATA,
+    DEFAULT_DEVICE,
+    DEFAULT_EPOCHS,
+    DEFAULT_EVAL_SIZE,
+    DEFAULT_LR,
+    DEFAULT_SCHEDULE,
+    DEFAULT_SEED,
+    DEFAULT_WEIGHT_DECAY,
+    Settings,
+)
+
+Parse = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One setting as a flag: ``--<name>`` on the command line, ``--fa-<name>`` in pytest."""
+
+    name: str
+    help: str
+    #: text -> value (raises ValueError with the reason); None: a switch that takes no value
+    parse: Parse | None = None
+    #: the value when the flag is not given (shown in the help); None: not set
+    default: Any = None
+    metavar: str | None = None
+    #: "+": several values after one flag; "append": the flag may be repeated
+    many: str | None = None
+    #: pytest also reads it from the ini key ``fa_<name>``
+    ini: bool = False
+    #: the Settings field it sets ("thresholds.max_growth" for a threshold); None: a subject's
+    setting: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def kind(self) -> str:
+        """``"switch"``, ``"int"``, ``"float"`` or ``"string"``: the type of its value."""
+        if self.parse is None:
+            return "switch"
+        return _KINDS.get(self.parse, "string")
+
+    def help_text(self) -> str:
+        if self.default is None or self.parse is None:
+            return self.help
+        shown = self.default
+        if isinstance(shown, (list, tuple)):
+            shown = " ".join(map(str, shown))
+        return f"{self.help} (default {shown})"
+
+    def read(self, raw: Any, where: str) -> Any:
+        """``raw`` parsed; a bad value is a ConfigError naming ``where`` it came from."""
+        assert self.parse is not None
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where} {raw!r} is not valid: {exc}") from None
+
+
+_KINDS: dict[Parse, str] = {
+    values.positive_int: "int",
+    values.seed: "int",
+    values.positive_float: "float",
+    values.non_negative_float: "float",
+    values.finite_float: "float",
+    values.fraction: "float",
+    values.correlation: "float",
+}
+
+
+def _flags(*flags: Flag) -> dict[str, Flag]:
+    return {flag.name: flag for flag in flags}
+
+
+#: what to train: the subjects' architecture, data and training (fresh runs and baselines)
+TRAINING = _flags(
+    Flag("method-arg", "a method option, key=value (e.g. penalty=0.01); repeatable",
+         values.name, metavar="K=V", many="append"),
+    Flag("arch", "architecture of fresh runs: resmlp, mlp, vit, resnet", values.name,
+         DEFAULT_ARCH, "ARCH"),
+    Flag("arch-arg", "an architecture keyword, key=value (e.g. d_hidden=256); repeatable",
+         values.name, metavar="K=V", many="append"),
+    Flag("data", "dataset: mnist1d (offline), synthetic, cifar10, cifar100, mnist",
+         values.name, DEFAULT_DATA, "NAME", ini=True),
+    Flag("data-arg", "a dataset parameter, key=value (e.g. num_samples=2000); repeatable",
+         values.name, metavar="K=V", many="append"),
+    Flag("data-root", "folder holding datasets read from disk (cifar10, cifar100, mnist); "
+         "nothing is downloaded", values.name, metavar="DIR", ini=True, setting="data_root"),
+    Flag("epochs", "epochs of fresh runs", values.positive_int, DEFAULT_EPOCHS, "N", ini=True),
+    Flag("seeds", "seeds of fresh runs, one subject each", values.seed, [DEFAULT_SEED], "N",
+         many="+"),
+    Flag("schedule", "learning-rate schedule of fresh runs and baselines: cosine or constant",
+         values.schedule, DEFAULT_SCHEDULE, "NAME", ini=True, setting="schedule"),
+    Flag("lr", "AdamW learning rate of fresh runs and baselines", values.positive_float,
+         DEFAULT_LR, "LR", ini=True, setting="lr"),
+    Flag("batch-size", "batch size of fresh runs and baselines", values.positive_int,
+         DEFAULT_BATCH_SIZE, "N", ini=True, setting="batch_size"),
+    Flag("weight-decay", "AdamW weight decay of fresh runs and baselines",
+         values.non_negative_float, DEFAULT_WEIGHT_DECAY, "WD", ini=True,
+         setting="weight_decay"),
+)
+
+#: how to evaluate: where, on how many samples, against which thresholds
+EVALUATION = _flags(
+    Flag("device", "where to train and evaluate: auto, cpu, cuda or cuda:N", values.device,
+         DEFAULT_DEVICE, "DEVICE", ini=True, setting="device"),
+    Flag("threads", "torch threads per process (default: chosen for the work; the "
+         "environment's FA_CHECKS_THREADS or OMP_NUM_THREADS win over the choice)",
+         values.positive_int, None, "N", ini=True, setting="threads"),
+    Flag("eval-size", "samples in the diagnostics' eval batch",
+         values.positive_int, DEFAULT_EVAL_SIZE, "N", ini=True, setting="eval_size"),
+    Flag("max-growth", "D1 fails above this growth of the median hidden norm across a block",
+         values.positive_float, DEFAULT_MAX_GROWTH, "X", ini=True,
+         setting="thresholds.max_growth"),
+    Flag("grad-floor", "D2 fails below this per-sample BP gradient norm at h_L",
+         values.non_negative_float, DEFAULT_GRAD_FLOOR, "G", ini=True,
+         setting="thresholds.grad_floor"),
+    Flag("min-margin", "D3 fails below this margin over the frozen-blocks baseline, in "
+         "percentage points", values.finite_float, DEFAULT_MIN_MARGIN_PP, "PP", ini=True,
+         setting="thresholds.min_margin_pp"),
+    Flag("min-cosine", "opt-in gate: fail when the mean credit cosine over h_1..h_L is below "
+         "this", values.correlation, None, "C", ini=True, setting="thresholds.min_cosine"),
+    Flag("min-rho", "opt-in gate: fail when the mean perturbation correlation over h_1..h_L "
+         "is below this", values.correlation, None, "R", ini=True,
+         setting="thresholds.min_rho"),
+    Flag("baseline-acc", "use this frozen-blocks baseline accuracy (a fraction, e.g. 0.496) "
+         "instead of training the baseline", values.fraction, None, "ACC",
+         setting="baseline_acc"),
+    Flag("trust", "allow checkpoints that need arbitrary unpickling or name code to import "
+         "(runs code from the file: only for files you made)", setting="trust"),
+    Flag("retrain", "recompute cached runs, baselines and reports instead of reusing them",
+         setting="retrain"),
+    Flag("cache-dir", "the artifact cache shared by fa-checks and pytest (default "
+         "$FA_CHECKS_CACHE, else $XDG_CACHE_HOME/fa-checks, else ~/.cache/fa-checks)",
+         values.name, None, "DIR", ini=True, setting="cache_dir"),
+)
+
+#: every flag both faces share, by name
+SHARED = {**TRAINING, **EVALUATION}
+
+
+def add_to_argparse(parser: argparse.ArgumentParser | Any, flags: Sequence[Flag]) -> None:
+    """Add ``flags`` to an argparse parser (or group) as ``--<name>``, parsed on the spot."""
+    for flag in flags:
+        if flag.parse is None:
+            parser.add_argument(f"--{flag.name}", dest=flag.dest, action="store_true",
+                                default=None, help=flag.help)
+            continue
+        kwargs: dict[str, Any] = {"dest": flag.dest, "metavar": flag.metavar,
+                                  "help": flag.help_text(), "type": _argparse_type(flag)}
+        if flag.many == "+":
+            kwargs["nargs"] = "+"
+        elif flag.many == "append":
+            kwargs.update(action="extend", nargs="+")
+        parser.add_argument(f"--{flag.name}", **kwargs)
+
+
+def _argparse_type(flag: Flag) -> Parse:
+    def parse(text: str) -> Any:
+        assert flag.parse is not None
+        try:
+            return flag.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid: {exc}") from None
+
+    parse.__name__ = flag.dest  # argparse names the type in some messages
+    return parse
+
+
+def build_settings(given: Mapping[str, Any], *, flag_prefix: str, **extra: Any) -> Settings:
+    """The :class:`Settings` from the flags a user gave (``given``: flag name -> parsed value,
+    None when not given); defaults fill in the rest.  ``extra``: settings no flag sets."""
+    fields: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    for name, value in given.items():
+        flag = SHARED.get(name)
+        if flag is None or flag.setting is None or value is None:
+            continue
+        if flag.parse is None and value is False:
+            continue
+        if flag.setting.startswith("thresholds."):
+            limits[flag.setting.partition(".")[2]] = value
+        else:
+            fields[flag.setting] = value
+    try:
+        thresholds = replace(Thresholds(), **limits)
+    except ValueError as exc:  # a combination the flags' own parsers cannot see
+        raise ConfigError(str(exc)) from None
+    return Settings(thresholds=thresholds, flag_prefix=flag_prefix, **fields, **extra)
+
+
+__all__ = ["EVALUATION", "SHARED", "TRAINING", "Flag", "add_to_argparse", "build_settings"]

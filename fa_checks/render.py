@@ -1,0 +1,162 @@
+"""The one renderer of verdicts: the table every face prints, the per-layer table, the lines.
+
+``fa-checks check``, ``fa-checks report``, ``fa-checks sweep``, the pytest terminal summary and
+the HTML page all draw the verdict table here, from :class:`~fa_checks.report.Report` objects
+(and error entries for subjects that could not be evaluated).  Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from .report import (
+    ERROR_VERDICT,
+    AcrossSeeds,
+    Report,
+    format_number,
+    format_percent,
+    is_finite,
+)
+
+HEADER = ("subject", "accuracy", "D1 growth", "D2 |g_L|", "D3 margin", "verdict")
+
+#: a row is a Report, or the JSON entry of a subject that could not be evaluated
+Row = Report | Mapping[str, Any]
+
+
+def mark(fires: bool | None) -> str:
+    return "skip" if fires is None else ("FAIL" if fires else "ok")
+
+
+def format_small(x: float | None) -> str:
+    """A gradient norm: 5.07e-06 (non-finite as format_number writes it)."""
+    return format_number(x) if x is None or not is_finite(x) else f"{x:.2e}"
+
+
+def verdict_cell(report: Report, gated: Collection[str] | None = None) -> str:
+    """``PASS``, ``FAIL(D1+D2+D3)  [mode 1]``, ``FAIL(D1+D2+D3)  [diverged]``, and what was not
+    gated: ``PASS (D3 not checked)``; ``FAIL(D3) (not gated in this run)``."""
+    text = report.verdict
+    if report.d3.fires is None:
+        text += " (D3 not checked)"
+    if gated is not None and not set(report.failures) & set(gated) and report.failures:
+        text += " (not gated in this run)"
+    if report.divergence is not None:
+        text += "  [diverged]"
+    elif report.mode1:
+        text += "  [mode 1]"
+    return text
+
+
+def verdict_row(row: Row, gated: Collection[str] | None = None) -> list[str]:
+    """The cells of one subject, as :data:`HEADER` names them."""
+    if not isinstance(row, Report):
+        reason = row.get("error") or "not evaluated"
+        return [str(row.get("id") or "?"), "-", "-", "-", "-", f"{ERROR_VERDICT}: {reason}"]
+    d1, d2, d3 = row.d1, row.d2, row.d3
+    growth = format_number(d1.max_growth) + ("x" if is_finite(d1.max_growth) else "")
+    margin = "-" if d3.margin_pp is None else (
+        f"{d3.margin_pp:+.1f}pp" if is_finite(d3.margin_pp) else format_number(d3.margin_pp))
+    return [
+        row.id,
+        format_percent(row.test_acc),
+        f"{growth} {mark(d1.fires)}",
+        f"{format_small(d2.g_L)} {mark(d2.fires)}",
+        f"{margin} {mark(d3.fires)}",
+        verdict_cell(row, gated),
+    ]
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell; the last column is not padded."""
+    body = [list(map(str, row)) for row in rows]
+    widths = [max([len(header[i]), *(len(r[i]) for r in body)]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(header), *(line(r) for r in body)]
+
+
+def verdict_table(rows: Sequence[Row], gated: Collection[str] | None = None) -> list[str]:
+    """The verdict table as lines: one row per subject, in the order given.
+
+    ``gated``: the diagnostics this run gated (None: every one it computed), so a table never
+    reads as a verdict a run did not give.
+    """
+    return table(HEADER, [verdict_row(row, gated) for row in rows])
+
+
+def gated_line(gated: Collection[str] | None) -> str | None:
+    """The table's last line when a run gated less than every diagnostic, else None."""
+    if gated is None:
+        return None
+    if not gated:
+        return ("gated in this run: none of these diagnostics (your own tests ran; run without "
+                "test paths for the built-in suite)")
+    return f"gated in this run: {', '.join(sorted(gated))}"
+
+
+def across_seeds_line(label: str, gate: AcrossSeeds | None, error: str | None = None) -> str:
+    """``across seeds dfa: FAIL: mean D3 margin over 2 seeds is ...``."""
+    if gate is None:
+        return f"across seeds {label}: {ERROR_VERDICT}: {error or 'not evaluated'}"
+    return f"across seeds {label}: {'FAIL' if gate.fires else 'PASS'}: {gate.explanation}"
+
+
+_CREDIT_COLUMNS = ("cosine", "pooled_cosine", "rho", "nudging", "null_mean", "null_std")
+
+
+def layer_table(report: Report) -> list[str]:
+    """Per hidden state: ``||h_l||``, ``||g_l||``, the growth into it, and the credit figures."""
+    hidden, grads = report.d1.hidden_norms, report.d2.grad_norms
+    growth = report.d1.per_block_growth
+    credit = report.credit
+    columns = {} if credit is None else {
+        name: getattr(credit, name) for name in _CREDIT_COLUMNS
+        if getattr(credit, name) is not None}
+    header = ["layer", "||h_l||", "||g_l||", "growth", *columns]
+    rows = []
+    for l in range(max(len(hidden), len(grads))):
+        row = [
+            f"h_{l}",
+            _at(hidden, l, format_number),
+            _at(grads, l, format_small),
+            _at(growth, l - 1, format_number) if l > 0 else "-",
+        ]
+        row += [_at(values, l, _three) for values in columns.values()]
+        rows.append(row)
+    return table(header, rows)
+
+
+def _three(x: float | None) -> str:
+    return format_number(x) if x is None or not is_finite(x) else f"{x:.3f}"
+
+
+def _at(values: Sequence[Any], index: int, fmt: Any) -> str:
+    if 0 <= index < len(values) and values[index] is not None:
+        return fmt(values[index])
+    return "-"
+
+
+def subject_lines(report: Report, *, layers: bool = True) -> list[str]:
+    """A subject's block under the table: its verdict, failing sentences, per-layer figures."""
+    lines = [f"{report.id}: {verdict_cell(report)}"]
+    lines += [f"  {sentence}" for sentence in report.failing_sentences()]
+    if layers:
+        lines += [f"  {line}" for line in layer_table(report)]
+    return lines
+
+
+__all__ = [
+    "HEADER",
+    "across_seeds_line",
+    "gated_line",
+    "layer_table",
+    "subject_lines",
+    "table",
+    "verdict_cell",
+    "verdict_row",
+    "verdict_table",
+]

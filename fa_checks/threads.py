@@ -1,0 +1,93 @@
+"""How many CPU threads torch uses: chosen for the work, unless the user says.
+
+The rule (measured in ``benchmarks/test_bench_threads.py``): the built-in models are small, and
+a matmul of a few hundred features cannot use more than one thread; extra threads only spin,
+and on a machine with other work on it they make a step several times slower.  So a process
+uses one thread, unless the work is large (a step of many multiply-adds), where it takes its
+share of the cores.  Who decides, first to last:
+
+1. ``threads=`` / ``--threads`` / ``--fa-threads`` / the ini key ``fa_threads``;
+2. the environment: ``FA_CHECKS_THREADS``, else ``OMP_NUM_THREADS``, else ``MKL_NUM_THREADS``;
+3. the rule above, with the cores shared among parallel workers (``pytest -n N``).
+
+Nothing here imports torch at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+ENV_VARIABLES = ("FA_CHECKS_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+#: multiply-adds per training step above which a process takes its share of the cores
+LARGE_STEP = 2e9
+
+#: how many processes share this machine's cores (set by pytest-xdist workers)
+_sharing = 1
+
+
+def share_cores(workers: int) -> None:
+    """Declare this process one of ``workers`` sharing the cores (an xdist worker does)."""
+    global _sharing
+    _sharing = max(1, int(workers))
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def env_threads() -> int | None:
+    """The thread count the environment asks for, if any (a bad value is ignored)."""
+    for name in ENV_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+def choose_threads(requested: int | None = None, *, step_madds: float | None = None) -> int:
+    """The thread count for a process doing steps of ``step_madds`` multiply-adds (unknown:
+    small), sharing the cores with the processes :func:`share_cores` declared."""
+    if requested is not None:
+        return max(1, int(requested))
+    from_env = env_threads()
+    if from_env is not None:
+        return from_env
+    share = max(1, available_cores() // _sharing)
+    if step_madds is not None and step_madds >= LARGE_STEP:
+        return share
+    return 1
+
+
+def use_threads(requested: int | None = None) -> int:
+    """Set this process's torch threads for small work (what a face does once at start)."""
+    import torch
+
+    count = choose_threads(requested)
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[int]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count != before:
+        torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+__all__ = ["ENV_VARIABLES", "available_cores", "choose_threads", "env_threads", "share_cores",
+           "torch_threads", "use_threads"]

@@ -1,0 +1,136 @@
+"""The plugin's flags: the library's shared vocabulary as ``--fa-*`` options and ini keys.
+
+Every setting a fresh run or an evaluation takes is defined once in :mod:`fa_checks.flags` (the
+command line adds the same flags with the prefix ``--``); this module adds them to pytest with
+the prefix ``--fa-`` and an ini key ``fa_<name>``, plus the few that only pytest has (what to
+check, where the JSON report goes).  Values stay plain strings while pytest parses them
+(pytest-xdist re-parses the command line on every worker); :func:`read_request` parses them
+once into a :class:`Request`, the command line winning over the ini file.  A bad value is a
+``pytest.UsageError`` with one line.  Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from fa_checks import values
+from fa_checks.errors import ConfigError
+from fa_checks.flags import SHARED, Flag
+
+PREFIX = "--fa-"
+GROUP = "fa-checks"
+
+#: the flags only pytest has: the subjects to check and the JSON report
+PLUGIN_ONLY = {flag.name: flag for flag in (
+    Flag("checkpoint", "check a saved checkpoint; repeatable, globs allowed ('runs/*.pt')",
+         values.name, metavar="PATH", many="append"),
+    Flag("method", "train this method fresh and check it (a built-in name, an entry point "
+         "or module:Class); repeatable", values.name, metavar="NAME", many="append"),
+    Flag("report", "write every subject's report as JSON to PATH", values.name,
+         metavar="PATH"),
+)}
+FLAGS: dict[str, Flag] = {**PLUGIN_ONLY, **SHARED}
+
+#: flags that only make sense with --fa-method
+FRESH_ONLY = ("method-arg", "seeds", "arch-arg", "data-arg")
+
+_INI_TYPES = {"int": "int", "float": "float", "string": "string", "switch": "bool"}
+
+
+def option_dest(flag: Flag) -> str:
+    return "fa_" + flag.dest
+
+
+def ini_key(flag: Flag) -> str:
+    return "fa_" + flag.dest  # fa_max_growth, fa_data_root, ...
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked of the plugin: subjects to check and the flags given (parsed;
+    a flag not given is absent from ``given``)."""
+
+    checkpoints: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    report_path: str | None = None
+    given: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """True when there is something to check (a checkpoint or a method to train)."""
+        return bool(self.checkpoints or self.methods)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self.given.get(name)
+        return default if value is None else value
+
+
+def add_flags(parser: pytest.Parser) -> None:
+    """Register every ``--fa-*`` flag (plain strings) and its ini key, typed."""
+    group = parser.getgroup(GROUP, "fa-checks: silent-failure checks for feedback-alignment "
+                                   "training")
+    for flag in FLAGS.values():
+        name, dest = PREFIX + flag.name, option_dest(flag)
+        if flag.parse is None:
+            group.addoption(name, action="store_true", default=False, dest=dest,
+                            help=flag.help)
+        elif flag.many == "append":
+            group.addoption(name, action="append", default=[], dest=dest,
+                            metavar=flag.metavar, help=flag.help_text())
+        elif flag.many == "+":
+            group.addoption(name, nargs="+", default=None, dest=dest, metavar=flag.metavar,
+                            help=flag.help_text())
+        else:
+            group.addoption(name, default=None, dest=dest, metavar=flag.metavar,
+                            help=flag.help_text() + (f" [ini: {ini_key(flag)}]"
+                                                     if flag.ini else ""))
+        if flag.ini:
+            parser.addini(ini_key(flag), flag.help_text(), type=_INI_TYPES[flag.kind],
+                          default=None)
+
+
+def _read(flag: Flag, raw: Any, where: str) -> Any:
+    try:
+        return flag.read(raw, where)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _value(config: pytest.Config, flag: Flag) -> Any:
+    """The command line's value, else the ini key's, parsed; None when neither is given."""
+    if flag.parse is None:
+        given = bool(config.getoption(option_dest(flag), default=False))
+        if not given and flag.ini:
+            given = bool(config.getini(ini_key(flag)))
+        return given or None
+    raw = config.getoption(option_dest(flag), default=None)
+    if raw is not None:
+        if flag.many is not None:
+            return tuple(_read(flag, item, PREFIX + flag.name) for item in raw) or None
+        return _read(flag, raw, PREFIX + flag.name)
+    if flag.ini:
+        raw = config.getini(ini_key(flag))
+        if raw is not None and str(raw).strip() != "":
+            return _read(flag, raw, f"ini option {ini_key(flag)} =")
+    return None
+
+
+def read_request(config: pytest.Config) -> Request:
+    """Parse and check every ``--fa-*`` flag and ini key; a bad one is a UsageError."""
+    given = {name: _value(config, flag) for name, flag in FLAGS.items()}
+    methods = given.pop("method") or ()
+    checkpoints = given.pop("checkpoint") or ()
+    report_path = given.pop("report")
+    for name in FRESH_ONLY:
+        if given.get(name) and not methods:
+            raise pytest.UsageError(
+                f"{PREFIX}{name} applies to fresh runs: give {PREFIX}method NAME too")
+    if given.get("seeds"):
+        given["seeds"] = tuple(dict.fromkeys(given["seeds"]))
+    return Request(checkpoints=tuple(checkpoints), methods=tuple(dict.fromkeys(methods)),
+                   report_path=report_path,
+                   given={name: value for name, value in given.items() if value is not None})
