@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -192,17 +191,6 @@ class Anatomy:
 def anatomy_of(model: nn.Module | Anatomy) -> Anatomy:
     """The anatomy of ``model`` (an :class:`Anatomy` passes through)."""
     return model if isinstance(model, Anatomy) else Anatomy(model)
-
-
-def describe(model: nn.Module) -> dict[str, Any]:
-    """A short JSON-able description: class, blocks, parameters."""
-    anatomy = anatomy_of(model)
-    return {
-        "class": type(model).__name__,
-        "num_blocks": anatomy.num_blocks,
-        "residual": anatomy.residual,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
 
 
 @contextmanager

@@ -273,11 +273,6 @@ def mean_cosines(credit: Sequence[Tensor | None], grads: Sequence[Tensor]) -> li
     return [None if a is None else float(cosine(a, g).mean()) for a, g in pairs]
 
 
-def _deep_mean(values: Sequence[float | None]) -> float | None:
-    deep = [v for v in values[1:] if v is not None]
-    return sum(deep) / len(deep) if deep else None
-
-
 def _shared_copy(method: Any) -> Any:
     """A copy of ``method`` whose feedback can be redrawn without touching the original.
 

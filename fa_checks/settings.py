@@ -112,6 +112,20 @@ class Settings:
         return resolve_device(self.device, what=self.flag("device"))
 
 
+def visible_gpu_count() -> int:
+    """CUDA devices visible to this process, without importing torch where there can be none."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia"):
+        return 0  # no NVIDIA driver loaded: skip the cost of importing torch
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0
+    import torch
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
 def resolve_device(name: str, *, what: str = "--device") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is a ConfigError.
 
@@ -152,4 +166,5 @@ __all__ = [
     "DEFAULT_WEIGHT_DECAY",
     "Settings",
     "resolve_device",
+    "visible_gpu_count",
 ]

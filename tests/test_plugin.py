@@ -95,7 +95,10 @@ def created(pytester: pytest.Pytester) -> list[dict]:
 def run(pytester: pytest.Pytester, *args: str, xdist: bool = False,
         junit_name: str = "junit.xml") -> pytest.RunResult:
     extra = ["-n", "2"] if xdist else ["-p", "no:xdist"]
-    return pytester.runpytest_subprocess(*args, *extra, f"--junitxml={junit_name}", timeout=300)
+    # not a device test: on a GPU machine "auto" would train on the GPU (tests/test_cuda.py)
+    device = [] if any(a.startswith("--fa-device") for a in args) else ["--fa-device", "cpu"]
+    return pytester.runpytest_subprocess(*args, *extra, *device, f"--junitxml={junit_name}",
+                                         timeout=300)
 
 
 def one_line_error(result: pytest.RunResult) -> str:
@@ -307,7 +310,8 @@ def test_one_cache_whatever_the_rootdir_and_retrain_recomputes(
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(elsewhere)
         result = pytester.runpytest_subprocess("--fa-checkpoint", "../bp.pt", *args,
-                                               "--cache-clear", "-p", "no:xdist")
+                                               "--fa-device", "cpu", "--cache-clear",
+                                               "-p", "no:xdist")
     result.assert_outcomes(passed=3)
     assert created(pytester) == first  # reused: one cache, in the user's cache directory
     started = time.time()

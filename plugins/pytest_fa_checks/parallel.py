@@ -18,13 +18,13 @@ through ``workerinput``: the device each worker uses (GPUs round-robin) and the 
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
+
+from fa_checks.settings import visible_gpu_count
 
 from .checks import CheckRun
 
@@ -50,17 +50,6 @@ def worker_device(requested: str, index: int, gpu_count: int) -> str:
     if requested == "auto":
         return "cpu"
     return requested
-
-
-def visible_gpu_count() -> int:
-    """CUDA devices visible to this process, without importing torch where there can be none."""
-    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia"):
-        return 0  # no NVIDIA driver loaded: skip the cost of importing torch
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return 0
-    import torch
-
-    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
 def choose_dist_mode(config: pytest.Config) -> None:
@@ -142,7 +131,7 @@ class XdistController:
     def gpu_count(self) -> int:
         if self._gpu_count is None:
             wants_gpu = self.requested_device in ("auto", "cuda")
-            self._gpu_count = visible_gpu_count() if wants_gpu else 0
+            self._gpu_count = visible_gpu_count() if wants_gpu else 0  # imports torch if any
         return self._gpu_count
 
     def pytest_configure_node(self, node: Any) -> None:
