@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from .cache import ArtifactCache
+    from .progress import ProgressSink
 
 DEFAULT_ARCH = "resmlp"
 DEFAULT_DATA = "mnist1d"
@@ -47,7 +48,8 @@ class Settings:
     lr: float = DEFAULT_LR
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     schedule: str = DEFAULT_SCHEDULE  # learning-rate schedule of fresh runs and baselines
-    progress: bool = False
+    #: training progress: False, True (lines on stderr), or a sink receiving each event
+    progress: bool | ProgressSink = False
     #: False skips D3 when no baseline_acc is given, instead of training the baseline
     depth_utility: bool = True
     #: torch threads per process; None chooses for the work (fa_checks.threads)

@@ -414,6 +414,27 @@ def test_four_seeds_with_xdist_train_each_run_and_baseline_once_and_rerun_trains
     assert not any((pytester.path / CACHE / "retrain-claims").glob("*"))  # cleaned up
 
 
+@pytest.mark.parametrize("xdist", [False, True])
+def test_training_progress_shows_in_the_terminal_with_and_without_xdist(
+    pytester: pytest.Pytester, xdist: bool
+) -> None:
+    args = ("--fa-method", "bp", "--fa-data", "synthetic", "--fa-arch-arg", "d_hidden=16",
+            "--fa-epochs", "3", "--fa-baseline-acc", "0")
+    result = run(pytester, *args, xdist=xdist)
+    result.assert_outcomes(passed=3)
+    worker = r" \[gw\d\]" if xdist else ""
+    result.stdout.re_match_lines([
+        rf"fa-checks{worker}: \[bp-seed0\] epoch 1/3  loss [\d.]+  test acc [\d.]+  eta \d+:\d\d",
+        rf"fa-checks{worker}: \[bp-seed0\] epoch 3/3  loss [\d.]+  test acc [\d.]+  done",
+        r".*fa-checks verdicts.*",
+    ])
+    quiet = run(pytester, *args, "--fa-retrain", "-qq", xdist=xdist)
+    assert quiet.ret == 0  # -qq prints no summary line to count outcomes from
+    assert {case.outcome for case in junit(pytester.path / "junit.xml").values()} == {"passed"}
+    quiet.stdout.no_fnmatch_line("*epoch 1/3*")
+    assert not any((pytester.path / CACHE / "progress").glob("*"))  # cleaned up
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="posix paths in the expected output")
 def test_single_seed_gets_no_across_seeds_item(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(

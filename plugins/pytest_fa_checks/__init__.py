@@ -24,6 +24,7 @@ import pytest
 from .checks import CheckRun, SubjectError, check_report_path
 from .flags import Request, add_flags, read_request
 from .parallel import XdistController, choose_dist_mode, configure_worker
+from .progress import shows_progress
 from .records import GATE, across_seeds_properties, subject_properties
 from .terminal import VerdictReporter
 
@@ -81,6 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
         from fa_checks.threads import use_threads
 
         use_threads(run.settings.threads)  # this process trains and evaluates
+        run.settings.progress = progress_sink(config, run, worker)
     # the built-in suite runs when the user named no test paths (ini testpaths do not count)
     run_suite = config.args_source != pytest.Config.ArgsSource.ARGS
     config.stash[RUN_SUITE_KEY] = run_suite
@@ -101,6 +103,21 @@ def pytest_configure(config: pytest.Config) -> None:
                 XdistController(config, run),
                 "fa-checks-xdist",
             )
+
+
+def progress_sink(config: pytest.Config, run: CheckRun, worker: bool) -> Any:
+    """Where this process's training progress goes: the terminal, or (an xdist worker) a file
+    the controller reads; False under -qq."""
+    if worker:
+        from .progress import ProgressFile, progress_dir
+        from .records import worker_id
+
+        return ProgressFile(progress_dir(run.cache.root, str(run.run_id)), worker_id())
+    if not shows_progress(config):
+        return False
+    from .progress import TerminalProgress
+
+    return TerminalProgress(config)
 
 
 def _run(config: pytest.Config) -> CheckRun | None:

@@ -27,6 +27,7 @@ import pytest
 from fa_checks.settings import visible_gpu_count
 
 from .checks import CheckRun
+from .progress import ProgressWatcher, progress_dir, shows_progress
 
 DEVICE_KEY = "fa_device"
 #: set in config.stash when the plugin, not the user, chose how xdist distributes items
@@ -123,6 +124,7 @@ class XdistController:
         self.group_labels = list(run.seed_groups)
         self._gpu_count: int | None = None
         self.run_id: str | None = None
+        self.watcher: ProgressWatcher | None = None
 
     @property
     def requested_device(self) -> str:
@@ -139,8 +141,16 @@ class XdistController:
         index = worker_index(workerinput.get("workerid", "gw0"))
         workerinput[DEVICE_KEY] = worker_device(self.requested_device, index, self.gpu_count())
         self.run_id = workerinput.get("testrunuid")
+        if self.watcher is None and self.run_id and shows_progress(self.config):
+            self.watcher = ProgressWatcher(self.config,
+                                           progress_dir(self.run.cache.root, self.run_id))
+            self.watcher.start()
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.run_id:
+            shutil.rmtree(progress_dir(self.run.cache.root, self.run_id), ignore_errors=True)
         if self.run.settings.retrain and self.run_id:
             from .checks import retrain_claims_dir
 
