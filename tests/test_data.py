@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,9 +28,11 @@ from fa_checks.data import (
     Dataset,
     available_datasets,
     crop_flip,
+    data_shape,
     dataset_defaults,
     default_data_dir,
     load_data,
+    needs_root,
     resolve_spec,
 )
 from fa_checks.data.vision import CIFAR
@@ -226,7 +229,8 @@ def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path: Path) -
 # ------------------------------------------------------------------------ names and parameters
 
 def test_available_datasets_and_defaults() -> None:
-    assert available_datasets() == ["cifar10", "cifar100", "mnist", "mnist1d", "synthetic"]
+    assert available_datasets() == ["cifar10", "cifar100", "digits", "mnist", "mnist1d",
+                                    "synthetic"]
     assert dataset_defaults("synthetic") == {"num_samples": 512, "dim": 20, "num_classes": 4,
                                              "seed": 0}
     assert dataset_defaults("cifar10") == {}
@@ -284,6 +288,42 @@ def test_resolve_spec_checks_without_loading(data_dir: Path, monkeypatch) -> Non
         resolve_spec("synthetic", dim=0)
     assert calls == [] and not data_dir.exists()
     assert load_data("synthetic", num_samples=50).spec == resolve_spec("synthetic", num_samples=50)
+
+
+def test_data_shape_is_known_for_every_dataset_without_loading(data_dir: Path, monkeypatch):
+    import fa_checks.data as data_module
+
+    for name, source in data_module._SOURCES.items():
+        monkeypatch.setitem(data_module._SOURCES, name, dataclasses.replace(
+            source, load=lambda *a, **k: pytest.fail("data_shape loaded the data")))
+    assert data_shape() == ((40,), 10)  # the default dataset
+    assert data_shape("synthetic", dim="7", num_classes=3) == ((7,), 3)
+    assert data_shape("digits") == ((1, 8, 8), 10)
+    assert data_shape("cifar10") == ((3, 32, 32), 10)  # no root needed
+    assert data_shape("CIFAR100") == ((3, 32, 32), 100)
+    assert data_shape("mnist") == ((1, 28, 28), 10)
+    with pytest.raises(DataError, match="dim must be at least 1"):
+        data_shape("synthetic", dim=0)
+    with pytest.raises(DataError, match="unknown dataset 'imagenet'"):
+        data_shape("imagenet")
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("mnist1d", {"num_samples": 100}), ("synthetic", {"dim": 5, "num_classes": 3}),
+    ("cifar10", {}), ("cifar100", {}), ("mnist", {}),
+])
+def test_data_shape_agrees_with_the_loaded_data(name, params, data_dir: Path, tmp_path: Path):
+    root = None
+    if needs_root(name):
+        root = tmp_path / "files"
+        if name == "mnist":
+            write_mnist(root)
+        else:
+            write_cifar(root, name)
+    data = load_data(name, root=root, **params)
+    assert data_shape(name, **params) == (data.input_shape, data.num_classes)
+    assert type(data_shape(name, **params).input_shape[0]) is int
 
 
 def test_spec_is_json_and_rebuilds_the_same_data(tmp_path: Path) -> None:

@@ -7,12 +7,15 @@ mnist1d    num_samples=10000, train_split=0.8, seed=42       cache folder (defau
                                                              ``$FA_CHECKS_DATA_DIR`` or
                                                              ``~/.cache/fa-checks/data``)
 synthetic  num_samples=512, dim=20, num_classes=4, seed=0    unused (generated in memory)
+digits     train_split=0.8, seed=0                          unused (shipped with scikit-learn)
 cifar10    none                                              folder holding cifar-10-batches-py
 cifar100   none                                              folder holding cifar-100-python
 mnist      none                                              folder holding MNIST/raw
 =========  ===============================================  ====================================
 
-``mnist1d`` is the default and needs no network. Parameter values may be given as strings (as a
+``mnist1d`` is the default and needs no network; ``digits`` (8x8 images) is the image dataset
+that needs no network either. ``data_shape(name, **params)`` gives a dataset's input shape and
+class count without loading it. Parameter values may be given as strings (as a
 command line passes them); they are converted to the parameter's type or refused with a
 ``DataError`` naming the parameter.
 """
@@ -24,9 +27,9 @@ import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from fa_checks.data import mnist1d, synthetic, vision
+from fa_checks.data import digits, mnist1d, synthetic, vision
 from fa_checks.data.dataset import (
     Augmentation,
     Batches,
@@ -45,6 +48,8 @@ __all__ = [
     "Dataset",
     "available_datasets",
     "crop_flip",
+    "DataShape",
+    "data_shape",
     "dataset_defaults",
     "default_data_dir",
     "load_data",
@@ -55,11 +60,19 @@ __all__ = [
 DEFAULT_DATASET = "mnist1d"
 
 
+class DataShape(NamedTuple):
+    """What a model needs to know of a dataset: one sample's shape and the number of classes."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
 @dataclass(frozen=True)
 class _Source:
     load: Callable[..., Dataset]
     defaults: dict[str, Any]
     description: str
+    shape: Callable[..., DataShape]  # from the checked parameters, without loading
     check: Callable[..., Any] | None = None  # range checks on the parameters, without loading
     reads_files: bool = False  # read from a folder the user names (nothing to generate)
 
@@ -67,15 +80,26 @@ class _Source:
 _SOURCES: dict[str, _Source] = {
     "mnist1d": _Source(mnist1d.load, mnist1d.DEFAULTS,
                        "MNIST-1D generated offline by the mnist1d package (the default)",
+                       lambda **_: DataShape((mnist1d.SEQUENCE_LENGTH,), mnist1d.NUM_CLASSES),
                        mnist1d.check_params),
     "synthetic": _Source(synthetic.load, synthetic.DEFAULTS,
                          "Gaussian class clusters: a tiny learnable task for tests",
+                         lambda dim, num_classes, **_: DataShape((dim,), num_classes),
                          synthetic.check_params),
+    "digits": _Source(digits.load, digits.DEFAULTS,
+                      "8x8 images of handwritten digits shipped with scikit-learn (offline)",
+                      lambda **_: DataShape(digits.INPUT_SHAPE, digits.NUM_CLASSES),
+                      digits.check_params),
     "cifar10": _Source(vision.load_cifar10, {}, "CIFAR-10 from a local root",
+                       lambda: DataShape(vision.CIFAR_SHAPE,
+                                         vision.CIFAR["cifar10"]["num_classes"]),
                        reads_files=True),
     "cifar100": _Source(vision.load_cifar100, {}, "CIFAR-100 (fine labels) from a local root",
+                        lambda: DataShape(vision.CIFAR_SHAPE,
+                                          vision.CIFAR["cifar100"]["num_classes"]),
                         reads_files=True),
-    "mnist": _Source(vision.load_mnist, {}, "MNIST from a local root", reads_files=True),
+    "mnist": _Source(vision.load_mnist, {}, "MNIST from a local root",
+                     lambda: DataShape(vision.MNIST_SHAPE, 10), reads_files=True),
 }
 
 
@@ -92,6 +116,18 @@ def needs_root(name: str) -> bool:
 def dataset_defaults(name: str) -> dict[str, Any]:
     """The parameters ``name`` accepts, with their defaults."""
     return dict(_source(name).defaults)
+
+
+def data_shape(name: str = DEFAULT_DATASET, **params: Any) -> DataShape:
+    """The input shape and class count of ``load_data(name, **params)``, without loading it.
+
+    Nothing is generated or read (a dataset read from files needs no root here); parameters
+    are checked as :func:`resolve_spec` checks them.
+    """
+    spec = resolve_spec(name, **params)
+    values = {key: value for key, value in spec.items() if key != "name"}
+    shape = _SOURCES[spec["name"]].shape(**values)
+    return DataShape(tuple(int(s) for s in shape.input_shape), int(shape.num_classes))
 
 
 def load_data(

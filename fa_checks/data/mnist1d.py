@@ -31,6 +31,8 @@ from fa_checks.files import write_atomic
 NAME = "mnist1d"
 DEFAULTS: dict[str, Any] = {"num_samples": 10_000, "train_split": 0.8, "seed": 42}
 NUM_CLASSES = 10
+#: the package's default final_seq_length, which the generation below keeps
+SEQUENCE_LENGTH = 40
 # Bump when the file layout or the conversion below changes, so old cache files are not reused.
 CACHE_FORMAT = 1
 

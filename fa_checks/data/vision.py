@@ -29,6 +29,8 @@ import torch
 from fa_checks.data.dataset import Augmentation, DataError, Dataset
 
 CIFAR_AUGMENTATION = Augmentation(crop_padding=4, horizontal_flip=True)
+CIFAR_SHAPE = (3, 32, 32)
+MNIST_SHAPE = (1, 28, 28)
 
 CIFAR = {
     "cifar10": {
@@ -196,14 +198,14 @@ def load_cifar(name: str, root: str | os.PathLike[str] | None, download: bool) -
         parts = [_read_cifar_file(folder / file, info["label_key"]) for file in files]
         pixels = np.concatenate([data for data, _ in parts])
         labels = torch.tensor([label for _, batch in parts for label in batch], dtype=torch.int64)
-        images = torch.from_numpy(pixels).view(-1, 3, 32, 32)
+        images = torch.from_numpy(pixels).view(-1, *CIFAR_SHAPE)
         return normalise(images, info["mean"], info["std"]), labels
 
     x_train, y_train = read(info["train_files"])
     x_test, y_test = read(info["test_files"])
     return Dataset(
         name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-        num_classes=info["num_classes"], input_shape=(3, 32, 32), spec={"name": name},
+        num_classes=info["num_classes"], input_shape=CIFAR_SHAPE, spec={"name": name},
         augmentation=CIFAR_AUGMENTATION,
     )
 

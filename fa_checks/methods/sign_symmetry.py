@@ -11,8 +11,10 @@ weights at every step and the magnitude M
 
 Scale: ``gain / sqrt(fan_out)`` is the std of classic FA's random B (the research code's
 ``init_mats``; gain sqrt(2) for ReLU networks, else 1), so the whole family shares one backward
-scale.  BioTorch uses ``sign(W)`` unscaled (optionally times ``sqrt(2 / (fan_in + fan_out))``)
-and Xavier-uniform magnitudes; we take ``|R|`` so B stays sign-concordant by construction.
+scale.  BioTorch 0.0.16 (``layers/fa_constructor``) always scales uSF's ``sign(W)`` by the std of
+its layer initialisation, ``sqrt(2 / (fan_in + fan_out))`` under its default Xavier init
+(``1 / sqrt(3 fan_in)`` under PyTorch's default init), and draws the brsf/frsf magnitudes from
+that uniform init; we take ``|R|`` of a normal R so B stays sign-concordant by construction.
 """
 
 from __future__ import annotations

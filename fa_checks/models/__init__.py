@@ -1,24 +1,26 @@
-"""Built-in models and the registry ``build_model(arch, **kwargs)``."""
+"""Built-in models and the registry ``build_model(arch, **kwargs)``.
+
+``check_input_shape(arch, input_shape, dataset)`` says, before anything is built or loaded,
+whether an architecture can take a dataset's inputs (``vit`` and ``resnet`` need images; a vit's
+patches must tile them); ``build_model`` calls it too, so every path refuses in one sentence.
+"""
 
 from __future__ import annotations
 
 import inspect
+import operator
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
-from ..errors import UserError
-from .base import BlockModel
+from .base import BlockModel, ModelError
 from .mlp import MLP
 from .resmlp import ResMLP
 from .resnet import ResNet
-from .vit import ViT
+from .vit import ViT, check_patch_size
 
 MODELS: dict[str, type[BlockModel]] = {"resmlp": ResMLP, "mlp": MLP, "vit": ViT, "resnet": ResNet}
-
-
-class ModelError(UserError):
-    """An unknown architecture or a keyword it does not take."""
 
 
 def model_keywords(arch: str) -> list[str]:
@@ -36,12 +38,84 @@ def _model_class(arch: str) -> type[BlockModel]:
         ) from None
 
 
+def check_input_shape(
+    arch: str,
+    input_shape: Sequence[int],
+    dataset: str | None = None,
+    *,
+    sizes: Mapping[str, Any] | None = None,
+    option_prefix: str | None = None,
+) -> tuple[int, ...]:
+    """``input_shape`` as a tuple if ``arch`` (with its size keywords ``sizes``) can take it.
+
+    Otherwise a one-sentence :class:`ModelError` naming ``dataset`` (when given) and a fitting
+    dataset: the offline image set, or the image sets read from a local folder. Flags in the
+    message are spelt with ``option_prefix`` (``"--"`` for the command line, ``"--fa-"`` for
+    pytest); without one the advice names datasets only. Loads nothing.
+    """
+    cls = _model_class(arch)
+    source = f"dataset {dataset!r}" if dataset else "the data"
+    shape = _as_shape(input_shape, source)
+    if not cls.needs_image:
+        return shape
+    if len(shape) != 3:
+        raise ModelError(
+            f"architecture {arch!r} needs image inputs (channels, height, width), but {source} "
+            f"gives inputs shaped {shape}: {_image_data_advice(option_prefix)}"
+        )
+    if cls is ViT:
+        patch_size = dict(sizes or {}).get("patch_size", _default_size(arch, "patch_size"))
+        check_patch_size(patch_size, shape[1], shape[2], source)
+    return shape
+
+
+def _as_shape(input_shape: Sequence[int], source: str) -> tuple[int, ...]:
+    try:
+        if any(isinstance(s, bool) for s in input_shape):
+            raise TypeError("a bool is no size")
+        shape = tuple(operator.index(s) for s in input_shape)
+    except TypeError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise ModelError(
+            f"{source} gives inputs shaped {input_shape!r}, but a model needs a non-empty shape "
+            "of positive integers"
+        )
+    return shape
+
+
+def _image_data_advice(option_prefix: str | None) -> str:
+    from ..data import available_datasets, data_shape, needs_root
+
+    images = [n for n in available_datasets() if len(data_shape(n).input_shape) == 3]
+    offline = [n for n in images if not needs_root(n)]
+    from_folder = " / ".join(n for n in images if needs_root(n))
+    flat = "or a flat-input architecture (resmlp, mlp)"
+    if option_prefix is None:
+        return (f"use the offline image dataset {' or '.join(map(repr, offline))}, or "
+                f"{from_folder} read from a local folder (data root), {flat}")
+    data = f"{option_prefix}data"
+    return (f"use {data} {' or '.join(offline)} (offline), or {data} {from_folder} with "
+            f"{option_prefix}data-root DIR, {flat}")
+
+
+def _default_size(arch: str, keyword: str) -> Any:
+    return inspect.signature(_model_class(arch).__init__).parameters[keyword].default
+
+
 def build_model(
-    arch: str, *, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any
+    arch: str,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dataset: str | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build a built-in model; ``kwargs`` are its size keywords (see :func:`model_keywords`).
 
-    The returned model carries ``model.spec`` (arch and every keyword) so it can be rebuilt.
+    ``input_shape`` is checked first (:func:`check_input_shape`; ``dataset``, the data's name,
+    only words the error). The returned model carries ``model.spec`` (arch and every keyword)
+    so it can be rebuilt.
     """
     cls = _model_class(arch)
     unknown = sorted(set(kwargs) - set(model_keywords(arch)))
@@ -50,7 +124,7 @@ def build_model(
             f"{arch} takes no keyword {', '.join(unknown)}; it takes "
             f"{', '.join(model_keywords(arch))}"
         )
-    input_shape = tuple(int(s) for s in input_shape)
+    input_shape = check_input_shape(arch, input_shape, dataset, sizes=kwargs)
     model = cls(input_shape=input_shape, num_classes=int(num_classes), **kwargs)
     model.spec = {
         "arch": arch,
@@ -60,4 +134,4 @@ def build_model(
 
 
 __all__ = ["MODELS", "MLP", "BlockModel", "ModelError", "ResMLP", "ResNet", "ViT", "build_model",
-           "model_keywords"]
+           "check_input_shape", "model_keywords"]

@@ -6,6 +6,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import UserError
+
+
+class ModelError(UserError):
+    """An unknown architecture, a keyword it does not take, or inputs it cannot take."""
+
 
 class BlockModel(nn.Module):
     """A network ``readout(step(L-1, ... step(0, embed(x))))``.
@@ -16,6 +22,8 @@ class BlockModel(nn.Module):
 
     residual: bool = True
     feature_axis: int = -1
+    #: whether the model takes images (channels, height, width) only, not flat inputs
+    needs_image: bool = False
     #: set by :func:`fa_checks.models.build_model`, so a checkpoint can rebuild the model
     spec: dict[str, Any]
 
@@ -55,11 +63,11 @@ def flat_features(input_shape: tuple[int, ...]) -> int:
 
 
 def image_shape(arch: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """``(C, H, W)`` for image models; a clear error for flat inputs such as MNIST-1D."""
+    """``(C, H, W)`` for image models (``build_model`` checks first, naming the dataset)."""
     if len(input_shape) != 3:
-        raise ValueError(
-            f"{arch} needs image inputs shaped (channels, height, width); this data has input "
-            f"shape {tuple(input_shape)}. Use arch 'resmlp' or 'mlp' for flat inputs."
+        raise ModelError(
+            f"architecture {arch!r} needs image inputs (channels, height, width), but the data "
+            f"gives inputs shaped {tuple(input_shape)}; use 'resmlp' or 'mlp' for flat inputs"
         )
     c, h, w = (int(s) for s in input_shape)
     return c, h, w

@@ -28,6 +28,7 @@ class BasicBlock(nn.Module):
 
 class ResNet(BlockModel):
     feature_axis = 1
+    needs_image = True
 
     def __init__(
         self,

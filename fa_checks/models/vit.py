@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
-from .base import BlockModel, image_shape
+from .base import BlockModel, ModelError, image_shape
+
+
+def check_patch_size(patch_size: int, height: int, width: int, source: str = "the data") -> None:
+    """Refuse a ``patch_size`` that does not tile ``height x width`` images, naming divisors."""
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ModelError(f"vit patch_size must be a positive integer, got {patch_size!r}")
+    if height % patch_size or width % patch_size:
+        common = math.gcd(height, width)
+        fitting = [str(p) for p in range(1, common + 1) if common % p == 0]
+        raise ModelError(
+            f"vit patch_size {patch_size} does not tile the {height}x{width} images of {source}: "
+            f"choose a patch_size that divides both sides ({', '.join(fitting)})"
+        )
 
 
 class TransformerBlock(nn.Module):
@@ -26,6 +41,8 @@ class TransformerBlock(nn.Module):
 
 
 class ViT(BlockModel):
+    needs_image = True
+
     def __init__(
         self,
         input_shape: tuple[int, ...],
@@ -38,10 +55,7 @@ class ViT(BlockModel):
     ) -> None:
         super().__init__()
         channels, height, width = image_shape("vit", input_shape)
-        if height % patch_size or width % patch_size:
-            raise ValueError(
-                f"vit patch_size {patch_size} does not divide the image size {height}x{width}"
-            )
+        check_patch_size(patch_size, height, width)
         n_tokens = (height // patch_size) * (width // patch_size) + 1
         self.patch_embed = nn.Conv2d(channels, d_model, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
