@@ -203,6 +203,7 @@ def validate_training(
         raise ConfigError(f"method {method!r} applies to {', '.join(applies_to)}, not {arch!r}; "
                           f"choose one of those with {flag_prefix}arch")
     _validate_data(data, data_options, flag_prefix)
+    _validate_fit(arch, arch_options, data, data_options, flag_prefix)
 
 
 def check_data_root(data: str, data_root: str | None, *, flag_prefix: str = "--") -> None:
@@ -215,6 +216,19 @@ def check_data_root(data: str, data_root: str | None, *, flag_prefix: str = "--"
             f"{flag_prefix}data-root DIR (fetch it once, on a machine with network, "
             f"with fa_checks.load_data({data!r}, root=DIR, download=True))"
         )
+
+
+def _validate_fit(arch: str, arch_options: Mapping[str, Any], data: str,
+                  data_options: Mapping[str, Any], flag_prefix: str) -> None:
+    """The architecture can take the dataset's inputs (vit and resnet need images)."""
+    from .data import data_shape
+    from .models import ModelError, check_input_shape
+
+    shape = data_shape(data, **data_options).input_shape
+    try:
+        check_input_shape(arch, shape, data, sizes=arch_options, flag_prefix=flag_prefix)
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _validate_data(name: str, options: Mapping[str, Any], flag_prefix: str = "--") -> None:

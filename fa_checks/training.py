@@ -172,9 +172,8 @@ def train(
     model_kwargs = {**dict(arch_options or {}), **rule_cls.model_overrides(arch)}
     torch.manual_seed(seed)
     # built on the CPU, then moved, so the initialisation does not depend on the device
-    model = build_model(
-        arch, input_shape=dataset.input_shape, num_classes=dataset.num_classes, **model_kwargs
-    ).to(target)
+    model = build_model(arch, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                        dataset=dataset.spec.get("name"), **model_kwargs).to(target)
     x_eval, y_eval = dataset.eval_batch(int(eval_size))
     madds = None
     if threads is None and target.type == "cpu":

@@ -42,7 +42,7 @@ def test_an_image_architecture_on_flat_data_names_the_dataset_and_what_fits(arch
                                                       ("--fa-", "--fa-data", "--fa-data-root")])
 def test_the_advice_spells_the_options_of_the_face_that_asks(prefix, data, root):
     with pytest.raises(ModelError) as error:
-        check_input_shape("vit", (20,), "synthetic", option_prefix=prefix)
+        check_input_shape("vit", (20,), "synthetic", flag_prefix=prefix)
     text = one_sentence(error.value)
     assert f"use {data} digits (offline), or {data} cifar10 / cifar100 / mnist with {root} DIR" \
         in text

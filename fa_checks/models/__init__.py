@@ -44,13 +44,13 @@ def check_input_shape(
     dataset: str | None = None,
     *,
     sizes: Mapping[str, Any] | None = None,
-    option_prefix: str | None = None,
+    flag_prefix: str | None = None,
 ) -> tuple[int, ...]:
     """``input_shape`` as a tuple if ``arch`` (with its size keywords ``sizes``) can take it.
 
     Otherwise a one-sentence :class:`ModelError` naming ``dataset`` (when given) and a fitting
     dataset: the offline image set, or the image sets read from a local folder. Flags in the
-    message are spelt with ``option_prefix`` (``"--"`` for the command line, ``"--fa-"`` for
+    message are spelt with ``flag_prefix`` (``"--"`` for the command line, ``"--fa-"`` for
     pytest); without one the advice names datasets only. Loads nothing.
     """
     cls = _model_class(arch)
@@ -61,7 +61,7 @@ def check_input_shape(
     if len(shape) != 3:
         raise ModelError(
             f"architecture {arch!r} needs image inputs (channels, height, width), but {source} "
-            f"gives inputs shaped {shape}: {_image_data_advice(option_prefix)}"
+            f"gives inputs shaped {shape}: {_image_data_advice(flag_prefix)}"
         )
     if cls is ViT:
         patch_size = dict(sizes or {}).get("patch_size", _default_size(arch, "patch_size"))
@@ -84,19 +84,19 @@ def _as_shape(input_shape: Sequence[int], source: str) -> tuple[int, ...]:
     return shape
 
 
-def _image_data_advice(option_prefix: str | None) -> str:
+def _image_data_advice(flag_prefix: str | None) -> str:
     from ..data import available_datasets, data_shape, needs_root
 
     images = [n for n in available_datasets() if len(data_shape(n).input_shape) == 3]
     offline = [n for n in images if not needs_root(n)]
     from_folder = " / ".join(n for n in images if needs_root(n))
     flat = "or a flat-input architecture (resmlp, mlp)"
-    if option_prefix is None:
+    if flag_prefix is None:
         return (f"use the offline image dataset {' or '.join(map(repr, offline))}, or "
                 f"{from_folder} read from a local folder (data root), {flat}")
-    data = f"{option_prefix}data"
+    data = f"{flag_prefix}data"
     return (f"use {data} {' or '.join(offline)} (offline), or {data} {from_folder} with "
-            f"{option_prefix}data-root DIR, {flat}")
+            f"{flag_prefix}data-root DIR, {flat}")
 
 
 def _default_size(arch: str, keyword: str) -> Any:
