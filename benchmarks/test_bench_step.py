@@ -1,9 +1,12 @@
 """One training step of every built-in rule and the seeds' per-block DFA loop, relative to BP.
 
-ResMLP d=256 L=4 on MNIST-1D-shaped inputs (40 features, 10 classes), batch 128, CPU, one thread
-(the repository conftest sets it).  Run:
+On the CPU: ResMLP d=256 L=4 on MNIST-1D-shaped inputs (40 features, 10 classes), batch 128,
+one thread (the repository conftest sets it).  With ``--device cuda``: ResMLP d=1024 L=8 on
+3072 features (CIFAR-shaped), batch 256, each step followed by a device synchronisation so the
+figure is the step's whole time.  Run:
 
     .venv/bin/pytest benchmarks/test_bench_step.py --benchmark-columns=median,iqr,rounds
+    .venv/bin/pytest benchmarks/test_bench_step.py --device cuda
 
 Each benchmark records its median relative to BP's in ``extra_info["ratio_to_bp"]`` and its
 minimum relative to BP's in ``extra_info["min_ratio_to_bp"]`` (BP runs first, in the same
@@ -27,20 +30,35 @@ from fa_checks.anatomy import anatomy_of
 from fa_checks.methods import MethodError, get_method
 from fa_checks.models import build_model
 
-D_HIDDEN, NUM_BLOCKS, BATCH, INPUT_SHAPE, CLASSES = 256, 4, 128, (40,), 10
+#: (d_hidden, num_blocks, batch, input_shape, classes) per device type
+SIZES = {"cpu": (256, 4, 128, (40,), 10), "cuda": (1024, 8, 256, (3072,), 10)}
 #: every built-in rule that trains a ResMLP, BP first (the ratios are to BP)
 RULES = ("bp", "dfa", "fa", "kp", "sdfa", "drtp", "usf", "frsf", "brsf", "vec", "frozen")
 MEDIANS: dict[str, float] = {}
 MINIMA: dict[str, float] = {}
 
 
-def model_and_batch() -> tuple[nn.Module, Tensor, Tensor]:
+def model_and_batch(device: str = "cpu") -> tuple[nn.Module, Tensor, Tensor]:
+    d_hidden, num_blocks, batch, input_shape, classes = SIZES[torch.device(device).type]
     torch.manual_seed(0)
-    model = build_model("resmlp", input_shape=INPUT_SHAPE, num_classes=CLASSES,
-                        d_hidden=D_HIDDEN, num_blocks=NUM_BLOCKS)
+    model = build_model("resmlp", input_shape=input_shape, num_classes=classes,
+                        d_hidden=d_hidden, num_blocks=num_blocks)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(BATCH, *INPUT_SHAPE, generator=g)
-    return model.train(), x, torch.randint(0, CLASSES, (BATCH,), generator=g)
+    x = torch.randn(batch, *input_shape, generator=g)
+    y = torch.randint(0, classes, (batch,), generator=g)
+    return model.train().to(device), x.to(device), y.to(device)
+
+
+def synchronised(step, device: str):
+    """``step``, then wait for the device: a GPU step's time is not its launch time."""
+    if not device.startswith("cuda"):
+        return step
+
+    def run(x: Tensor, y: Tensor) -> None:
+        step(x, y)
+        torch.cuda.synchronize()
+
+    return run
 
 
 class SeedLoopDFA:
@@ -49,8 +67,10 @@ class SeedLoopDFA:
     def __init__(self, model: nn.Module, generator: torch.Generator) -> None:
         self.anatomy = anatomy_of(model)
         L = self.anatomy.num_blocks
-        self.feedback = [torch.randn(D_HIDDEN, CLASSES, generator=generator) / math.sqrt(CLASSES)
-                         for _ in range(L)]
+        device = next(model.parameters()).device
+        d_hidden, classes = model.out_ln.normalized_shape[0], model.out_head.out_features
+        self.feedback = [(torch.randn(d_hidden, classes, generator=generator)
+                          / math.sqrt(classes)).to(device) for _ in range(L)]
 
         def adamw(params) -> torch.optim.Optimizer:
             return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
@@ -84,6 +104,8 @@ class SeedLoopDFA:
 
 def record(benchmark, name: str) -> None:
     """Keep this run's median and minimum; later benchmarks store their ratios to BP's."""
+    if benchmark.stats is None:  # --benchmark-disable: the step ran once, nothing was timed
+        return
     stats = benchmark.stats.stats
     MEDIANS[name], MINIMA[name] = stats.median, stats.min
     if name != "bp" and "bp" in MEDIANS:
@@ -93,24 +115,33 @@ def record(benchmark, name: str) -> None:
         print(f"\n{name}: {median_ratio:.2f}x BP by median, {min_ratio:.2f}x by minimum")
 
 
+def _group(device: str) -> str:
+    d_hidden, num_blocks, batch, input_shape, _ = SIZES[torch.device(device).type]
+    return (f"one training step, ResMLP d={d_hidden} L={num_blocks}, {input_shape[0]} inputs, "
+            f"batch {batch}, {device}")
+
+
 @pytest.mark.parametrize("name", RULES)
-def test_method_step(benchmark, name):
-    model, x, y = model_and_batch()
+def test_method_step(benchmark, name, bench_device):
+    model, x, y = model_and_batch(bench_device)
     try:
         method = get_method(name)
     except MethodError:
         pytest.skip(f"method {name!r} is not available yet")
-    method.setup(model, CLASSES, torch.Generator().manual_seed(0))
-    benchmark.group = "one training step, ResMLP d=256 L=4, batch 128"
-    benchmark.pedantic(method.step, args=(x, y), rounds=100, warmup_rounds=5)
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    method.setup(model, int(model.out_head.out_features), generator)
+    benchmark.group = _group(bench_device)
+    benchmark.pedantic(synchronised(method.step, bench_device), args=(x, y), rounds=100,
+                       warmup_rounds=5)
     record(benchmark, name)
 
 
-def test_seed_loop_dfa_step(benchmark):
-    model, x, y = model_and_batch()
+def test_seed_loop_dfa_step(benchmark, bench_device):
+    model, x, y = model_and_batch(bench_device)
     loop = SeedLoopDFA(model, torch.Generator().manual_seed(0))
-    benchmark.group = "one training step, ResMLP d=256 L=4, batch 128"
-    benchmark.pedantic(loop.step, args=(x, y), rounds=100, warmup_rounds=5)
+    benchmark.group = _group(bench_device)
+    benchmark.pedantic(synchronised(loop.step, bench_device), args=(x, y), rounds=100,
+                       warmup_rounds=5)
     record(benchmark, "seed loop dfa")
 
 
@@ -125,7 +156,7 @@ def test_interleaved_step_ratios(benchmark):
             method = get_method(name)
         except MethodError:
             continue
-        method.setup(model, CLASSES, torch.Generator().manual_seed(0))
+        method.setup(model, int(model.out_head.out_features), torch.Generator().manual_seed(0))
         steppers[name] = (method.step, x, y)
     model, x, y = model_and_batch()
     steppers["seed loop dfa"] = (SeedLoopDFA(model, torch.Generator().manual_seed(0)).step, x, y)
