@@ -247,8 +247,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     last = (saved.history or [{}])[-1]
     note = (f" (diverged in epoch {last.get('epoch')}: the loss is not finite)"
             if last.get("diverged") else "")
+    epochs = f"{saved.epochs} epoch{'s' * (saved.epochs != 1)}"
     print(f"wrote {args.output}: {saved.method} on {saved.arch}/{subject.data}, seed "
-          f"{saved.seed}, {saved.epochs} epochs, test acc {saved.test_acc:.4f}{note}")
+          f"{saved.seed}, {epochs}, test acc {saved.test_acc:.4f}{note}")
     return EXIT_PASS
 
 

@@ -106,7 +106,8 @@ TRAINING = _flags(
          DEFAULT_ARCH, "ARCH"),
     Flag("arch-arg", "an architecture keyword, key=value (e.g. d_hidden=256); repeatable",
          values.name, metavar="K=V", many="append"),
-    Flag("data", "dataset: mnist1d (offline), synthetic, cifar10, cifar100, mnist",
+    Flag("data", "dataset: mnist1d (offline), digits (offline 8x8 images), synthetic, cifar10, "
+         "cifar100, mnist",
          values.name, DEFAULT_DATA, "NAME", ini=True),
     Flag("data-arg", "a dataset parameter, key=value (e.g. num_samples=2000); repeatable",
          values.name, metavar="K=V", many="append"),
