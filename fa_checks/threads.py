@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 ENV_VARIABLES = ("FA_CHECKS_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -64,6 +65,20 @@ def choose_threads(requested: int | None = None, *, step_madds: float | None = N
     return 1
 
 
+def step_madds(model: Any, x: Any, batch_size: int) -> float:
+    """Multiply-adds of one training step of ``model`` on batches of ``batch_size`` samples
+    shaped like ``x``: about 3x a forward pass (forward, and backward to inputs and weights)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .anatomy import eval_mode
+
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), torch.no_grad(), counter:
+        model(x[:1])
+    return 3 * counter.get_total_flops() / 2 * batch_size
+
+
 def use_threads(requested: int | None = None) -> int:
     """Set this process's torch threads for small work (what a face does once at start)."""
     import torch
@@ -90,4 +105,4 @@ def torch_threads(count: int) -> Iterator[int]:
 
 
 __all__ = ["ENV_VARIABLES", "available_cores", "choose_threads", "env_threads", "share_cores",
-           "torch_threads", "use_threads"]
+           "step_madds", "torch_threads", "use_threads"]

@@ -39,7 +39,7 @@ from .settings import (
     DEFAULT_WEIGHT_DECAY,
     resolve_device,
 )
-from .threads import choose_threads, torch_threads
+from .threads import choose_threads, step_madds, torch_threads
 from .values import SCHEDULES
 
 #: the generator for batch order and augmentation is seeded apart from the method's one, so the
@@ -115,16 +115,6 @@ def _figure(value: Any) -> Tensor | float | None:
     return None
 
 
-def _step_madds(model: nn.Module, x: Tensor, batch_size: int) -> float:
-    """Multiply-adds of one training step (forward and backward, about 3x a forward pass)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with eval_mode(model), torch.no_grad(), counter:
-        model(x[:1])
-    return 3 * counter.get_total_flops() / 2 * batch_size
-
-
 def train(
     method: str | Method,
     arch: str = DEFAULT_ARCH,
@@ -177,7 +167,7 @@ def train(
     x_eval, y_eval = dataset.eval_batch(int(eval_size))
     madds = None
     if threads is None and target.type == "cpu":
-        madds = _step_madds(model, x_eval, batch_size)
+        madds = step_madds(model, x_eval, batch_size)
     with torch_threads(choose_threads(threads, step_madds=madds)):
         history = _fit(rule, model, dataset, x_eval, y_eval, epochs=epochs, seed=seed,
                        batch_size=batch_size, lr=lr, weight_decay=weight_decay,
