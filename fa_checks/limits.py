@@ -572,6 +572,7 @@ __all__ = [
     "check_training",
     "default_limits",
     "hidden_elements",
+    "key_name",
     "limit_names",
     "method_network_size",
     "model_size",
