@@ -7,36 +7,72 @@ one of them compute it, into a temporary file that is renamed into place, and th
 read it.  Every computation appends one JSON line ``{"kind", "key", "pid", "time"}`` to
 ``root/created.jsonl``, so a test can count what was computed.
 
+**The cache checks itself.**  Beside every artifact lies its digest, ``<artifact>.sha256``
+(JSON ``{"sha256": hex, "bytes": n}``), written before the artifact is renamed into place.  An
+artifact is served only when its bytes match that digest and, when the caller gives one, its
+``validate`` callback accepts it (a JSON artifact's parsed value; a file artifact's path): a
+truncated or edited file, ``{}`` or ``null`` where a report belongs, a baseline without
+``test_acc``, a missing or mismatched digest are each said in one line through ``log`` (by
+default a ``RuntimeWarning``) and the artifact is computed again.
+
+**Nothing stale piles up.**  Temporary files carry their writer's host and pid; a writer that
+was killed leaves one behind, and the next write in that folder removes it (its pid is gone on
+this host, or it is older than ``stale_after``, one day by default).
+
+**A lock never waits forever.**  Whoever computes an artifact records its pid, host and start
+time beside the lock (``<artifact>.lock.holder``); a process that waits longer than
+``lock_timeout`` (default ``$FA_CHECKS_LOCK_TIMEOUT`` seconds, else one hour) gets a
+:class:`CacheError` naming the artifact and that process.
+
 This module imports no torch: artifacts are whatever files the ``create`` callbacks write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import time
-from collections.abc import Callable
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from .errors import UserError
-from .files import write_atomic
+from .errors import UserError, one_line
 
 CREATED_LOG = "created.jsonl"
 KEY_LENGTH = 20
+DIGEST_SUFFIX = ".sha256"
+HOLDER_SUFFIX = ".holder"
+#: the environment variable that sets how long to wait for another process's lock (seconds)
+LOCK_TIMEOUT_VARIABLE = "FA_CHECKS_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 3600.0
+DEFAULT_STALE_AFTER = 24 * 3600.0
 
 _KIND_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SUFFIX_PATTERN = re.compile(r"(\.[A-Za-z0-9_-]+)*")
+_RESERVED_SUFFIXES = (DIGEST_SUFFIX, ".lock", HOLDER_SUFFIX)
 _MISSING = object()
+#: this machine, as it appears in temporary names (a hash: host names may hold dots)
+HOST_ID = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+# ".<name>.<host>.<pid>.<random>.tmp<suffix>"; older writers left ".<name>.<pid>.<random>.tmp"
+_TEMPORARY = re.compile(r"\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
+_OLD_TEMPORARY = re.compile(r"\.\d+\.[0-9a-f]{8}\.tmp")
+
+Log = Callable[[str], None]
+Validator = Callable[[Any], Any]
 
 
 class CacheError(UserError):
-    """A spec that cannot be hashed, a bad kind or suffix, or a ``create`` that wrote nothing."""
+    """A spec that cannot be hashed, a bad kind or suffix, a ``create`` that wrote nothing, a
+    freshly computed value that fails its check, or a lock held too long by another process."""
 
 
 def default_cache_root() -> Path:
@@ -87,14 +123,29 @@ class ArtifactCache:
     """Artifacts under ``root``, each computed once across processes; see the module docstring.
 
     ``version`` (default: the library version) is part of every key, so a new release never
-    reads an older one's artifacts.
+    reads an older one's artifacts.  ``log`` receives one line for each damaged artifact that is
+    recomputed (default: ``warnings.warn(line, RuntimeWarning)``).  ``lock_timeout`` (seconds):
+    how long to wait for another process computing the same artifact.  ``stale_after``
+    (seconds): age after which any leftover temporary file is removed.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, version: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        version: str | None = None,
+        log: Log | None = None,
+        lock_timeout: float | None = None,
+        stale_after: float = DEFAULT_STALE_AFTER,
+    ) -> None:
         if version is None:
             from . import __version__ as version
         self.root = Path(root)
         self.version = str(version)
+        self.log = log
+        self.lock_timeout = default_lock_timeout() if lock_timeout is None else float(
+            lock_timeout)
+        self.stale_after = float(stale_after)
 
     def __repr__(self) -> str:
         return f"ArtifactCache({str(self.root)!r})"
@@ -108,8 +159,9 @@ class ArtifactCache:
 
     def path_for(self, kind: str, spec: Any, suffix: str = ".pt") -> Path:
         """``root/kind/<key><suffix>``; the file may not exist yet."""
-        if not _SUFFIX_PATTERN.fullmatch(suffix):
-            raise CacheError(f"bad artifact suffix {suffix!r}: use '' or something like '.pt'")
+        if not _SUFFIX_PATTERN.fullmatch(suffix) or suffix.endswith(_RESERVED_SUFFIXES):
+            raise CacheError(f"bad artifact suffix {suffix!r}: use '' or something like '.pt' "
+                             f"(not {', '.join(_RESERVED_SUFFIXES)}, which the cache uses)")
         return self.root / kind / f"{self.key(kind, spec)}{suffix}"
 
     # -- computing once ---------------------------------------------------------------------
@@ -121,48 +173,78 @@ class ArtifactCache:
         *,
         suffix: str = ".pt",
         refresh: bool = False,
+        validate: Callable[[Path], Any] | None = None,
     ) -> Path:
         """The artifact's path, calling ``create(tmp_path)`` first if it does not exist yet.
 
         ``create`` must write a file at ``tmp_path`` (in the artifact's own directory, ending in
         ``suffix``); it is then renamed into place.  If ``create`` raises, nothing is left behind
         and the exception propagates.  Processes asking at the same time wait for one another:
-        ``create`` runs once.  ``refresh=True`` recomputes even if the artifact exists.
+        ``create`` runs once.  ``refresh=True`` recomputes even if the artifact exists.  A stored
+        artifact is served only if it matches its digest and ``validate(path)`` (when given)
+        does not raise; otherwise it is logged and created again.
         """
         path = self.path_for(kind, spec, suffix)
-        if not refresh and path.is_file():
+        if not refresh and self._usable(kind, path, validate, say=True):
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{path}.lock"):
-            if not refresh and path.is_file():  # another process made it while we waited
+        with self._locked(kind, path):
+            # another process may have made it while we waited
+            if not refresh and self._usable(kind, path, validate, say=False):
                 return path
-            _write_atomically(path, suffix, create, what=f"the {kind!r} artifact")
+            self._write(kind, path, suffix, create)
+            if validate is not None:
+                self._check_fresh(kind, path, lambda: validate(path))
             self._log_creation(kind, path.stem)
         return path
 
     def get_or_create_json(
-        self, kind: str, spec: Any, compute: Callable[[], Any], *, refresh: bool = False
+        self,
+        kind: str,
+        spec: Any,
+        compute: Callable[[], Any],
+        *,
+        refresh: bool = False,
+        validate: Validator | None = None,
     ) -> Any:
-        """``compute()``'s JSON value, computed once across processes and kept as ``.json``."""
+        """``compute()``'s JSON value, computed once across processes and kept as ``.json``.
+
+        ``validate(value)`` (when given) is the caller's schema: it raises (any ``Exception``)
+        for a value that is not what this kind holds.  A stored value that fails it, or its
+        digest, is logged and computed again; a freshly computed value that fails it is a
+        :class:`CacheError` (a fault of ``compute``).  The return value is the stored JSON read
+        back (tuples become lists).
+        """
+        path = self.path_for(kind, spec, ".json")
         if not refresh:
-            cached = _read_json_file(self.path_for(kind, spec, ".json"))
-            if cached is not _MISSING:
-                return cached
+            value = self._read_json(kind, path, validate, say=True)
+            if value is not _MISSING:
+                return value
 
         def create(tmp: Path) -> None:
-            tmp.write_text(_dump_json(compute()), encoding="utf-8")
+            value = compute()
+            if validate is not None:
+                self._check_fresh(kind, path, lambda: validate(value))
+            tmp.write_text(_dump_json(value), encoding="utf-8")
 
-        path = self.get_or_create(kind, spec, create, suffix=".json", refresh=refresh)
-        value = _read_json_file(path)
-        if value is _MISSING:  # the file is damaged (edited by hand): compute it afresh
-            path = self.get_or_create(kind, spec, create, suffix=".json", refresh=True)
-            value = _read_json_file(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked(kind, path):
+            if not refresh:
+                value = self._read_json(kind, path, validate, say=False)
+                if value is not _MISSING:
+                    return value
+            self._write(kind, path, ".json", create)
+            self._log_creation(kind, path.stem)
+        value = self._read_json(kind, path, None, say=False)
+        if value is _MISSING:  # what was just written does not read back: the disk is at fault
+            raise CacheError(f"the {kind!r} artifact {path} does not read back after writing; "
+                             "check the disk, or clear the cache")
         return value
 
     # -- small JSON artifacts ---------------------------------------------------------------
-    def read_json(self, kind: str, spec: Any) -> Any | None:
-        """The stored JSON value, or None when it is absent or unreadable (recompute it)."""
-        value = _read_json_file(self.path_for(kind, spec, ".json"))
+    def read_json(self, kind: str, spec: Any, *, validate: Validator | None = None) -> Any | None:
+        """The stored JSON value, or None when it is absent or damaged (logged: recompute it)."""
+        value = self._read_json(kind, self.path_for(kind, spec, ".json"), validate, say=True)
         return None if value is _MISSING else value
 
     def write_json(self, kind: str, spec: Any, value: Any) -> Path:
@@ -170,11 +252,122 @@ class ArtifactCache:
         path = self.path_for(kind, spec, ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         text = _dump_json(value)
-        _write_atomically(
-            path, ".json", lambda tmp: tmp.write_text(text, encoding="utf-8"), what="JSON"
-        )
+        self._write(kind, path, ".json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
         self._log_creation(kind, path.stem)
         return path
+
+    # -- checking what is stored ------------------------------------------------------------
+    def _usable(self, kind: str, path: Path, validate: Callable[[Path], Any] | None, *,
+                say: bool) -> bool:
+        if not path.is_file():
+            return False
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return self._damaged(kind, path, f"it cannot be read: {exc.strerror}", say)
+        problem = _digest_problem(path, data)
+        if problem is None and validate is not None:
+            try:
+                validate(path)
+            except Exception as exc:  # the caller's check, whatever it raises
+                problem = f"it fails its check: {one_line(exc)}"
+        return problem is None or self._damaged(kind, path, problem, say)
+
+    def _read_json(self, kind: str, path: Path, validate: Validator | None, *,
+                   say: bool) -> Any:
+        """The verified value at ``path``, or ``_MISSING`` (absent or damaged)."""
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return _MISSING
+        except OSError as exc:
+            self._damaged(kind, path, f"it cannot be read: {exc.strerror}", say)
+            return _MISSING
+        problem = _digest_problem(path, data)
+        value = _MISSING
+        if problem is None:
+            try:
+                value = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                problem = "it is not JSON"
+        if problem is None and validate is not None:
+            try:
+                validate(value)
+            except Exception as exc:  # the caller's schema, whatever it raises
+                problem = f"it fails its schema: {one_line(exc)}"
+        if problem is not None:
+            self._damaged(kind, path, problem, say)
+            return _MISSING
+        return value
+
+    def _damaged(self, kind: str, path: Path, problem: str, say: bool) -> bool:
+        if say:
+            self._say(f"fa-checks cache: the {kind!r} artifact {path} is damaged ({problem}); "
+                      "computing it again")
+        return False
+
+    def _say(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
+        else:
+            warnings.warn(line, RuntimeWarning, stacklevel=5)
+
+    def _check_fresh(self, kind: str, path: Path, check: Callable[[], Any]) -> None:
+        try:
+            check()
+        except Exception as exc:  # the caller's check, whatever it raises
+            raise CacheError(
+                f"the {kind!r} artifact {path.name} just computed fails its own check "
+                f"({one_line(exc)}); this is a fault of the tool, please report it"
+            ) from None
+
+    # -- writing ----------------------------------------------------------------------------
+    def _write(self, kind: str, path: Path, suffix: str, create: Callable[[Path], None]) -> None:
+        """``create(tmp)``, its digest beside it, then the rename that makes it visible."""
+        remove_stale_temporaries(path.parent, stale_after=self.stale_after)
+        tmp = _temporary(path, suffix)
+        try:
+            create(tmp)
+            if not tmp.is_file():
+                raise CacheError(
+                    f"creating the {kind!r} artifact wrote no file at the path it was given "
+                    f"({tmp})")
+            data_digest, size = _sha256_of(tmp)
+            record = json.dumps({"sha256": data_digest, "bytes": size}, sort_keys=True)
+            digest_path = _digest_path(path)
+            digest_tmp = _temporary(digest_path, "")
+            try:
+                digest_tmp.write_text(record + "\n", encoding="utf-8")
+                os.replace(digest_tmp, digest_path)
+            finally:
+                digest_tmp.unlink(missing_ok=True)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- locks ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, kind: str, path: Path) -> Iterator[None]:
+        lock_path = Path(f"{path}.lock")
+        holder = Path(f"{lock_path}{HOLDER_SUFFIX}")
+        lock = FileLock(str(lock_path), timeout=self.lock_timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise CacheError(
+                f"the {kind!r} artifact {path.name} is locked by {_describe_holder(holder)} and "
+                f"{self.lock_timeout:g} s of waiting have passed; wait for that process, stop "
+                f"it, or set {LOCK_TIMEOUT_VARIABLE} to more seconds"
+            ) from None
+        try:
+            with contextlib.suppress(OSError):  # only a message depends on it
+                holder.write_text(json.dumps({
+                    "pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                    "artifact": str(path)}), encoding="utf-8")
+            yield
+        finally:
+            holder.unlink(missing_ok=True)  # before the release: the next holder writes its own
+            lock.release()
 
     # -- bookkeeping ------------------------------------------------------------------------
     def created(self) -> list[dict[str, Any]]:
@@ -190,9 +383,40 @@ class ArtifactCache:
                 continue  # a line cut short by a crash; the artifacts themselves are intact
         return entries
 
-    def clear(self) -> None:
-        """Remove every artifact and the creation log; the root directory itself stays."""
+    def info(self) -> dict[str, dict[str, int]]:
+        """Per kind: ``artifacts`` (count), ``bytes`` (everything in its folder: artifacts,
+        digests, locks, temporaries) and ``temporary_files`` (left by writers)."""
+        out: dict[str, dict[str, int]] = {}
         if not self.root.is_dir():
+            return out
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or not _KIND_PATTERN.fullmatch(folder.name):
+                continue
+            artifacts = size = temporaries = 0
+            for entry in folder.iterdir():
+                try:
+                    size += entry.stat().st_size
+                except OSError:
+                    continue  # removed meanwhile
+                if entry.name.startswith("."):
+                    temporaries += ".tmp" in entry.name
+                elif not entry.name.endswith(_RESERVED_SUFFIXES):
+                    artifacts += 1
+            out[folder.name] = {"artifacts": artifacts, "bytes": size,
+                                "temporary_files": temporaries}
+        return out
+
+    def clear(self, kind: str | None = None) -> None:
+        """Remove the artifacts of ``kind``, or every artifact and the creation log (None).
+
+        The root directory stays.  Clear when no run is using the cache: a writer whose
+        folder is removed under it fails.
+        """
+        if not self.root.is_dir():
+            return
+        if kind is not None:
+            _check_kind(kind)
+            _remove(self.root / kind)
             return
         for child in self.root.iterdir():
             _remove(child)
@@ -201,8 +425,111 @@ class ArtifactCache:
         self.root.mkdir(parents=True, exist_ok=True)
         log = self.root / CREATED_LOG
         entry = {"kind": kind, "key": key, "pid": os.getpid(), "time": time.time()}
-        with FileLock(f"{log}.lock"), open(log, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        lock = FileLock(f"{log}.lock", timeout=min(self.lock_timeout, 300.0))
+        try:
+            with lock, open(log, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        except Timeout:
+            raise CacheError(f"the cache's creation log {log} stayed locked for "
+                             f"{lock.timeout:g} s; another process holds it") from None
+
+
+def default_lock_timeout() -> float:
+    """``$FA_CHECKS_LOCK_TIMEOUT`` seconds, else one hour; a bad value is a CacheError."""
+    text = os.environ.get(LOCK_TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT
+    from . import values
+
+    try:
+        return values.positive_float(text)
+    except ValueError as exc:
+        raise CacheError(f"{LOCK_TIMEOUT_VARIABLE}={text!r}: {exc} (seconds)") from None
+
+
+def remove_stale_temporaries(folder: Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> int:
+    """Remove the temporary files in ``folder`` whose writer is gone; return how many.
+
+    A temporary file is stale when its writer ran on this host and its pid no longer runs, or
+    when it is older than ``stale_after`` seconds (a writer on another host, or an older
+    version's file that names no host).
+    """
+    removed = 0
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
+    now = time.time()
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(".") or ".tmp" not in name:
+            continue
+        ours = _TEMPORARY.search(name)
+        if ours is None and _OLD_TEMPORARY.search(name) is None:
+            continue
+        try:
+            age = now - entry.lstat().st_mtime
+        except OSError:
+            continue
+        gone = ours is not None and ours["host"] == HOST_ID and not _running(int(ours["pid"]))
+        if gone or age > stale_after:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or not a pid: leave its file to the age rule
+    return True
+
+
+def _temporary(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name}.{HOST_ID}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+                          f".tmp{suffix}")
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def _sha256_of(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _digest_problem(path: Path, data: bytes) -> str | None:
+    """Why ``data`` (the bytes at ``path``) does not match its recorded digest, or None."""
+    try:
+        record = json.loads(_digest_path(path).read_text(encoding="utf-8"))
+        expected, size = record["sha256"], record["bytes"]
+    except FileNotFoundError:
+        return "it has no digest beside it"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its digest file is damaged"
+    if size != len(data):
+        return f"it holds {len(data):,} bytes, its digest says {size:,}: truncated or edited"
+    if hashlib.sha256(data).hexdigest() != expected:
+        return "its bytes do not match its digest: edited or corrupt"
+    return None
+
+
+def _describe_holder(holder: Path) -> str:
+    try:
+        record = json.loads(holder.read_text(encoding="utf-8"))
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record["since"])))
+        return f"pid {int(record['pid'])} on {record['host']} (since {since})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (which one is not recorded)"
 
 
 def _check_kind(kind: str) -> None:
@@ -213,32 +540,11 @@ def _check_kind(kind: str) -> None:
         )
 
 
-def _write_atomically(
-    path: Path, suffix: str, write: Callable[[Path], None], *, what: str
-) -> None:
-    """:func:`fa_checks.files.write_atomic`, refusing a writer that wrote no file."""
-
-    def checked(tmp: Path) -> None:
-        write(tmp)
-        if not tmp.is_file():
-            raise CacheError(f"creating {what} wrote no file at the path it was given ({tmp})")
-
-    write_atomic(path, checked, suffix=suffix)
-
-
 def _dump_json(value: Any) -> str:
     try:
         return json.dumps(value, sort_keys=True, default=_jsonable)
     except (TypeError, ValueError) as exc:
         raise CacheError(f"cannot store as JSON: {exc}") from None
-
-
-def _read_json_file(path: Path) -> Any:
-    """The parsed file, or ``_MISSING`` when it is absent or not valid JSON."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, IsADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-        return _MISSING
 
 
 def _remove(path: Path) -> None:
@@ -250,10 +556,14 @@ def _remove(path: Path) -> None:
 
 __all__ = [
     "CREATED_LOG",
+    "DIGEST_SUFFIX",
     "KEY_LENGTH",
+    "LOCK_TIMEOUT_VARIABLE",
     "ArtifactCache",
     "CacheError",
     "canonical_json",
     "default_cache_root",
+    "default_lock_timeout",
     "file_digest",
+    "remove_stale_temporaries",
 ]

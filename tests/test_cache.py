@@ -191,10 +191,12 @@ def test_json_round_trip_and_absence(tmp_path):
 
 
 def test_damaged_json_reads_as_absent(tmp_path):
-    cache = ArtifactCache(tmp_path)
+    said: list[str] = []
+    cache = ArtifactCache(tmp_path, log=said.append)
     path = cache.write_json("report", {}, {"a": 1})
     path.write_text('{"a": ')
     assert cache.read_json("report", {}) is None
+    assert len(said) == 1 and "truncated or edited" in said[0]
 
 
 def test_get_or_create_json_computes_once_even_for_null(tmp_path):
@@ -214,7 +216,8 @@ def test_get_or_create_json_recomputes_a_damaged_file(tmp_path):
     cache = ArtifactCache(tmp_path)
     assert cache.get_or_create_json("report", {}, lambda: {"n": 1}) == {"n": 1}
     cache.path_for("report", {}, ".json").write_text("not json")
-    assert cache.get_or_create_json("report", {}, lambda: {"n": 2}) == {"n": 2}
+    with pytest.warns(RuntimeWarning, match="'report' artifact .* is damaged"):
+        assert cache.get_or_create_json("report", {}, lambda: {"n": 2}) == {"n": 2}
     assert cache.get_or_create_json("report", {}, lambda: {"n": 3}) == {"n": 2}
 
 
@@ -308,3 +311,227 @@ def test_two_processes_asking_at_once_compute_once(tmp_path):
     # a later run reuses it
     assert cache.get_or_create("run", {"seed": 7}, _writer("again", [])).read_text() \
         == answers[0][2]
+
+
+# -- the cache checks itself --------------------------------------------------------------
+def _baseline_schema(value):
+    """The kind of check the engine supplies: a baseline is a dict with an accuracy."""
+    if not isinstance(value, dict) or not 0 <= value["test_acc"] <= 1:
+        raise ValueError("a baseline needs test_acc between 0 and 1")
+
+
+def _recording_cache(root: Path) -> tuple[ArtifactCache, list[str]]:
+    said: list[str] = []
+    return ArtifactCache(root, log=said.append), said
+
+
+def test_every_artifact_has_a_digest_beside_it(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    path = cache.get_or_create("run", {}, _writer("weights", []))
+    record = json.loads(Path(f"{path}.sha256").read_text())
+    assert record == {"sha256": hashlib.sha256(b"weights").hexdigest(), "bytes": 7}
+    json_path = cache.write_json("report", {}, {"a": 1})
+    assert json.loads(Path(f"{json_path}.sha256").read_text())["bytes"] == \
+        json_path.stat().st_size
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    (lambda p: p.write_bytes(p.read_bytes()[:3]), "truncated or edited"),
+    (lambda p: p.write_bytes(p.read_bytes().replace(b"w", b"W")), "do not match its digest"),
+    (lambda p: Path(f"{p}.sha256").unlink(), "no digest"),
+    (lambda p: Path(f"{p}.sha256").write_text("{"), "digest file is damaged"),
+], ids=["truncated", "edited", "no-digest", "bad-digest"])
+def test_a_damaged_run_is_said_in_one_line_and_computed_again(tmp_path, damage, said):
+    cache, lines = _recording_cache(tmp_path)
+    calls: list[Path] = []
+    path = cache.get_or_create("run", {"seed": 1}, _writer("weights", calls))
+    damage(path)
+    again = cache.get_or_create("run", {"seed": 1}, _writer("weights", calls))
+    assert again == path and path.read_text() == "weights" and len(calls) == 2
+    (line,) = lines
+    assert said in line and "'run'" in line and str(path) in line and "\n" not in line
+    # and the recomputed artifact is served without another word
+    cache.get_or_create("run", {"seed": 1}, _writer("never", calls))
+    assert len(calls) == 2 and len(lines) == 1
+
+
+@pytest.mark.parametrize("stored", ["{}", "null", '{"history": []}', '{"test_acc": 7}'])
+def test_a_json_artifact_that_fails_its_schema_is_recomputed(tmp_path, stored):
+    cache, lines = _recording_cache(tmp_path)
+    good = {"test_acc": 0.5}
+    cache.get_or_create_json("baseline", {}, lambda: good, validate=_baseline_schema)
+    path = cache.path_for("baseline", {}, ".json")
+    path.write_text(stored)  # and a digest that matches it: only the schema can tell
+    Path(f"{path}.sha256").write_text(json.dumps(
+        {"sha256": hashlib.sha256(stored.encode()).hexdigest(), "bytes": len(stored)}))
+    value = cache.get_or_create_json("baseline", {}, lambda: {"test_acc": 0.25},
+                                     validate=_baseline_schema)
+    assert value == {"test_acc": 0.25}
+    (line,) = lines
+    assert "fails its schema" in line and "test_acc" in line
+
+
+def test_a_report_edited_to_pass_is_caught_by_its_digest(tmp_path):
+    cache, lines = _recording_cache(tmp_path)
+    cache.get_or_create_json("report", {}, lambda: {"max_growth": 8433.0})
+    path = cache.path_for("report", {}, ".json")
+    path.write_text(path.read_text().replace("8433.0", "1.0"))
+    assert cache.get_or_create_json("report", {}, lambda: {"max_growth": 8433.0}) == \
+        {"max_growth": 8433.0}
+    assert "digest" in lines[0]
+
+
+def test_a_computed_value_that_fails_its_schema_is_a_cache_error_and_not_stored(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(CacheError, match="just computed fails its own check"):
+        cache.get_or_create_json("baseline", {}, lambda: {}, validate=_baseline_schema)
+    assert not cache.path_for("baseline", {}, ".json").exists()
+    assert cache.created() == []
+
+
+def test_a_file_artifact_can_be_checked_by_the_caller(tmp_path):
+    cache, lines = _recording_cache(tmp_path)
+
+    def complete(path: Path) -> None:
+        if not path.read_text().endswith("END"):
+            raise ValueError("no END marker")
+
+    calls: list[Path] = []
+    cache.get_or_create("run", {}, _writer("weights END", calls), validate=complete)
+    path = cache.path_for("run", {})
+    path.write_text("weights")  # with a matching digest: the caller's check catches it
+    Path(f"{path}.sha256").write_text(json.dumps(
+        {"sha256": hashlib.sha256(b"weights").hexdigest(), "bytes": 7}))
+    cache.get_or_create("run", {}, _writer("weights END", calls), validate=complete)
+    assert len(calls) == 2 and "no END marker" in lines[0]
+
+
+@pytest.mark.parametrize("suffix", [".sha256", ".pt.lock", ".holder"])
+def test_suffixes_the_cache_uses_itself_are_refused(tmp_path, suffix):
+    with pytest.raises(CacheError, match="which the cache uses"):
+        ArtifactCache(tmp_path).path_for("run", {}, suffix)
+
+
+# -- temporary files of killed writers ----------------------------------------------------
+def _dead_pid() -> int:
+    """A pid that ran and is gone: a child that has exited and been reaped."""
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(target=time.sleep, args=(0,))
+    child.start()
+    child.join()
+    return child.pid
+
+
+def test_temporaries_of_dead_writers_and_old_ones_are_removed_on_the_next_write(tmp_path):
+    from fa_checks.cache import HOST_ID
+
+    cache = ArtifactCache(tmp_path)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    dead, alive = _dead_pid(), os.getpid()
+    killed = folder / f".abc.pt.{HOST_ID}.{dead}.0123abcd.tmp.pt"
+    nested = folder / f"..abc.pt.{HOST_ID}.{dead}.0123abcd.tmp.pt.{dead}.89abcdef.tmp"
+    running = folder / f".def.pt.{HOST_ID}.{alive}.0123abcd.tmp.pt"
+    elsewhere = folder / f".ghi.pt.00000000.{dead}.0123abcd.tmp.pt"  # another host: keep
+    old = folder / f".jkl.pt.{dead}.0123abcd.tmp.pt"  # an older writer's name, a day old
+    for path in (killed, nested, running, elsewhere, old):
+        path.write_bytes(b"x" * 1000)
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (day_ago, day_ago))
+    assert cache.info()["run"]["temporary_files"] == 5
+    cache.get_or_create("run", {}, _writer("A", []))
+    left = {p.name for p in folder.iterdir() if p.name.startswith(".")}
+    assert left == {running.name, elsewhere.name}
+
+
+def test_a_killed_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    script = (
+        "import os, sys, time\n"
+        "from fa_checks.cache import ArtifactCache\n"
+        "def create(tmp):\n"
+        "    tmp.write_bytes(b'x' * 3_000_000)\n"
+        "    print('written', flush=True)\n"
+        "    time.sleep(600)\n"
+        f"ArtifactCache({str(tmp_path)!r}).get_or_create('run', {{'s': 1}}, create)\n"
+    )
+    import signal
+    import subprocess
+    import sys
+
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "written"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=60)
+    folder = tmp_path / "run"
+    assert [p for p in folder.iterdir() if ".tmp" in p.name]  # what a killed writer leaves
+    cache = ArtifactCache(tmp_path)
+    path = cache.get_or_create("run", {"s": 1}, _writer("done", []))  # the lock was released
+    assert path.read_text() == "done"
+    assert [p for p in folder.iterdir() if ".tmp" in p.name] == []
+
+
+# -- locks --------------------------------------------------------------------------------
+def _hold_lock(root: str, ready, release) -> None:
+    cache = ArtifactCache(root)
+
+    def create(tmp: Path) -> None:
+        ready.set()
+        release.wait(timeout=120)
+        tmp.write_text("made")
+
+    cache.get_or_create("run", {"seed": 3}, create)
+
+
+def test_a_lock_held_too_long_names_the_artifact_and_its_holder(tmp_path, monkeypatch):
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(timeout=120)
+        cache = ArtifactCache(tmp_path, lock_timeout=0.3)
+        key = cache.key("run", {"seed": 3})
+        with pytest.raises(CacheError) as info:
+            cache.get_or_create("run", {"seed": 3}, _writer("never", []))
+        message = str(info.value)
+        assert f"'run' artifact {key}.pt" in message and f"pid {holder.pid}" in message
+        assert "FA_CHECKS_LOCK_TIMEOUT" in message and "\n" not in message
+        monkeypatch.setenv("FA_CHECKS_LOCK_TIMEOUT", "0.2")
+        with pytest.raises(CacheError, match=f"pid {holder.pid}"):
+            ArtifactCache(tmp_path).get_or_create("run", {"seed": 3}, _writer("never", []))
+    finally:
+        release.set()
+        holder.join(timeout=120)
+    assert holder.exitcode == 0
+    assert ArtifactCache(tmp_path).get_or_create("run", {"seed": 3}, _writer("x", [])) \
+        .read_text() == "made"
+    assert not list((tmp_path / "run").glob("*.holder"))
+
+
+@pytest.mark.parametrize("text", ["abc", "-1", "0", "nan"])
+def test_a_bad_lock_timeout_variable_is_a_cache_error(monkeypatch, text):
+    monkeypatch.setenv("FA_CHECKS_LOCK_TIMEOUT", text)
+    with pytest.raises(CacheError, match="FA_CHECKS_LOCK_TIMEOUT"):
+        ArtifactCache("unused")
+
+
+# -- info and clear -----------------------------------------------------------------------
+def test_info_counts_artifacts_and_bytes_per_kind_and_clear_removes_one_kind(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    cache.get_or_create("run", {"s": 1}, _writer("a" * 100, []))
+    cache.get_or_create("run", {"s": 2}, _writer("b" * 50, []))
+    cache.write_json("report", {}, {"a": 1})
+    info = cache.info()
+    assert set(info) == {"run", "report"}
+    assert info["run"]["artifacts"] == 2 and info["report"]["artifacts"] == 1
+    run_bytes = sum(p.stat().st_size for p in (tmp_path / "run").iterdir())
+    assert info["run"]["bytes"] == run_bytes >= 150
+    assert info["run"]["temporary_files"] == 0
+    cache.clear("run")
+    assert set(cache.info()) == {"report"}
+    assert cache.read_json("report", {}) == {"a": 1}
+    with pytest.raises(CacheError, match="bad artifact kind"):
+        cache.clear("../elsewhere")
+    assert ArtifactCache(tmp_path / "none").info() == {}

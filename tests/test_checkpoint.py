@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -182,16 +183,44 @@ def as_lists(value):
 
 @settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=nested)
-def test_nested_plain_values_survive_with_tuples_as_lists(tmp_path, value):
-    path = save_checkpoint(tmp_path / "h.pt", model=tiny_model(), history=[value])
-    assert load_checkpoint(path).history == [as_lists(value)]
+def test_nested_plain_values_are_written_with_tuples_as_lists(tmp_path, value):
+    path = save_checkpoint(tmp_path / "h.pt", model=tiny_model(),
+                           optimizer={"lr": 1e-3, "extra": value})
+    raw = torch.load(path, weights_only=True)
+    assert raw["optimizer"]["extra"] == as_lists(value)
+
+
+figures = st.none() | st.booleans() | st.integers(-2**62, 2**62) | st.floats() \
+    | st.text(max_size=5) | st.lists(st.floats() | st.integers(-9, 9), max_size=4)
+
+
+@settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entry=st.dictionaries(st.text(max_size=6), figures, max_size=4))
+def test_history_entries_of_figures_round_trip(tmp_path, entry):
+    path = save_checkpoint(tmp_path / "h.pt", model=tiny_model(), history=[entry])
+    (loaded,) = load_checkpoint(path).history
+    assert loaded.keys() == entry.keys()
+    for key, value in entry.items():  # NaN != NaN: compare the text
+        assert repr(loaded[key]) == repr(value)
+
+
+@pytest.mark.parametrize("value", [{"nested": 1}, [[1, 2]], torch.zeros(3), "x" * 101])
+def test_history_holds_figures_only_and_what_would_not_load_is_not_saved(tmp_path, value):
+    with pytest.raises(CheckpointError, match=r"history\[0\]\['k'\] must be a number"):
+        save_checkpoint(tmp_path / "h.pt", model=tiny_model(), history=[{"k": value}])
+    raw = saved_raw(tmp_path)
+    raw["history"] = [{"k": value}]
+    expect_error(write_raw(tmp_path / "bad.pt", raw), "history[0]['k'] must be a number")
 
 
 def test_a_view_does_not_drag_its_whole_storage_into_the_file(tmp_path):
+    model = tiny_model()
+    method = attached(RandomFeedback(), model)
     big = torch.zeros(1_000_000)
-    path = save_checkpoint(tmp_path / "run.pt", model=tiny_model(), history=[{"x": big[:3]}])
+    method.feedback = [big[i * 48:(i + 1) * 48].view(16, 3) for i in range(2)]
+    path = save_checkpoint(tmp_path / "run.pt", model=model, method=method)
     assert path.stat().st_size < 100_000
-    assert torch.equal(load_checkpoint(path).history[0]["x"], torch.zeros(3))
+    assert torch.equal(load_checkpoint(path).method_state["feedback.1"], torch.zeros(16, 3))
 
 
 def test_build_model_on_a_device(tmp_path):
@@ -351,8 +380,8 @@ def test_build_model_also_checks_the_state(tmp_path):
 
 @pytest.mark.parametrize(("key", "value", "fragment"), [
     ("model_state", {"w": 3}, "'model_state' must map names to tensors"),
-    ("seed", "zero", "'seed' must be an integer"),
-    ("test_acc", "high", "'test_acc' must be a number"),
+    ("seed", "zero", "seed='zero': it must be a whole number"),
+    ("test_acc", "high", "test_acc='high': it must be a number"),
     ("history", {"epoch": 1}, "'history' must be a list"),
     ("method", 7, "'method' must be a method name"),
 ])
@@ -377,7 +406,7 @@ class RunsCodeWhenUnpickled:
 def test_a_file_that_would_run_code_is_refused_and_nothing_runs(tmp_path, zip_format):
     marker = tmp_path / "code-ran"
     raw = saved_raw(tmp_path)
-    raw["history"] = [RunsCodeWhenUnpickled(str(marker))]
+    raw["notes"] = [RunsCodeWhenUnpickled(str(marker))]
     path = tmp_path / "evil.pt"
     torch.save(raw, path, _use_new_zipfile_serialization=zip_format)
     expect_error(path, "execute code", "mkdir", "trust=True", "--fa-trust-checkpoint",
@@ -390,10 +419,10 @@ def test_a_file_that_would_run_code_is_refused_and_nothing_runs(tmp_path, zip_fo
 
 def test_trust_loads_a_file_with_arbitrary_objects(tmp_path):
     raw = saved_raw(tmp_path)
-    raw["history"] = [pickle.PickleError("ok")]
+    raw["notes"] = [pickle.PickleError("ok")]
     path = write_raw(tmp_path / "objects.pt", raw)
-    expect_error(path, "execute code")
-    assert isinstance(load_checkpoint(path, trust=True).history[0], pickle.PickleError)
+    expect_error(path, "execute code", "PickleError")
+    assert load_checkpoint(path, trust=True).trusted
 
 
 # -- methods ------------------------------------------------------------------------------
@@ -423,15 +452,20 @@ def test_an_unregistered_user_rule_travels_as_module_and_class(tmp_path):
     model = tiny_model()
     path = save_checkpoint(tmp_path / "run.pt", model=model,
                            method=attached(UnregisteredRule(scale=0.5), model))
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, trust=True)
     assert ckpt.method == f"{UnregisteredRule.__module__}:UnregisteredRule"
     assert type(ckpt.build_method(ckpt.build_model())) is UnregisteredRule
+    # untrusted, the same name is refused: it would import a module named by the file
+    untrusted = load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="would import module") as info:
+        untrusted.build_method(untrusted.build_model())
+    assert UnregisteredRule.__module__ in str(info.value) and "trust=True" in str(info.value)
 
 
 def test_a_method_that_cannot_be_found_is_a_checkpoint_error(tmp_path):
     raw = saved_raw(tmp_path)
     raw["method"] = "no_such_package.rules:Gone"
-    ckpt = load_checkpoint(write_raw(tmp_path / "gone.pt", raw))
+    ckpt = load_checkpoint(write_raw(tmp_path / "gone.pt", raw), trust=True)
     with pytest.raises(CheckpointError, match=r"gone.pt: cannot rebuild its method"):
         ckpt.build_method(ckpt.build_model())
 
@@ -581,3 +615,387 @@ def test_a_saved_checkpoint_has_ordinary_permissions(tmp_path):
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+
+
+# -- untrusted files: names never import ----------------------------------------------------
+def planted_module(folder, marker) -> str:
+    """A module beside the checkpoint whose import leaves ``marker``: what a file could name."""
+    name = f"planted_{os.urandom(4).hex()}"
+    (folder / f"{name}.py").write_text(
+        "import pathlib\n"
+        f"pathlib.Path({str(marker)!r}).mkdir()\n"
+        "from fa_checks.methods.dfa import DFA\n\n\n"
+        "class Rule(DFA):\n"
+        "    pass\n"
+    )
+    return name
+
+
+def dfa_checkpoint(path):
+    model = tiny_model()
+    return save_checkpoint(path, model=model, method=attached(get_method("dfa"), model), seed=0,
+                           epochs=1)
+
+
+def with_method(tmp_path, name: str, filename: str = "named.pt"):
+    raw = torch.load(dfa_checkpoint(tmp_path / "dfa.pt"), weights_only=True)
+    raw["method"] = name
+    return write_raw(tmp_path / filename, raw)
+
+
+@pytest.mark.parametrize("name", ["this:X", "test.autotest:X", "antigravity:X", "os:system"])
+def test_a_method_name_from_an_untrusted_file_imports_nothing(tmp_path, name):
+    module = name.partition(":")[0]
+    before = module in sys.modules
+    ckpt = load_checkpoint(with_method(tmp_path, name))
+    model = ckpt.build_model()
+    with pytest.raises(CheckpointError) as info:
+        ckpt.build_method(model)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(ckpt.path))
+    assert f"would import module {module!r}" in message and "nothing was imported" in message
+    assert "trust=True" in message and "--fa-trust-checkpoint" in message
+    assert (module in sys.modules) == before
+
+
+def test_a_module_planted_beside_the_file_runs_only_when_trusted(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    name = planted_module(tmp_path, marker)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as PYTHONPATH=. or a conftest's rootdir does
+    path = with_method(tmp_path, f"{name}:Rule")
+    ckpt = load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=f"would import module '{name}'"):
+        ckpt.build_method(ckpt.build_model())
+    assert name not in sys.modules and not marker.exists()
+    # given trust, it imports as the user asked
+    trusted = load_checkpoint(path, trust=True)
+    method = trusted.build_method(trusted.build_model())
+    assert type(method).__module__ == name and marker.is_dir()
+    sys.modules.pop(name, None)
+
+
+def test_a_name_the_user_gave_may_import_even_from_an_untrusted_file(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    name = planted_module(tmp_path, marker)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ckpt = load_checkpoint(with_method(tmp_path, f"{name}:Rule"),
+                           import_methods={f"{name}:Rule"})
+    assert type(ckpt.build_method(ckpt.build_model())).__name__ == "Rule" and marker.is_dir()
+    sys.modules.pop(name, None)
+
+
+def test_an_entry_point_resolves_from_an_untrusted_file(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from fa_checks.methods import ENTRY_POINT_GROUP
+
+    marker = tmp_path / "imported"
+    name = planted_module(tmp_path, marker)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    installed = metadata.EntryPoint(name="installed-rule", value=f"{name}:Rule",
+                                    group=ENTRY_POINT_GROUP)
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points", lambda **kw: [installed]
+                        if kw.get("group") == ENTRY_POINT_GROUP else real(**kw))
+    ckpt = load_checkpoint(with_method(tmp_path, "installed-rule"))
+    assert type(ckpt.build_method(ckpt.build_model())).__name__ == "Rule"
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("name", [":", "../x:y", "a:", ":b", "a b:C", "x:y.<locals>.Z"])
+def test_a_malformed_method_name_is_a_method_error_even_when_importing(name):
+    from fa_checks.methods import method_class
+
+    with pytest.raises(MethodError, match="not module:Class"):
+        method_class(name, allow_import=True)
+
+
+# -- untrusted files: the bytes -------------------------------------------------------------
+def test_64_random_bytes_in_the_middle_fail_the_crc(tmp_path):
+    path = dfa_checkpoint(tmp_path / "run.pt")
+    data = bytearray(path.read_bytes())
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:  # the middle of the largest tensor's bytes
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    middle = start + info.file_size // 2 - 32
+    data[middle:middle + 64] = np.random.default_rng(0).bytes(64)
+    path.write_bytes(bytes(data))
+    expect_error(path, "is corrupt", f"member {info.filename!r} fails its CRC")
+
+
+def test_a_compressed_member_or_trailing_bytes_are_refused(tmp_path):
+    import zipfile
+
+    good = dfa_checkpoint(tmp_path / "run.pt")
+    deflated = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(deflated, "w") as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info), zipfile.ZIP_DEFLATED)
+    expect_error(deflated, "is compressed")
+    trailing = tmp_path / "trailing.pt"
+    trailing.write_bytes(good.read_bytes() + b"\0" * 10)
+    expect_error(trailing, "after its archive directory")
+
+
+def test_an_expanded_tensor_is_refused_before_it_is_used(tmp_path):
+    raw = saved_raw(tmp_path)
+    raw["model_state"]["blocks.0.w1.weight"] = torch.zeros(1).expand(16, 16)
+    path = write_raw(tmp_path / "expanded.pt", raw)
+    assert path.stat().st_size < 20_000
+    expect_error(path, "shape [16, 16] needs 256 elements", "stride 0")
+    expect_error(path, "stride 0", trust=True)  # torch.load itself builds it: checked after
+
+
+def test_a_view_larger_than_its_storage_is_refused(tmp_path):
+    raw = saved_raw(tmp_path)
+    raw["model_state"]["blocks.0.w1.weight"] = torch.zeros(32).as_strided((16, 16), (1, 1))
+    expect_error(write_raw(tmp_path / "overlap.pt", raw), "needs 256 elements",
+                 "holds 32")
+
+
+def test_a_storage_that_declares_more_bytes_than_its_member_holds_is_refused(tmp_path):
+    import zipfile
+
+    path = save_checkpoint(tmp_path / "run.pt", model=tiny_model())
+    patched = tmp_path / "patched.pt"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(patched, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("data/0"):
+                data = data[: len(data) // 2]  # a consistent archive with a short storage
+            target.writestr(info, data)
+    expect_error(patched, "storage '0' declares")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "socket"])
+def test_only_regular_files_are_read_and_a_fifo_cannot_hang(tmp_path, kind):
+    import socket
+    import threading
+
+    path = tmp_path / "special.pt"
+    if kind == "fifo":
+        os.mkfifo(path)
+        fragment = "FIFO"
+    elif kind == "device":
+        path = "/dev/zero"
+        fragment = "a device"
+    else:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path))
+        fragment = "a socket"
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(expect_error(path, fragment)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert outcome, "loading did not return"
+
+
+def test_a_file_above_the_size_limit_is_refused(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "run.pt", model=tiny_model())
+    monkeypatch.setenv("FA_CHECKS_LIMITS", "max_file_bytes=1000")
+    expect_error(path, "above the limit max_file_bytes=1,000", "FA_CHECKS_LIMITS=max_file_bytes=")
+
+
+def test_too_many_tensors_are_refused(tmp_path, monkeypatch):
+    raw = saved_raw(tmp_path)
+    path = write_raw(tmp_path / "run.pt", raw)
+    monkeypatch.setenv("FA_CHECKS_LIMITS", "max_tensors=3")
+    expect_error(path, "max_tensors=3")
+
+
+# -- the legacy format: what it can and cannot promise ----------------------------------------
+def test_a_legacy_file_loads_and_is_checked_like_a_zip(tmp_path):
+    model = tiny_model()
+    path = tmp_path / "legacy.pt"
+    torch.save(saved_raw(tmp_path), path, _use_new_zipfile_serialization=False)
+    x = inputs_for("resmlp")
+    assert torch.equal(load_checkpoint(path).build_model()(x), model.eval()(x))
+    raw = saved_raw(tmp_path)
+    raw["model_state"]["blocks.0.w1.weight"] = torch.zeros(1).expand(16, 16)
+    torch.save(raw, tmp_path / "expanded.pt", _use_new_zipfile_serialization=False)
+    expect_error(tmp_path / "expanded.pt", "stride 0")
+
+
+def test_a_legacy_storage_whose_stored_length_differs_is_refused_before_allocation(tmp_path):
+    path = tmp_path / "legacy.pt"
+    torch.save({"format": "x", "t": torch.ones(6)}, path, _use_new_zipfile_serialization=False)
+    data = bytearray(path.read_bytes())
+    count = len(data) - 6 * 4 - 8  # the int64 element count before the only storage
+    assert int.from_bytes(data[count:count + 8], "little") == 6
+    data[count:count + 8] = (2**40).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    expect_error(path, "declared with 6 elements but stored with 1,099,511,627,776")
+
+
+def test_a_flipped_byte_in_legacy_tensor_data_is_not_detected(tmp_path):
+    """The documented limit: the legacy format has no checksum (the zip format has CRCs)."""
+    path = tmp_path / "legacy.pt"
+    torch.save(saved_raw(tmp_path), path, _use_new_zipfile_serialization=False)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # inside the last tensor's bytes
+    path.write_bytes(bytes(data))
+    loaded, original = load_checkpoint(path).model_state, tiny_model().state_dict()
+    assert any(not torch.equal(loaded[key], original[key]) for key in original)
+
+
+# -- untrusted files: sizes and fields -----------------------------------------------------
+def test_declared_sizes_must_match_the_tensors_before_any_model_is_built(tmp_path, monkeypatch):
+    raw = saved_raw(tmp_path)
+    raw["arch_kwargs"]["num_blocks"] = 1000  # within the limits, but the file holds 2 blocks
+    path = write_raw(tmp_path / "big.pt", raw)
+    import fa_checks.models
+
+    monkeypatch.setattr(fa_checks.models, "build_model",
+                        lambda *a, **k: pytest.fail("a model was built"))
+    expect_error(path, "missing 'blocks.2.ln.weight'", "and 5980 more")
+
+
+@pytest.mark.parametrize(("arch_kwargs", "fragments"), [
+    ({"num_blocks": 10**6}, ["arch_kwargs.num_blocks=1000000", "max_blocks=1024",
+                             "FA_CHECKS_LIMITS=max_blocks=1000000"]),
+    ({"d_hidden": "abc"}, ["arch_kwargs.d_hidden='abc'", "whole number"]),
+    ({"d_hidden": -1}, ["arch_kwargs.d_hidden=-1"]),
+    ({"input_shape": [8, -1]}, ["arch_kwargs.input_shape[1]=-1"]),
+    ({"num_classes": 2**70}, ["arch_kwargs.num_classes=", "max_classes"]),
+])
+def test_arch_kwargs_are_checked_at_once(tmp_path, arch_kwargs, fragments):
+    raw = saved_raw(tmp_path)
+    raw["arch_kwargs"].update(arch_kwargs)
+    expect_error(write_raw(tmp_path / "bad.pt", raw), *fragments)
+
+
+def test_a_vit_with_patch_size_zero_is_refused(tmp_path):
+    raw = torch.load(save_checkpoint(tmp_path / "vit.pt", model=tiny_model("vit")),
+                     weights_only=True)
+    raw["arch_kwargs"]["patch_size"] = 0
+    expect_error(write_raw(tmp_path / "bad.pt", raw), "arch_kwargs.patch_size=0")
+
+
+@pytest.mark.parametrize(("key", "fragment"), [
+    ("blocks.99999999999999999999.ln.weight", "names block 99999999999999999999"),
+    ("blocks.5000.ln.weight", "beyond the limit max_blocks=1024"),
+])
+def test_a_seed_key_with_a_huge_block_index_is_an_error_at_once(tmp_path, key, fragment):
+    state = seed_model().state_dict()
+    state[key] = torch.zeros(16)
+    expect_error(write_raw(tmp_path / "bad.pt", {"state_dict": state}), fragment)
+
+
+def test_seed_blocks_that_are_not_contiguous_are_an_error(tmp_path):
+    state = {k: v for k, v in seed_model().state_dict().items() if not k.startswith("blocks.1.")}
+    expect_error(write_raw(tmp_path / "gap.pt", {"state_dict": state}),
+                 "not numbered 0..2", "block(s) 1")
+
+
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("optimizer", {"lr": "abc"}, "optimizer.lr='abc': it must be a number"),
+    ("optimizer", {"lr": float("nan")}, "optimizer.lr=nan: it must be a finite number"),
+    ("optimizer", {"schedule": "evil"}, "optimizer.schedule='evil': use one of"),
+    ("optimizer", {"batch_size": 0}, "optimizer.batch_size=0: it must be 1 or more"),
+    ("optimizer", {"weight_decay": -1.0}, "optimizer.weight_decay=-1.0: it must be 0 or more"),
+    ("optimizer", {"lr": {"nested": 1}}, "optimizer['lr'] must be a plain setting"),
+    ("seed", 2**64, "seed=18446744073709551616"),
+    ("seed", -3, "seed=-3"),
+    ("epochs", 10**9, "epochs=1000000000: above the limit max_epochs"),
+    ("epochs", 0, "epochs=0: it must be 1 or more"),
+    ("test_acc", 7.0, "test_acc=7.0"),
+    ("test_acc", float("nan"), "test_acc=nan"),
+    ("data", {"name": 3}, "data.name"),
+    ("data", {"name": "x" * 101}, "data.name"),
+    ("data", {"num_samples": 10}, "data.name"),
+    ("data", {"name": "synthetic", "num_samples": 10**12}, "max_samples"),
+    ("data", {"name": "synthetic", "seed": "abc"}, "parameter 'seed' must be an integer"),
+    ("data", {"name": "synthetic", "dim": [1, 2]}, "data.dim must be a plain value"),
+    ("history", [[1]], "history[0] must be a dict"),
+    ("method", "", "'method' must be a method name"),
+    ("method_options", {"vnet_width": 10**9}, "method_options.vnet_width=1000000000"),
+    ("method_options", {"penalty": float("nan")}, "method_options.penalty=nan"),
+    ("version", [1], "'version' must be text"),
+])
+def test_every_field_that_sizes_or_steers_work_is_validated(tmp_path, field, value, fragment):
+    raw = saved_raw(tmp_path)
+    raw[field] = value
+    message = expect_error(write_raw(tmp_path / "bad.pt", raw), fragment)
+    assert "\n" not in message
+
+
+def test_a_history_longer_than_the_limit_is_refused(tmp_path, monkeypatch):
+    raw = saved_raw(tmp_path)
+    raw["history"] = [{"epoch": i} for i in range(5)]
+    monkeypatch.setenv("FA_CHECKS_LIMITS", "max_history=4")
+    expect_error(write_raw(tmp_path / "long.pt", raw), "5 entries", "max_history=4")
+
+
+def test_a_seed_config_is_validated(tmp_path):
+    state = seed_model(input_dim=40).state_dict()
+    for config, fragment in [({"lr": "abc"}, "config.lr='abc'"),
+                             ({"epochs": 10**9}, "config.epochs=1000000000"),
+                             ({"seed": 2**64}, "config.seed="),
+                             ({"nested": {"a": 1}}, "config['nested'] must be a plain")]:
+        expect_error(write_raw(tmp_path / "bad.pt", {"state_dict": state, "config": config}),
+                     fragment)
+
+
+# -- faults of the machine while loading ---------------------------------------------------
+@pytest.mark.parametrize(("fault", "fragment"), [
+    (OSError(5, "Input/output error"), "Input/output error"),
+    (MemoryError(), "out of memory"),
+    (RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 9000000000 bytes"), "out of memory"),
+])
+def test_a_read_or_allocation_failure_is_a_checkpoint_error(tmp_path, monkeypatch, fault,
+                                                            fragment):
+    path = save_checkpoint(tmp_path / "run.pt", model=tiny_model())
+
+    def failing(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr(torch, "load", failing)
+    message = expect_error(path, fragment)
+    assert "\n" not in message
+
+
+def test_an_allocation_failure_while_building_is_a_checkpoint_error(tmp_path, monkeypatch):
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "run.pt", model=tiny_model()))
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr("fa_checks.models.build_model", failing)
+    with pytest.raises(CheckpointError, match=r"run.pt: building its resmlp failed: out of"):
+        ckpt.build_model()
+
+
+def test_a_method_network_the_saved_state_cannot_hold_is_refused_before_setup(tmp_path):
+    raw = torch.load(dfa_checkpoint(tmp_path / "dfa.pt"), weights_only=True)
+    raw["method"], raw["method_options"] = "vec", {"vnet_width": 4000, "vnet_depth": 60}
+    ckpt = load_checkpoint(write_raw(tmp_path / "vec.pt", raw))
+    with pytest.raises(CheckpointError, match="size a network of about 976,000,000 elements"):
+        ckpt.build_method(ckpt.build_model())
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_a_pickle_above_the_metadata_limit_is_refused_before_it_is_read(tmp_path, monkeypatch,
+                                                                        zip_format):
+    raw = saved_raw(tmp_path)
+    raw["history"] = [{"epoch": i, "note": "x" * 90} for i in range(200)]
+    path = tmp_path / "long.pt"
+    torch.save(raw, path, _use_new_zipfile_serialization=zip_format)
+    load_checkpoint(path)
+    monkeypatch.setenv("FA_CHECKS_LIMITS", "max_metadata_bytes=4096")
+    expect_error(path, "larger than the limit max_metadata_bytes=4,096",
+                 "FA_CHECKS_LIMITS=max_metadata_bytes=")
+
+
+def test_a_dataset_outside_the_registry_is_kept_for_the_registry_to_refuse(tmp_path):
+    from fa_checks.data import DataError, load_data
+
+    raw = saved_raw(tmp_path)
+    raw["data"] = {"name": "my-own-images", "size": 3}
+    ckpt = load_checkpoint(write_raw(tmp_path / "own.pt", raw))
+    assert ckpt.data == {"name": "my-own-images", "size": 3}
+    with pytest.raises(DataError, match="unknown dataset 'my-own-images'"):
+        load_data(ckpt.data["name"])

@@ -27,6 +27,7 @@ from filelock import FileLock
 
 from fa_checks.data.dataset import DataError, Dataset
 from fa_checks.files import write_atomic
+from fa_checks.limits import check_count
 
 NAME = "mnist1d"
 DEFAULTS: dict[str, Any] = {"num_samples": 10_000, "train_split": 0.8, "seed": 42}
@@ -90,6 +91,8 @@ def check_params(num_samples: int, train_split: float, seed: int) -> dict[str, A
         )
     if seed < 0 or seed >= 2**32:
         raise DataError(f"mnist1d: seed must lie in [0, 2**32), got {seed} (numpy's seed range)")
+    # upper bounds (fa_checks.limits): a file's data spec must not ask for unbounded work
+    check_count("num_samples", num_samples, "max_samples", where="mnist1d: ", error=DataError)
     return {"num_samples": num_samples, "train_split": train_split, "seed": seed}
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from fa_checks.data.dataset import DataError, Dataset
+from fa_checks.limits import check_count, check_total, default_limits
 
 NAME = "synthetic"
 DEFAULTS: dict[str, Any] = {"num_samples": 512, "dim": 20, "num_classes": 4, "seed": 0}
@@ -37,6 +38,14 @@ def check_params(num_samples: int, dim: int, num_classes: int, seed: int) -> int
         )
     if not 0 <= seed < 2**63:
         raise DataError(f"synthetic: seed must lie in [0, 2**63), got {seed}")
+    # upper bounds (fa_checks.limits): a file's data spec must not ask for unbounded work
+    limits = default_limits()
+    for name, value, limit in (("num_samples", num_samples, "max_samples"),
+                               ("dim", dim, "max_input_features"),
+                               ("num_classes", num_classes, "max_classes")):
+        check_count(name, value, limit, limits, where="synthetic: ", error=DataError)
+    check_total("num_samples x dim", num_samples * dim, "max_data_elements", limits,
+                detail="input elements", where="synthetic: ", error=DataError)
     return num_train
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -145,28 +146,74 @@ def _load_builtins() -> None:
     importlib.import_module("fa_checks.methods.builtins")
 
 
-def method_class(name: str) -> type[Method]:
-    """Resolve a built-in name, an entry point of ``fa_checks.methods``, or ``module:Class``."""
+#: how the user says that names read from a file may import code (for the refusal's message)
+TRUST_FLAGS = "trust=True (library), --trust (fa-checks) or --fa-trust-checkpoint (pytest)"
+
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def method_class(name: str, *, allow_import: bool = True) -> type[Method]:
+    """Resolve a built-in name, an entry point of ``fa_checks.methods``, or ``module:Class``.
+
+    ``allow_import=False`` is for names read from a file someone else may have written: only
+    built-ins and installed entry points resolve, and a ``module:Class`` is refused without
+    importing anything (importing a module runs its top-level code).  A name the user typed
+    (``--fa-method mypkg.rules:Rule``) imports, as ``pytest -p`` does.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise MethodError(f"method name {name!r} must be a non-empty name or module:Class")
     _load_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return _checked(ep.load(), name)
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
+            try:
+                loaded = ep.load()
+            except Exception as exc:  # an installed plugin that fails to import
+                raise MethodError(
+                    f"the entry point {name!r} ({ep.value}) of {ENTRY_POINT_GROUP!r} cannot be "
+                    f"loaded: {type(exc).__name__}: {_first_line(exc)}"
+                ) from None
+            return _checked(loaded, name)
+    if ":" not in name:
+        raise MethodError(
+            f"unknown method {name!r}; choose one of {', '.join(available_methods())} "
+            "or name your own as module:Class"
+        )
+    module_name, _, attr = name.partition(":")
+    if not _DOTTED_NAME.fullmatch(module_name) or not _DOTTED_NAME.fullmatch(attr):
+        raise MethodError(
+            f"method {name!r} is not module:Class (for example mypkg.rules:SignSymmetry): "
+            "both parts must be dotted Python names"
+        )
+    if not allow_import:
+        raise MethodError(
+            f"method {name!r} is neither a built-in nor an entry point of "
+            f"{ENTRY_POINT_GROUP!r}, and resolving it would import module {module_name!r}, "
+            f"which a name read from an untrusted file may not do, so nothing was imported; "
+            f"pass {TRUST_FLAGS} only for a file you trust, or install the rule as an entry point"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MethodError(f"cannot import method module {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module's own top-level code failed
+        raise MethodError(
+            f"importing method module {module_name!r} failed: {type(exc).__name__}: "
+            f"{_first_line(exc)}"
+        ) from None
+    target: Any = module
+    for part in attr.split("."):
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise MethodError(f"cannot import method module {module_name!r}: {exc}") from None
-        try:
-            return _checked(getattr(module, attr), name)
+            target = getattr(target, part)
         except AttributeError:
             raise MethodError(f"module {module_name!r} has no attribute {attr!r}") from None
-    raise MethodError(
-        f"unknown method {name!r}; choose one of {', '.join(available_methods())} "
-        "or name your own as module:Class"
-    )
+    return _checked(target, name)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 def _checked(obj: Any, name: str) -> type[Method]:
@@ -225,7 +272,15 @@ def method_takes_option(cls: type, key: str) -> bool:
 
 def get_method(name: str, **options: Any) -> Method:
     """An instance of the method ``name`` with ``options``; bad options are a MethodError."""
-    cls = method_class(name)
+    return method_from_name(name, options)
+
+
+def method_from_name(
+    name: str, options: Mapping[str, Any], *, allow_import: bool = True
+) -> Method:
+    """Like :func:`get_method`; ``allow_import=False`` for a name read from a file (see
+    :func:`method_class`)."""
+    cls = method_class(name, allow_import=allow_import)
     unknown = [key for key in options if not method_takes_option(cls, key)]
     if unknown:
         takes = method_option_names(cls)

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from ..limits import check_arch_options
 from .base import BlockModel, ModelError
 from .mlp import MLP
 from .resmlp import ResMLP
@@ -124,7 +125,14 @@ def build_model(
             f"{arch} takes no keyword {', '.join(unknown)}; it takes "
             f"{', '.join(model_keywords(arch))}"
         )
+    # sizes by type and range before anything else reads them (fa_checks.limits) ...
+    kwargs = check_arch_options(arch, kwargs, prefix=f"{arch} ", error=ModelError)
     input_shape = check_input_shape(arch, input_shape, dataset, sizes=kwargs)
+    # ... and the whole model against the limits, before any module exists
+    kwargs = check_arch_options(
+        arch, {"input_shape": input_shape, "num_classes": num_classes, **kwargs},
+        prefix=f"{arch} ", error=ModelError)
+    input_shape, num_classes = tuple(kwargs.pop("input_shape")), kwargs.pop("num_classes")
     model = cls(input_shape=input_shape, num_classes=int(num_classes), **kwargs)
     model.spec = {
         "arch": arch,
