@@ -102,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("-o", "--output", required=True, metavar="DIR",
                        help="folder for the checkpoints (named by cell and seed)")
     sweep.set_defaults(handler=_cmd_sweep)
+
+    cache = commands.add_parser("cache", help="show or clear the cache of runs and reports",
+                                description="The artifact cache fa-checks and pytest share: "
+                                            "trained runs, baselines, reports.")
+    cache.add_argument("action", choices=("info", "clear"),
+                       help="info: where it is and what it holds; clear: remove artifacts")
+    cache.add_argument("--kind", choices=("run", "baseline", "report"),
+                       help="clear only this kind of artifact")
+    add_to_argparse(cache, _pick(EVALUATION, "cache-dir"))
+    cache.set_defaults(handler=_cmd_cache)
     return parser
 
 
@@ -239,7 +249,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_writable(args.output, what="-o")
     settings = _settings(args)
     check_data_root(subject.data, settings.data_root)
-    path = train_subject(subject, settings, settings.open_cache(), log=_stderr)
+    path = train_subject(subject, settings, settings.open_cache(_stderr), log=_stderr)
     copy_atomic(path, args.output)
     from .checkpoint import load_checkpoint
 
@@ -264,7 +274,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         fill.update(data=args.data or DEFAULT_DATA, data_options=data_options)
     if args.epochs:
         fill["epochs"] = args.epochs
-    cache = settings.open_cache()
+    cache = settings.open_cache(_stderr)
     log = None if args.quiet else _stderr
     outcomes = [outcome(_filled(s, fill), settings, cache, log=log) for s in subjects]
     print_outcomes(outcomes, quiet=args.quiet)
@@ -349,7 +359,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out_dir = check_writable_folder(args.output, what="-o")
     if args.json:
         check_writable(args.json, what="--json")
-    cache = settings.open_cache()
+    cache = settings.open_cache(_stderr)
     log = None if args.quiet else _stderr
     table_cells: list[tuple[str, list[Report]]] = []
     failures: dict[str, int] = {}
@@ -374,6 +384,28 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _write_json(args.json, everything)
     _report_errors(everything)
     return _exit_code(everything)
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .render import table
+
+    cache = build_settings(given_flags(args), flag_prefix="--").open_cache(_stderr)
+    if args.action == "clear":
+        cache.clear(args.kind)
+        print(f"cleared {args.kind + ' artifacts' if args.kind else 'everything'} in "
+              f"{cache.root}")
+        return EXIT_PASS
+    kinds = cache.info()
+    print(f"cache: {cache.root}" + ("" if kinds else " (empty)"))
+    if kinds:
+        rows = [[kind, str(k["artifacts"]), _megabytes(k["bytes"]), str(k["temporary_files"])]
+                for kind, k in kinds.items()]
+        print("\n".join(table(["kind", "artifacts", "size", "temporary files"], rows)))
+    return EXIT_PASS
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 2**20:.1f} MB"
 
 
 def _file_name(text: str) -> str:

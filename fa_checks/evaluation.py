@@ -98,7 +98,8 @@ def evaluate_subject(
         computed["report"] = _evaluate_file(subject, path, settings, cache, device, log)
         return computed["report"].to_dict()
 
-    stored = cache.get_or_create_json("report", spec, compute, refresh=settings.retrain)
+    stored = cache.get_or_create_json("report", spec, compute, refresh=settings.retrain,
+                                      validate=Report.from_dict)
     report = computed.get("report") or Report.from_dict(stored)
     # the same file may be reached by another path: who was checked is always this subject
     report.subject.update(id=subject.id, kind=subject.kind, path=str(path))
@@ -125,7 +126,9 @@ def load_subject(
 
     device = settings.torch_device() if device is None else device
     path = _subject_file(subject, settings, cache, device, log)
-    checkpoint = load_checkpoint(path, trust=settings.trust)
+    # a fresh run's method was named on the command line: it may import, as pytest -p does
+    named = {subject.method} if subject.kind == "fresh" and subject.method else set()
+    checkpoint = load_checkpoint(path, trust=settings.trust, import_methods=named)
     model = checkpoint.build_model().to(device).eval()
     # a method that cannot be rebuilt is a CheckpointError naming the file
     method = checkpoint.build_method(model) if with_method and checkpoint.method else None

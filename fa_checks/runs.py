@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import values
 from .errors import ConfigError
 from .settings import Settings
 from .subjects import Subject
@@ -197,8 +198,16 @@ def frozen_baseline(
         run = train_fresh(baseline, settings, device=device)
         return {"test_acc": run.test_acc, "spec": spec, "history": run.history}
 
-    stored = cache.get_or_create_json("baseline", spec, compute, refresh=settings.retrain)
+    stored = cache.get_or_create_json("baseline", spec, compute, refresh=settings.retrain,
+                                      validate=_baseline_record)
     return float(stored["test_acc"])
+
+
+def _baseline_record(stored: Any) -> float:
+    """A cached baseline holds an accuracy (a ValueError tells the cache to recompute it)."""
+    if not isinstance(stored, dict) or "test_acc" not in stored:
+        raise ValueError("a baseline record holds a test_acc")
+    return values.fraction(stored["test_acc"])
 
 
 __all__ = [

@@ -7,6 +7,7 @@ help texts read them from here).  Nothing here imports torch at import time.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -100,14 +101,15 @@ class Settings:
             schedule=str(recorded.get("schedule", self.schedule)),
         )
 
-    def open_cache(self) -> ArtifactCache:
-        """The artifact cache these settings name (the user's cache directory by default)."""
+    def open_cache(self, log: Callable[[str], None] | None = None) -> ArtifactCache:
+        """The artifact cache these settings name (the user's cache directory by default);
+        ``log`` hears, in one line each, about damaged artifacts it recomputes."""
         from pathlib import Path
 
         from .cache import ArtifactCache, default_cache_root
 
         return ArtifactCache(Path(self.cache_dir).expanduser() if self.cache_dir
-                             else default_cache_root())
+                             else default_cache_root(), log=log)
 
     def torch_device(self) -> torch.device:
         """The device to use; ``cuda`` where there is none is a ConfigError naming the flag."""

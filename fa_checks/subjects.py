@@ -121,6 +121,8 @@ def fresh_subjects(
     ``flag_prefix`` is how the caller spells its options (``"--"`` for the command line's
     ``--method-arg``, ``"--fa-"`` for the plugin's ``--fa-method-arg``), for error messages.
     """
+    from .limits import check_training
+
     method_options = dict(method_options or {})
     arch_options = dict(arch_options or {})
     data_options = dict(data_options or {})
@@ -130,7 +132,7 @@ def fresh_subjects(
         raise ConfigError(f"no seeds given for method {method!r}; give at least one")
     unique = list(dict.fromkeys(_checked(values.seed, seed, f"{flag_prefix}seeds")
                                 for seed in seeds))
-    epochs = _checked(values.positive_int, epochs, f"{flag_prefix}epochs")
+    epochs = check_training(epochs=epochs, names={"epochs": f"{flag_prefix}epochs"})["epochs"]
     return [
         Subject(
             id=subject_id(method, method_options, seed),
@@ -169,6 +171,7 @@ def validate_training(
 
     Each message names the option to change, spelt with ``flag_prefix``.
     """
+    from .limits import check_arch_options, check_method_options
     from .methods import MethodError, get_method, method_class
     from .methods.base import method_option_names, method_takes_option
     from .models import ModelError, model_keywords
@@ -198,6 +201,8 @@ def validate_training(
             f"{flag_prefix}arch-arg {', '.join(unknown)}: architecture {arch!r} takes no "
             f"such option; it takes {', '.join(keywords)}"
         )
+    check_method_options(method, method_options, prefix=f"{flag_prefix}method-arg ")
+    check_arch_options(arch, arch_options, prefix=f"{flag_prefix}arch-arg ")
     applies_to = getattr(cls, "architectures", None)
     if applies_to is not None and arch not in applies_to:
         raise ConfigError(f"method {method!r} applies to {', '.join(applies_to)}, not {arch!r}; "

@@ -341,3 +341,21 @@ def test_a_dataset_read_from_disk_without_a_root_is_refused_before_training(
     line = one_line(capsys.readouterr().err)
     assert "--data cifar10 is read from a local folder: give it with --data-root DIR" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_cache_info_and_clear_show_and_empty_the_one_cache(bp_run, tmp_path, capsys):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["check", str(bp_run), "--baseline-acc", "0", "-q", *cache]) == 0
+    capsys.readouterr()
+    assert main(["cache", "info", *cache]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"cache: {tmp_path / 'cache'}"
+    assert lines[1].split() == ["kind", "artifacts", "size", "temporary", "files"]
+    assert lines[2].split()[:2] == ["report", "1"]
+    assert main(["cache", "clear", "--kind", "report", *cache]) == 0
+    assert main(["cache", "info", *cache]) == 0
+    assert "report" not in capsys.readouterr().out.split("cleared")[-1].split("cache:")[-1]
+    assert main(["cache", "clear", *cache]) == 0
+    capsys.readouterr()
+    assert main(["cache", "info", *cache]) == 0
+    assert capsys.readouterr().out.strip().endswith("(empty)")

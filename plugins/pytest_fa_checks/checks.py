@@ -152,7 +152,7 @@ class CheckRun:
     @property
     def cache(self) -> ArtifactCache:
         if self._cache is None:
-            self._cache = self.settings.open_cache()
+            self._cache = self.settings.open_cache(log.warning)
         return self._cache
 
     # -- reports -----------------------------------------------------------------------------

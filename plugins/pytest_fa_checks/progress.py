@@ -18,11 +18,13 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fa_checks.progress import TrainingProgress
+if TYPE_CHECKING:  # the events' class is imported when the first one arrives
+    from fa_checks.progress import TrainingProgress
+
 
 #: seconds between two lines of the same subject
 EVERY = 5.0
@@ -123,6 +125,8 @@ class ProgressWatcher:
             self.poll()
 
     def poll(self) -> None:
+        from fa_checks.progress import TrainingProgress
+
         for path in sorted(self.folder.glob("*.jsonl")):
             for worker, fields in self._new_events(path):
                 event = TrainingProgress(**fields)
