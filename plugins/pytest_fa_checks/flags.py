@@ -37,6 +37,8 @@ FLAGS: dict[str, Flag] = {**PLUGIN_ONLY, **SHARED}
 
 #: flags that only make sense with --fa-method
 FRESH_ONLY = ("method-arg", "seeds", "arch-arg", "data-arg")
+#: earlier spellings that keep working
+ALIASES = {"trust": ("--fa-trust-checkpoint",)}
 
 _INI_TYPES = {"int": "int", "float": "float", "string": "string", "switch": "bool"}
 
@@ -76,8 +78,8 @@ def add_flags(parser: pytest.Parser) -> None:
     for flag in FLAGS.values():
         name, dest = PREFIX + flag.name, option_dest(flag)
         if flag.parse is None:
-            group.addoption(name, action="store_true", default=False, dest=dest,
-                            help=flag.help)
+            group.addoption(name, *ALIASES.get(flag.name, ()), action="store_true",
+                            default=False, dest=dest, help=flag.help)
         elif flag.many == "append":
             group.addoption(name, action="append", default=[], dest=dest,
                             metavar=flag.metavar, help=flag.help_text())
