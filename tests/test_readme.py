@@ -41,3 +41,26 @@ def test_the_readme_rule_trains_and_is_checked_as_module_colon_class(readme_rule
     report = fa_checks.evaluate(model, x, y, method=loaded.build_method(model), baseline_acc=0.25)
     assert report.credit is not None and len(report.credit.cosine) == 3
     assert report.verdict.startswith(("PASS", "FAIL("))
+
+
+def test_the_readme_library_example_runs(tmp_path, monkeypatch):
+    """The example as written, at a test's size: one epoch on the small synthetic task."""
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    source = next(b for b in blocks if "fa_checks.train(" in b and "import fa_checks" in b)
+    small = source.replace("epochs=20", "epochs=1").replace('"mnist1d"', '"synthetic"')
+    assert small != source
+    exec(compile(small, str(README), "exec"), {"print": lambda *args: None})
+    assert (tmp_path / "dfa-pen.pt").is_file()
+
+
+def test_the_readme_names_every_flag_of_both_faces():
+    from pytest_fa_checks.flags import FLAGS
+
+    from fa_checks.cli import build_parser
+
+    text = README.read_text()
+    missing = [f"--fa-{name}" for name in FLAGS if f"--fa-{name}" not in text]
+    assert not missing, missing
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert all(f"fa-checks {name}" in text for name in commands)
