@@ -344,6 +344,15 @@ def test_a_missing_checkpoint_errors_its_own_items_and_the_others_run(
     (["--fa-checkpoint", "runs/*.pt"], "--fa-checkpoint 'runs/*.pt' matches no file"),
     (["--fa-checkpoint", "x.pt", "--fa-max-growth", "lots"], "--fa-max-growth 'lots' is not "
                                                              "valid"),
+    (["--fa-method", "bp", "--fa-arch-arg", "d_hidden=abc"],
+     "--fa-arch-arg d_hidden='abc': it must be a whole number"),
+    (["--fa-method", "bp", "--fa-arch-arg", "d_hidden=-1"], "--fa-arch-arg d_hidden=-1: "),
+    (["--fa-method", "bp", "--fa-arch", "vit", "--fa-data", "digits", "--fa-arch-arg",
+      "patch_size=0"], "--fa-arch-arg patch_size=0: it must be 1 or more"),
+    (["--fa-method", "bp", "--fa-seeds", str(2**64)], "a seed is a whole number from 0"),
+    (["--fa-method", ":"], "method ':' is not module:Class"),
+    (["--fa-method", "../x:y"], "method '../x:y' is not module:Class"),
+    (["--fa-method", "bp", "--fa-arch", "vit"], "architecture 'vit' needs image inputs"),
 ])
 def test_bad_options_are_one_line_usage_errors(
     pytester: pytest.Pytester, args: list[str], fragment: str
