@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .anatomy import eval_mode, per_sample_gradients, per_sample_norm
+from .anatomy import eval_mode, per_sample_gradients
 from .data import Dataset, load_data
 from .methods import Method, MethodError, get_method, method_class, method_reference
 from .models import build_model
 from .progress import ProgressClock, ProgressSink, progress_sink
-from .protocol import accuracy
+from .protocol import accuracy, reference_validity, scale_stability
 from .settings import (
     DEFAULT_ARCH,
     DEFAULT_BATCH_SIZE,
@@ -71,14 +71,23 @@ class Run:
         return any(entry.get("diverged") for entry in self.history)
 
 
-def epoch_figures(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
-    """The history's per-epoch figures on the eval batch: the median per-sample ``||h_L||``
-    and ``||g_L||`` (each sample's own loss gradient)."""
+def epoch_figures(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
+    """The history's per-epoch figures from one forward/backward pass on the eval batch.
+
+    ``h_L`` / ``g_L``: median per-sample ``||h_L||`` and ``||g_L||`` (each sample's own loss
+    gradient); ``hidden_norms``: median per-sample ``||h_0..h_L||``; ``growth``: each block's
+    growth as D1 measures it (the protocol's own definition, so "when did it blow up" reads off
+    the same numbers as the verdict).
+    """
     with eval_mode(model):
         hidden, grads, _ = per_sample_gradients(model, x, y)
-    h_norm = per_sample_norm(hidden[-1]).median()
-    g_norm = per_sample_norm(grads[-1]).median()
-    return {"h_L": float(h_norm), "g_L": float(g_norm)}
+    d1 = scale_stability(hidden)
+    return {
+        "h_L": d1.hidden_norms[-1],
+        "g_L": reference_validity(grads[-1:]).g_L,
+        "hidden_norms": d1.hidden_norms,
+        "growth": d1.per_block_growth,
+    }
 
 
 def _resolve_method(
@@ -142,7 +151,8 @@ def train(
     ``method`` is a name (``"dfa"``, ``"mypkg.rules:Rule"``) with ``method_options``, or a built
     :class:`Method`; ``data`` is a name with ``data_options`` (read from ``data_root``) or a
     :class:`Dataset`.  History: one dict per epoch with ``epoch, train_loss, test_acc, h_L, g_L,
-    diverged`` and the mean of every other figure the method's ``step`` returns.
+    hidden_norms, growth, diverged`` (:func:`epoch_figures`) and the mean of every other figure
+    the method's ``step`` returns.
 
     ``progress``: a line per epoch on stderr (redrawn in place on a terminal) unless False; or
     a callable that receives each :class:`~fa_checks.progress.TrainingProgress`.  ``threads``:

@@ -92,8 +92,8 @@ def test_history_figures_are_what_they_say():
     run = tiny(method, epochs=2)
     assert [e["epoch"] for e in run.history] == [1, 2]
     for entry in run.history:
-        assert set(entry) == {"epoch", "train_loss", "test_acc", "h_L", "g_L", "diverged",
-                              "batch"}
+        assert set(entry) == {"epoch", "train_loss", "test_acc", "h_L", "g_L", "hidden_norms",
+                              "growth", "diverged", "batch"}
         assert entry["diverged"] is False and math.isfinite(entry["train_loss"])
         # the method's own figure is averaged over samples: batches of 64, 64 and 32
         assert entry["batch"] == pytest.approx((64 * 64 + 64 * 64 + 32 * 32) / 160)
