@@ -198,11 +198,12 @@ def _log_axis(ax: Axes, values: Sequence[float | None]) -> None:
     stream looks flat, not magnified), ticked at the decades only."""
     from matplotlib.ticker import FuncFormatter, NullLocator
 
+    shown = [v for v in values if _drawable(v, log=True)]
+    # the limits first: a log scale set on data with nothing positive would warn
+    ax.set_ylim(min(shown, default=1.0) / 10, max(shown, default=1.0) * 10)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(_decade))
     ax.yaxis.set_minor_locator(NullLocator())
-    shown = [v for v in values if _drawable(v, log=True)]
-    ax.set_ylim(min(shown, default=1.0) / 10, max(shown, default=1.0) * 10)
 
 
 def _mark_not_drawn(ax: Axes, xs: Sequence[float], values: Sequence[float | None], *,

@@ -289,7 +289,8 @@ def _figure_block(name: str, svg: str) -> str:
             f"<figcaption>{_e(FIGURE_TITLES.get(name, name))}</figcaption></figure>")
 
 
-def subject_section(entry: Entry, anchor: str, *, index: int = 0, heading: str = "h2") -> str:
+def subject_section(entry: Entry, anchor: str, *, index: int = 0, heading: str = "h2",
+                    back_link: bool = True) -> str:
     """One subject's section: verdict, facts, failing sentences, figures, what is missing."""
     verdict = str(entry.get("verdict") or ("ERROR" if is_error(entry) else "?"))
     kind = _verdict_class(verdict)
@@ -322,7 +323,9 @@ def subject_section(entry: Entry, anchor: str, *, index: int = 0, heading: str =
             out.append("<details><summary>Every diagnostic's sentence</summary><ul>"
                        + "".join(f"<li><strong>{_e(k)}</strong>: {_e(s)}</li>"
                                  for k, s in sentences) + "</ul></details>")
-    out.append('<p><a class="back" href="#verdicts">back to the table</a></p></section>')
+    if back_link:
+        out.append('<p><a class="back" href="#verdicts">back to the table</a></p>')
+    out.append("</section>")
     return "".join(out)
 
 
@@ -333,7 +336,8 @@ def subject_fragment(entry: Entry) -> str:
              ".fa-checks .failing li{color:#8d1c21}.fa-checks .missing{font-style:italic}"
              "</style>")
     anchor = "fa-" + anchors([entry])[0]
-    return f'<div class="fa-checks">{style}{subject_section(entry, anchor, heading="h3")}</div>'
+    section = subject_section(entry, anchor, heading="h3", back_link=False)
+    return f'<div class="fa-checks">{style}{section}</div>'
 
 
 def _seeds_section(summaries: Sequence[Entry]) -> str:

@@ -196,6 +196,7 @@ def test_figures_for_entry_are_svg_for_a_pytest_html_extra(entries):
         assert 'aria-label="dfa-seed1: ' in svg
     fragment = html_report.subject_fragment(entries[1])
     assert fragment.count("<svg ") == 3 and "D1: " in fragment
+    assert "<a " not in fragment  # no link: a fragment lives in someone else's page
     assert html_report.figures_for_entry(entries[2]) == {}
 
 
