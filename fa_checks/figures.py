@@ -111,11 +111,21 @@ def _label(entry: Mapping[str, Any]) -> str:
 
 
 # -- drawing helpers ---------------------------------------------------------------------------
-def _new_figure(rows: int, height: float, *, ratios: Sequence[float] | None = None,
-                sharex: bool = False) -> tuple[Figure, list[Axes]]:
+def _matplotlib() -> Any:
+    """matplotlib, with the Agg backend unless pyplot is already in use (switching a running
+    pyplot's backend would close its figures; ours never touch pyplot)."""
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    return matplotlib
+
+
+def _new_figure(rows: int, height: float, *, ratios: Sequence[float] | None = None,
+                sharex: bool = False) -> tuple[Figure, list[Axes]]:
+    matplotlib = _matplotlib()
     from matplotlib.figure import Figure
 
     with matplotlib.rc_context(STYLE):
@@ -131,10 +141,7 @@ def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
 
     @functools.wraps(draw)
     def wrapper(*args: Any, **kwargs: Any) -> Figure:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        with matplotlib.rc_context(STYLE):
+        with _matplotlib().rc_context(STYLE):
             return draw(*args, **kwargs)
 
     return wrapper
@@ -447,6 +454,10 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
     growth_ax.set_xlabel("epoch")
     if len(epochs) <= 12:
         growth_ax.set_xticks(epochs)
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        growth_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return figure
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -266,8 +267,7 @@ def _percent(value: Any) -> str:
     number = figures.number(value)
     if number is None:
         return "n/a"
-    return f"{100 * number:.1f}%" if number == number and abs(number) != float("inf") \
-        else figures.fmt(number)
+    return f"{100 * number:.1f}%" if math.isfinite(number) else figures.fmt(number)
 
 
 def _meta(entry: Entry) -> str:

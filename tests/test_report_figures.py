@@ -305,5 +305,5 @@ def test_no_entry_makes_a_figure_raise(d1, d2, history, credit):
         warnings.simplefilter("error")  # not even a warning
         for draw in figures.FIGURE_FUNCTIONS.values():
             figure = draw(entry)
-            figure.canvas.draw()  # the layout and every text, as saving would
+            figure.draw_without_rendering()  # the layout and every text, as saving would
             assert figure.axes
