@@ -86,12 +86,26 @@ def _section(entry: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+#: beyond this size an axis' limit arithmetic overflows: such a figure is not drawn either
+LARGEST_DRAWN = 1e300
+
+
 def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
+    """A figure that can be drawn: finite, and within :data:`LARGEST_DRAWN`."""
+    return x is not None and math.isfinite(x) and abs(x) <= LARGEST_DRAWN
+
+
+#: a log axis draws figures within these (a locator's decades past them overflow a float)
+LOG_RANGE = (1e-100, 1e100)
+
+
+def _fraction(x: float | None) -> bool:
+    """An accuracy that can be drawn: a number in [0, 1]."""
+    return _finite(x) and 0.0 <= x <= 1.0
 
 
 def _drawable(x: float | None, *, log: bool) -> bool:
-    return _finite(x) and (not log or x > 0)
+    return _finite(x) and (not log or LOG_RANGE[0] <= x <= LOG_RANGE[1])
 
 
 def _plotted(values: Sequence[float | None], *, log: bool = False) -> list[float]:
@@ -230,9 +244,10 @@ def _layer_ticks(ax: Axes, count: int, prefix: str = "h") -> None:
     ax.set_xlim(-0.5, count - 0.5)
 
 
-def _non_finite_names(values: Sequence[float | None], name: str) -> list[str]:
+def _undrawn(values: Sequence[float | None], name: str, *, log: bool = False) -> list[str]:
+    """``["h_2 NaN", "h_3 0"]``: the figures that exist but cannot be drawn."""
     return [f"{name}{i} {fmt(v)}" for i, v in enumerate(values) if v is not None
-            and not math.isfinite(v)]
+            and not _drawable(v, log=log)]
 
 
 # -- 1. scale profile --------------------------------------------------------------------------
@@ -247,7 +262,8 @@ def scale_profile(entry: Mapping[str, Any]) -> Figure:
     threshold = number(d1.get("threshold"))
     fired = d1.get("fires") is True
     worst = d1.get("worst_block")
-    fired_block = worst if fired and isinstance(worst, int) and 0 <= worst < len(growth) else None
+    whole = isinstance(worst, int) and not isinstance(worst, bool)
+    fired_block = worst if fired and whole and 0 <= worst < len(norms) - 1 else None
 
     figure, (top, bottom) = _new_figure(2, 4.2, ratios=(3, 2))
     _title(figure, f"{_label(entry)}: scale stability (D1)")
@@ -263,8 +279,7 @@ def scale_profile(entry: Mapping[str, Any]) -> Figure:
     _log_axis(top, norms)
     top.set_ylabel("median ||h_l||")
     _layer_ticks(top, len(norms))
-    missing = _non_finite_names(norms, "h_")
-    missing += [f"h_{l} is 0" for l, v in enumerate(norms) if v == 0]
+    missing = _undrawn(norms, "h_", log=True)
     _mark_not_drawn(top, layers, norms, log=True)
     if fired_block is not None and all(_drawable(norms[i], log=True)
                                        for i in (fired_block, fired_block + 1)):
@@ -272,8 +287,8 @@ def scale_profile(entry: Mapping[str, Any]) -> Figure:
                           [norms[fired_block], norms[fired_block + 1]], color=RED, linewidth=3,
                           label=f"block {fired_block} fired D1")
         seg.set_gid("fired_block")
-    for l, g in enumerate(growth):
-        a, b = (norms[l], norms[l + 1]) if l + 1 < len(norms) else (None, None)
+    for l, g in enumerate(growth[:len(norms) - 1]):  # the blocks between two hidden states
+        a, b = norms[l], norms[l + 1]
         if _drawable(a, log=True) and _drawable(b, log=True):
             where, transform = (l + 0.5, math.sqrt(a * b)), top.transData
         else:
@@ -306,7 +321,7 @@ def scale_profile(entry: Mapping[str, Any]) -> Figure:
         limit.set_gid("threshold")
     _mark_not_drawn(bottom, blocks, growth, log=True)
     _legend(bottom)
-    bad = _non_finite_names(growth, "block ")
+    bad = _undrawn(growth, "block ", log=True)
     if bad:
         _note(bottom, [f"not drawn: growth of {', '.join(bad)}"])
     return figure
@@ -361,6 +376,7 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
     epochs = [number(e.get("epoch")) for e in history]
     epochs = [e if _finite(e) else float(i + 1) for i, e in enumerate(epochs)]
     diverged = [ep for ep, e in zip(epochs, history, strict=True) if e.get("diverged") is True]
+    marker = "o" if len(epochs) <= 12 else None  # a long history reads as a line
 
     # ||h_L|| and ||g_L|| against the D2 floor
     h_L, g_L = _column(history, "h_L"), _column(history, "g_L")
@@ -370,7 +386,7 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
         if all(v is None for v in values):
             missing.append(f"{name} is not recorded")
             continue
-        (line,) = norms_ax.plot(epochs, _plotted(values, log=True), marker="o", color=colour,
+        (line,) = norms_ax.plot(epochs, _plotted(values, log=True), marker=marker, color=colour,
                                 label=f"median {name}")
         line.set_gid("h_L" if name == "||h_L||" else "g_L")
         _mark_not_drawn(norms_ax, epochs, values, log=True)
@@ -403,22 +419,26 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
     if all(v is None for v in acc):
         acc_missing.append("test accuracy is not recorded")
     else:
-        (line,) = acc_ax.plot(epochs, _plotted(acc), marker="o", color=BLUE,
-                              label="test accuracy")
+        shown = [v if _fraction(v) else math.nan for v in acc]
+        (line,) = acc_ax.plot(epochs, shown, marker=marker, color=BLUE, label="test accuracy")
         line.set_gid("test_acc")
+        acc_missing += [f"test accuracy {fmt(v)} at epoch {ep:g}" for ep, v in
+                        zip(epochs, acc, strict=True) if v is not None and not _fraction(v)]
     baseline = number(d3.get("baseline_acc"))
     margin_pp = number(d3.get("threshold_pp"))
-    if _finite(baseline):
+    if _fraction(baseline):
         line = acc_ax.axhline(baseline, color=GREY, linestyle="--", linewidth=1,
                               label=f"frozen-blocks baseline {100 * baseline:.1f}%")
         line.set_gid("baseline")
-        if _finite(margin_pp):
+        if _finite(margin_pp) and abs(margin_pp) <= 100:
             needed = acc_ax.axhline(baseline + margin_pp / 100, color=RED, linestyle=":",
                                     linewidth=1, label=f"D3 needs baseline + {margin_pp:g} pp")
             needed.set_gid("baseline_plus_margin")
     else:
         acc_missing.append("no frozen-blocks baseline (D3 not evaluated)")
     acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+    if not any(_fraction(v) for v in [*acc, baseline]):  # nothing to scale to
+        acc_ax.set_ylim(0, 1)
     acc_ax.set_ylabel("test accuracy")
     _legend(acc_ax, ncols=1)
     if acc_missing:
@@ -431,7 +451,7 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
         _empty(growth_ax, "no per-block growth in this history (the checkpoint was written "
                           "before fa-checks recorded it)")
     else:
-        (line,) = growth_ax.plot(epochs, _plotted(largest, log=True), marker="o", color=BLUE,
+        (line,) = growth_ax.plot(epochs, _plotted(largest, log=True), marker=marker, color=BLUE,
                                  label="largest block growth")
         line.set_gid("growth")
         _log_axis(growth_ax, [*largest, threshold])
@@ -527,7 +547,7 @@ def credit_per_layer(entry: Mapping[str, Any]) -> Figure:
         (line,) = ax.plot(layers, _plotted(values), marker=marker, color=colour, label=label)
         line.set_gid(key)
         missing += [f"{label} {fmt(v)} at h_{l}" for l, v in enumerate(values)
-                    if v is not None and not math.isfinite(v)]
+                    if v is not None and not _finite(v)]
     under = at_or_under_null(credit)
     if under:
         cosine = padded(columns["cosine"])
@@ -558,7 +578,7 @@ def credit_per_layer(entry: Mapping[str, Any]) -> Figure:
         nudge_ax.set_ylabel("loss change")
         _legend(nudge_ax)
         bad = [f"h_{l} {fmt(v)}" for l, v in enumerate(nudging)
-               if v is not None and not math.isfinite(v)]
+               if v is not None and not _finite(v)]
         if bad:
             _note(nudge_ax, ["not drawn: " + ", ".join(bad)])
     _layer_ticks(nudge_ax, count)
@@ -582,7 +602,6 @@ def across_seeds(summaries: Sequence[Mapping[str, Any]]) -> Figure:
         return figure
     missing = []
     thresholds: dict[float, None] = {}
-    lowest = []
     for i, summary in enumerate(summaries):
         name = str(summary.get("label") or summary.get("method") or f"group {i}")
         margins = numbers(summary.get("margins_pp"))
@@ -606,15 +625,13 @@ def across_seeds(summaries: Sequence[Mapping[str, Any]]) -> Figure:
             mark.set_gid(f"bound_{i}")
             if _finite(mean):
                 ax.plot([i, i], [bound, mean], color=RED if fires else GREEN, linewidth=1)
-            lowest.append(bound)
         else:
             n = summary.get("n")
             missing.append(f"{name}: no lower bound ({fmt(bound)}; {n} seed(s))")
-        lowest += [m for m in margins if _finite(m)]
         threshold = number(summary.get("threshold_pp"))
         if _finite(threshold):
             thresholds[threshold] = None
-        bad = [fmt(m) for m in margins if m is not None and not math.isfinite(m)]
+        bad = [fmt(m) for m in margins if m is not None and not _finite(m)]
         if bad:
             missing.append(f"{name}: margins not drawn: {', '.join(bad)}")
     for threshold in thresholds:

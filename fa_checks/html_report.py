@@ -15,11 +15,13 @@ figure: the page says what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,12 +73,25 @@ def _flatten_groups(svg: str) -> str:
     return _GROUP_TAG.sub(visit, svg)
 
 
+_MARKER_RUN = re.compile(
+    r'<use xlink:href="#[^"]+" x="[^"]*" y="[^"]*" style="(?P<style>[^"]*)"/>'
+    r'(?:<use xlink:href="#[^"]+" x="[^"]*" y="[^"]*" style="(?P=style)"/>)+'
+)
+
+
+def _group_markers(match: re.Match[str]) -> str:
+    style = match.group("style")
+    uses = match.group(0).replace(f' style="{style}"/>', "/>")
+    return f'<g style="{style}">{uses}</g>'
+
+
 def _lean(svg: str) -> str:
-    """matplotlib's SVG without what a page does not need: the XML prologue, ids nothing
-    refers to (they would also repeat across figures), coordinates past 1/100 pt, and
-    whitespace between tags."""
+    """matplotlib's SVG without what a page does not need: the XML prologue, whitespace between
+    tags, ids nothing refers to (they would also repeat across figures), groups without
+    attributes, styles said twice, and coordinates past 1/100 pt."""
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>|<!--.*?-->", "", svg, flags=re.S)
+    svg = re.sub(r">\s+<", "><", svg)
     referenced = set(_REFERENCE.findall(svg))
     svg = _ID.sub(lambda m: m.group(0) if m.group(1) in referenced else "", svg)
     svg = _flatten_groups(svg)
@@ -85,6 +100,8 @@ def _lean(svg: str) -> str:
     svg = re.sub(r'(<use xlink:href="#([^"]+)"[^>]*?) style="([^"]*)"',
                  lambda m: m.group(1) if styles.get(m.group(2)) == m.group(3) else m.group(0),
                  svg)
+    # a line's markers share one style: say it once, on a group (fill and stroke inherit)
+    svg = _MARKER_RUN.sub(_group_markers, svg)
     svg = re.sub(r' transform="rotate\(-?0 [^"]*\)"', "", svg)
     # one font for every text, said once
     family = re.escape(_FONT)
@@ -95,8 +112,16 @@ def _lean(svg: str) -> str:
         value = _LONG_DECIMAL.sub(r"\1", match.group(2))
         return f' {match.group(1)}="{" ".join(value.split())}"'
 
-    svg = _COORDINATES.sub(shorten, svg)
-    return re.sub(r">\s+<", "><", svg).strip()
+    return _COORDINATES.sub(shorten, svg).strip()
+
+
+@contextlib.contextmanager
+def _quiet_glyphs() -> Iterator[None]:
+    """No warning for a subject id in a script the font lacks: the SVG keeps it as text,
+    which the browser draws with its own fonts."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Glyph .* missing from font")
+        yield
 
 
 def figure_svg(figure: Figure, key: str, *, label: str = "") -> str:
@@ -109,7 +134,7 @@ def figure_svg(figure: Figure, key: str, *, label: str = "") -> str:
     import matplotlib
 
     buffer = io.StringIO()
-    with matplotlib.rc_context({**figures.STYLE, "svg.hashsalt": key}):
+    with matplotlib.rc_context({**figures.STYLE, "svg.hashsalt": key}), _quiet_glyphs():
         figure.savefig(buffer, format="svg",
                        metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     svg = _lean(buffer.getvalue())
@@ -122,7 +147,7 @@ def figure_png(figure: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     import matplotlib
 
     def save(tmp: Path) -> None:
-        with matplotlib.rc_context(figures.STYLE):
+        with matplotlib.rc_context(figures.STYLE), _quiet_glyphs():
             figure.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
 
     return write_atomic(path, save, suffix=".png")

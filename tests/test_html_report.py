@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -141,6 +142,14 @@ def test_what_a_subject_id_holds_is_text_not_markup(entries):
     assert "<script>" not in text
     assert "&lt;script&gt;" in text
     assert odd["id"] in Page(text).words
+
+
+def test_a_subject_id_in_any_script_stays_text_without_a_warning(entries):
+    odd = renamed(entries[0], "运行/ԦΩ.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        svg = html_report.figures_for_entry(odd)["profile"]
+    assert "运行/ԦΩ.pt: scale stability (D1)</text>" in svg
 
 
 def test_a_single_subject_and_an_empty_report_render(entries):

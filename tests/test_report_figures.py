@@ -298,12 +298,18 @@ value_list = st.one_of(st.none(), st.lists(figure_value, max_size=5), figure_val
     credit=st.one_of(st.none(), st.fixed_dictionaries({}, optional={
         key: value_list for key in ("cosine", "pooled_cosine", "rho", "nudging", "null_mean",
                                     "null_std")})),
+    seeds=st.lists(st.fixed_dictionaries({}, optional={
+        "label": st.text(max_size=8), "n": figure_value, "margins_pp": value_list,
+        "mean_margin_pp": figure_value, "lower_bound_pp": figure_value,
+        "threshold_pp": figure_value, "fires": figure_value}), max_size=3),
 )
-def test_no_entry_makes_a_figure_raise(d1, d2, history, credit):
+def test_no_entry_makes_a_figure_raise(d1, d2, history, credit, seeds):
     entry = {"id": "fuzz$1", "D1": d1, "D2": d2, "history": history, "credit": credit}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not even a warning
-        for draw in figures.FIGURE_FUNCTIONS.values():
-            figure = draw(entry)
+        warnings.filterwarnings("ignore", "Glyph .* missing from font")  # a label's script
+        drawn = [draw(entry) for draw in figures.FIGURE_FUNCTIONS.values()]
+        drawn.append(figures.across_seeds(seeds))
+        for figure in drawn:
             figure.draw_without_rendering()  # the layout and every text, as saving would
             assert figure.axes
