@@ -1,13 +1,13 @@
 """What the per-epoch history costs against one training epoch.
 
-Each epoch the trainer runs ONE forward/backward pass on its eval batch (``terminal_norms``)
+Each epoch the trainer runs ONE forward/backward pass on its eval batch (``epoch_figures``)
 and records ``h_L``, ``g_L``, and, since the visual report, every ``||h_l||`` and each block's
 growth as D1 measures it.  Measured here, round-robin in process CPU time (other work on a
 shared machine lands in no single figure):
 
 * ``epoch``: one epoch of BP steps, ResMLP d=256 L=4, MNIST-1D-shaped inputs (40 features,
   10 classes), 8000 training samples in batches of 128 (63 steps), CPU, one thread;
-* ``history``: ``terminal_norms`` on the default eval batch of 1024 samples, as the trainer
+* ``history``: ``epoch_figures`` on the default eval batch of 1024 samples, as the trainer
   calls it now;
 * ``history before``: the same pass recording ``h_L`` and ``g_L`` only, as before the growth
   was recorded (written out here as it was).
@@ -30,7 +30,7 @@ import torch
 from fa_checks.anatomy import eval_mode, per_sample_gradients, per_sample_norm
 from fa_checks.methods import get_method
 from fa_checks.models import build_model
-from fa_checks.training import terminal_norms
+from fa_checks.training import epoch_figures
 
 D_HIDDEN, NUM_BLOCKS, BATCH, FEATURES, CLASSES = 256, 4, 128, 40, 10
 TRAIN_SAMPLES, EVAL_SAMPLES = 8000, 1024
@@ -62,7 +62,7 @@ def test_history_against_an_epoch(benchmark):
 
     work = {
         "epoch": epoch,
-        "history": lambda: terminal_norms(model, x_eval, y_eval),
+        "history": lambda: epoch_figures(model, x_eval, y_eval),
         "history before": lambda: history_before(model, x_eval, y_eval),
     }
     times: dict[str, list[float]] = {name: [] for name in work}

@@ -59,19 +59,15 @@ WIDTH = 6.4  # inches: one column of a page or a slide
 
 
 # -- reading the JSON form ---------------------------------------------------------------------
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
 def number(value: Any) -> float | None:
     """A figure of the JSON form as a float ("NaN", "Infinity" included); None when absent or
     not a number."""
-    if isinstance(value, bool):
+    from .files import decode_non_finite
+
+    value = decode_non_finite(value) if isinstance(value, str) else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        return _NON_FINITE.get(value)
-    return None
+    return float(value)
 
 
 def numbers(values: Any) -> list[float | None]:
@@ -114,8 +110,8 @@ def _plotted(values: Sequence[float | None], *, log: bool = False) -> list[float
 
 
 def fmt(x: float | None) -> str:
-    """A figure as the sentences write it (the protocol's one formatter): 1.293, 3.60e-09."""
-    from .protocol import format_number
+    """A figure as the sentences write it (the report's one formatter): 1.293, 3.60e-09."""
+    from .report import format_number
 
     return format_number(x)
 

@@ -177,12 +177,16 @@ def anchors(entries: Sequence[Entry]) -> list[str]:
 
 
 def is_error(entry: Entry) -> bool:
-    return bool(entry.get("error")) or entry.get("verdict") == "ERROR"
+    """A subject that could not be evaluated (verdict ``ERROR``, or an ``error`` sentence)."""
+    from .report import is_error_entry
+
+    return is_error_entry(entry) or bool(entry.get("error"))
 
 
 def failing_sentences(entry: Entry) -> list[str]:
-    """The sentences of what fired, as the terminal prints them (``D1: ...``); an ERROR
-    subject's one sentence."""
+    """The sentences of what fired, worded as :meth:`fa_checks.report.Report.failing_sentences`
+    words them (``D1: ...``, ``credit: ...``), read from the plain entry so that a damaged one
+    still renders; an ERROR subject's one sentence."""
     if is_error(entry):
         return [f"ERROR: {entry.get('error') or 'the subject could not be evaluated'}"]
     out = []
@@ -191,10 +195,9 @@ def failing_sentences(entry: Entry) -> list[str]:
         if isinstance(section, Mapping) and section.get("fires") is True:
             out.append(f"{key}: {section.get('explanation', '')}")
     credit = entry.get("credit")
-    if isinstance(credit, Mapping):
-        for gate, flag in (("COS", "cosine_fires"), ("RHO", "rho_fires")):
-            if credit.get(flag) is True:
-                out.append(f"{gate}: {credit.get('explanation', '')}")
+    if isinstance(credit, Mapping) and (credit.get("cosine_fires") is True
+                                        or credit.get("rho_fires") is True):
+        out.append(f"credit: {credit.get('explanation', '')}")
     return out
 
 
@@ -272,7 +275,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], links: Mapping[
     lines.append("</tr></thead><tbody>")
     for row in rows:
         cells = [str(c) for c in row]
-        kind = next((k for k in map(_verdict_class, cells) if k), "")
+        # the verdict is the last cell that reads as one (an id may start with "PASS")
+        kind = next((k for k in map(_verdict_class, reversed(cells)) if k), "")
         linked = next((c for c in cells if c in unlinked), None)
         lines.append(f'<tr class="{kind}">' if kind else "<tr>")
         for cell in cells:

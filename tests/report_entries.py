@@ -55,26 +55,48 @@ def subject_entry(
     x, y = run.data.eval_batch(EVAL_SIZE)
     report = evaluate(run.model, x, y, baseline_acc=baseline_acc, thresholds=thresholds,
                       method=run.method if credit else None, null_draws=3, directions=4)
-    return as_json({
-        **report.to_dict(),
-        "id": f"{method}-seed{seed}",
-        "method": method,
-        "seed": seed,
-        "path": f"runs/{method}-seed{seed}.pt",
-        "history": run.history if history else None,
-        "error": None,
-    })
+    report.subject = {"id": f"{method}-seed{seed}", "method": method, "seed": seed,
+                      "path": f"runs/{method}-seed{seed}.pt"}
+    report.history = copy.deepcopy(run.history) if history else None
+    return as_json(report.to_dict())
+
+
+def diverged_entry() -> dict[str, Any]:
+    """A real evaluation of a model whose block 1 holds Inf (h_2 and beyond are not finite),
+    with a history whose last epoch diverged."""
+    import math
+
+    import torch
+
+    from fa_checks.protocol import evaluate
+
+    run = trained_run("bp", 0)
+    model = copy.deepcopy(run.model)
+    with torch.no_grad():
+        next(model.blocks[1].parameters()).fill_(math.inf)
+    x, y = run.data.eval_batch(EVAL_SIZE)
+    report = evaluate(model, x, y, baseline_acc=0.3)
+    report.subject = {"id": "runs/diverged.pt", "method": "bp", "seed": 0,
+                      "path": "runs/diverged.pt"}
+    report.history = copy.deepcopy(run.history)
+    report.history[-1].update(g_L=math.nan, h_L=math.inf, growth=[1.0, math.nan],
+                              diverged=True)
+    return as_json(report.to_dict())
 
 
 def error_entry(subject: str = "runs/broken.pt") -> dict[str, Any]:
-    return {"id": subject, "path": subject, "method": None, "seed": None, "verdict": "ERROR",
-            "error": f"{subject}: not a checkpoint (truncated file); write it again with "
-                     "fa-checks train"}
+    from fa_checks.report import error_entry as entry
+
+    return entry({"id": subject, "path": subject},
+                 f"{subject}: not a checkpoint (truncated file); write it again with fa-checks "
+                 "train")
 
 
 def renamed(entry: dict[str, Any], subject: str) -> dict[str, Any]:
     out = copy.deepcopy(entry)
     out["id"] = subject
+    if isinstance(out.get("subject"), dict):
+        out["subject"]["id"] = subject
     return out
 
 

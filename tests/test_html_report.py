@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from report_entries import error_entry, renamed, subject_entry, table
+from report_entries import diverged_entry, error_entry, renamed, subject_entry, table
 
 from fa_checks import figures, html_report
 
@@ -46,7 +46,7 @@ class Page(HTMLParser):
 def entries():
     """Real subjects (a passing BP run; a DFA run whose D1 and D2 fire under the limits in
     force) and the ones training rarely gives: ERROR, no history, no credit."""
-    from fa_checks.protocol import Thresholds
+    from fa_checks.report import Thresholds
 
     bp = subject_entry("bp", 0)
     dfa = subject_entry("dfa", 1, thresholds=Thresholds(max_growth=1.0001, grad_floor=100.0))
@@ -86,6 +86,21 @@ def test_the_verdict_table_comes_first_and_links_every_subject_to_its_section(en
     assert [s["id"] for s in page.all("section")] == html_report.anchors(entries)
     rows = [attrs.get("class") for attrs in page.all("tr")[1:]]
     assert rows == ["pass", "fail", "error", "pass"]
+
+
+def test_the_table_of_the_one_renderer_links_and_marks_each_subject(entries):
+    from fa_checks.render import HEADER, verdict_row
+    from fa_checks.report import read_entries
+
+    rows = [verdict_row(row) for row in read_entries(entries)]
+    text = html_report.render_html(entries, table_header=HEADER, table_rows=rows)
+    page = Page(text)
+    assert "<thead><tr>" + "".join(f"<th>{h}</th>" for h in HEADER) + "</tr></thead>" in text
+    links = [a["href"][1:] for a in page.all("a") if a.get("href", "") != "#verdicts"]
+    assert links == html_report.anchors(entries)
+    assert [attrs.get("class") for attrs in page.all("tr")[1:]] == ["pass", "fail", "error",
+                                                                    "pass"]
+    assert "ERROR: runs/broken.pt: not a checkpoint" in page.words
 
 
 def test_each_subject_shows_its_figures_and_failing_sentences(entries):
@@ -160,8 +175,6 @@ def test_a_single_subject_and_an_empty_report_render(entries):
 
 
 def test_non_finite_subjects_render_and_say_what_is_not_drawn():
-    from test_figures import diverged_entry
-
     entry = diverged_entry()
     page = Page(render([entry]))
     assert [f["data-figure"] for f in page.all("figure")] == ["profile", "history"]

@@ -12,11 +12,11 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from report_entries import EVAL_SIZE, as_json, subject_entry, trained_run
+from report_entries import EVAL_SIZE, diverged_entry, subject_entry, trained_run
 
 from fa_checks import figures
-from fa_checks.engine import seed_summary
-from fa_checks.protocol import Report, Thresholds, evaluate, format_number
+from fa_checks.protocol import evaluate, gate_across_seeds
+from fa_checks.report import Thresholds, format_number
 
 matplotlib = pytest.importorskip("matplotlib")
 
@@ -70,13 +70,13 @@ def test_each_epoch_records_the_hidden_norms_and_growth_that_d1_measures():
 
 
 def test_a_blown_up_model_records_non_finite_growth_without_raising():
-    from fa_checks.training import terminal_norms
+    from fa_checks.training import epoch_figures
 
     run = trained_run("bp", 0)
     model = copy.deepcopy(run.model)
     with torch.no_grad():
         next(model.blocks[1].parameters()).fill_(math.inf)
-    figures_ = terminal_norms(model, *run.data.eval_batch(EVAL_SIZE))
+    figures_ = epoch_figures(model, *run.data.eval_batch(EVAL_SIZE))
     assert math.isfinite(figures_["hidden_norms"][1])
     assert not math.isfinite(figures_["hidden_norms"][2])
     assert not math.isfinite(figures_["growth"][1])
@@ -205,12 +205,10 @@ def test_credit_without_a_null_or_with_missing_layers_says_so():
 
 # -- 4. across seeds ---------------------------------------------------------------------------
 def test_across_seeds_draws_each_margin_the_mean_and_the_bound_against_the_threshold():
-    reports = [Report.from_dict(subject_entry("bp", seed, baseline_acc=0.25))
+    margins = [subject_entry("bp", seed, baseline_acc=0.25)["D3"]["margin_pp"]
                for seed in (0, 1, 2)]
-    for seed, report in enumerate(reports):
-        report.subject = {"method": "bp", "id": f"bp-seed{seed}"}
-    summary = {"label": "bp", **as_json(seed_summary(reports, min_margin_pp=3.0).to_dict())}
-    single = {"label": "dfa", **as_json(seed_summary(reports[:1]).to_dict())}
+    summary = gate_across_seeds(margins, method="bp", min_margin_pp=3.0).to_dict()
+    single = gate_across_seeds(margins[:1], method="dfa").to_dict()
     figure = figures.across_seeds([summary, single])
     assert ydata(figure, "margins_0") == pytest.approx(summary["margins_pp"])
     assert ydata(figure, "mean_0") == pytest.approx([summary["mean_margin_pp"]] * 2)
@@ -224,19 +222,6 @@ def test_across_seeds_draws_each_margin_the_mean_and_the_bound_against_the_thres
 
 
 # -- non-finite and missing parts --------------------------------------------------------------
-def diverged_entry():
-    """A real evaluation of a model whose block 1 holds Inf: h_2 and beyond are not finite."""
-    run = trained_run("bp", 0)
-    model = copy.deepcopy(run.model)
-    with torch.no_grad():
-        next(model.blocks[1].parameters()).fill_(math.inf)
-    x, y = run.data.eval_batch(EVAL_SIZE)
-    report = evaluate(model, x, y, baseline_acc=0.3)
-    history = copy.deepcopy(run.history)
-    history[-1].update(g_L=math.nan, h_L=math.inf, growth=[1.0, math.nan], diverged=True)
-    return as_json({**report.to_dict(), "id": "runs/diverged.pt", "history": history})
-
-
 def test_non_finite_figures_are_left_out_and_named():
     entry = diverged_entry()
     assert entry["D1"]["hidden_norms"][2] in ("NaN", "Infinity")
