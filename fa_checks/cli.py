@@ -21,7 +21,7 @@ from .evaluation import Failure, Outcome, across_seeds, outcome, seed_groups
 from .files import check_writable, check_writable_folder, copy_atomic, write_json_atomic
 from .flags import EVALUATION, SHARED, TRAINING, Flag, add_to_argparse, build_settings
 from .render import across_seeds_line, subject_lines, verdict_table
-from .report import Report, is_error_entry, read_entries
+from .report import AcrossSeeds, Report, is_error_entry, read_entries
 from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
 from .subjects import Subject, check_data_root, checkpoint_subjects, fresh_subjects
 from .threads import use_threads
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                                              "pytest --fa-report; verdicts are recomputed "
                                              "from the figures.")
     report.add_argument("reports", nargs="+", metavar="REPORT_JSON")
+    report.add_argument("--html", metavar="FILE",
+                        help="write the visual report: one self-contained HTML page")
+    report.add_argument("--plots", metavar="DIR",
+                        help="write the visual report's figures as PNG files")
     report.add_argument("--quiet", "-q", action="store_true", help="no per-layer figures")
     report.set_defaults(handler=_cmd_report)
 
@@ -130,8 +134,16 @@ def _add_check_outputs(parser: argparse.ArgumentParser) -> None:
                              "skip D3 (the table says so)")
     parser.add_argument("--no-credit", dest="credit", action="store_false",
                         help="skip the credit metrics")
-    parser.add_argument("--json", metavar="FILE", help="write every subject's report as JSON")
+    _add_report_outputs(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-layer figures")
+
+
+def _add_report_outputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="FILE", help="write every subject's report as JSON")
+    parser.add_argument("--html", metavar="FILE",
+                        help="write the visual report: one self-contained HTML page")
+    parser.add_argument("--plots", metavar="DIR",
+                        help="write the visual report's figures as PNG files")
 
 
 def _text(text: str) -> str:
@@ -227,11 +239,35 @@ def _report_errors(outcomes: Sequence[Outcome]) -> None:
             _stderr(f"{PROG}: error: {item.message}")
 
 
-def _write_json(path: str | None, outcomes: Sequence[Outcome]) -> None:
-    """The JSON report: one entry per subject (also when every one failed, so no earlier
-    run's file is left to be read)."""
-    if path:
-        write_json_atomic(path, {"subjects": [o.to_dict() for o in outcomes]})
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every output path can be written: refused before any work."""
+    for flag in ("json", "html"):
+        if getattr(args, flag, None):
+            check_writable(getattr(args, flag), what=f"--{flag}")
+    if getattr(args, "plots", None):
+        check_writable_folder(args.plots, what="--plots")
+
+
+def _write_outputs(args: argparse.Namespace, entries: list[dict[str, Any]],
+                   across: Sequence[dict[str, Any]] = ()) -> None:
+    """The JSON report (also when every subject failed, so no earlier run's file is left to
+    be read) and the visual report, each when asked for."""
+    if getattr(args, "json", None):
+        write_json_atomic(args.json, {"subjects": entries})
+    if args.html or args.plots:
+        from .render import write_visual_report
+
+        for path in write_visual_report(entries, across, html=args.html, plots=args.plots):
+            if path.suffix == ".html":
+                _stderr(f"{PROG}: wrote the visual report to {path}")
+        if args.plots:
+            _stderr(f"{PROG}: wrote the figures to {args.plots}")
+
+
+def _across_seeds(reports: Sequence[Report]) -> list[AcrossSeeds]:
+    """The across-seeds gate of every method with two or more seeds among ``reports``."""
+    return [across_seeds(label, group, group[0].d3.threshold_pp)
+            for label, group in seed_groups(reports).items()]
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -267,8 +303,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
     subjects = checkpoint_subjects(args.checkpoints, what="checkpoint")
-    if args.json:
-        check_writable(args.json, what="--json")
+    _check_outputs(args)
     fill: dict[str, Any] = {}
     if args.data or data_options:  # for checkpoints that record no data spec
         fill.update(data=args.data or DEFAULT_DATA, data_options=data_options)
@@ -278,7 +313,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     log = None if args.quiet else _stderr
     outcomes = [outcome(_filled(s, fill), settings, cache, log=log) for s in subjects]
     print_outcomes(outcomes, quiet=args.quiet)
-    _write_json(args.json, outcomes)
+    _write_outputs(args, [o.to_dict() for o in outcomes])
     _report_errors(outcomes)
     return _exit_code(outcomes)
 
@@ -320,6 +355,7 @@ def load_report_files(paths: Sequence[str]) -> list[Report | dict[str, Any]]:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     items = load_report_files(args.reports)
     print("\n".join(verdict_table(items)))
     reports = [item for item in items if isinstance(item, Report)]
@@ -327,13 +363,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if not (args.quiet and report.passed):
             print()
             print("\n".join(subject_lines(report, layers=not args.quiet)))
-    lines = []
-    for label, group in seed_groups(reports).items():
-        gate = across_seeds(label, group, group[0].d3.threshold_pp)
-        lines.append(across_seeds_line(label, gate))
-    if lines:
+    gates = _across_seeds(reports)
+    if gates:
         print()
-        print("\n".join(lines))
+        print("\n".join(across_seeds_line(gate.label, gate) for gate in gates))
+    _write_outputs(args, [i.to_dict() if isinstance(i, Report) else i for i in items],
+                   [gate.to_dict() for gate in gates])
     if any(is_error_entry(item) for item in items if isinstance(item, dict)):
         return EXIT_INPUT
     return EXIT_PASS if all(r.passed for r in reports) else EXIT_FAIL
@@ -357,8 +392,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     settings = _settings(args)
     check_data_root(args.data or DEFAULT_DATA, settings.data_root)
     out_dir = check_writable_folder(args.output, what="-o")
-    if args.json:
-        check_writable(args.json, what="--json")
+    _check_outputs(args)
     cache = settings.open_cache(_stderr)
     log = None if args.quiet else _stderr
     table_cells: list[tuple[str, list[Report]]] = []
@@ -381,7 +415,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if not args.quiet:
         print()
         print_outcomes(everything, quiet=True)
-    _write_json(args.json, everything)
+    gates = _across_seeds([o for o in everything if isinstance(o, Report)])
+    _write_outputs(args, [o.to_dict() for o in everything], [g.to_dict() for g in gates])
     _report_errors(everything)
     return _exit_code(everything)
 

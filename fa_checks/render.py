@@ -8,6 +8,7 @@ the HTML page all draw the verdict table here, from :class:`~fa_checks.report.Re
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .report import (
@@ -149,6 +150,30 @@ def subject_lines(report: Report, *, layers: bool = True) -> list[str]:
     return lines
 
 
+def write_visual_report(
+    entries: Sequence[Mapping[str, Any]],
+    across_seeds: Sequence[Mapping[str, Any]] = (),
+    *,
+    html: str | Path | None = None,
+    plots: str | Path | None = None,
+    gated: Collection[str] | None = None,
+) -> list[Path]:
+    """The visual report of subjects' JSON entries: one HTML page (its verdict table drawn by
+    this module, as the terminal's) and/or the figures as PNG files; the paths written.
+    matplotlib is imported only here, when a report is asked for."""
+    from .html_report import write_html, write_pngs
+    from .report import read_entries
+
+    written = []
+    if html is not None:
+        rows = [verdict_row(row, gated) for row in read_entries(entries)]
+        written.append(write_html(html, entries, across_seeds, table_header=HEADER,
+                                  table_rows=rows))
+    if plots is not None:
+        written += write_pngs(plots, entries, across_seeds)
+    return written
+
+
 __all__ = [
     "HEADER",
     "across_seeds_line",
@@ -159,4 +184,5 @@ __all__ = [
     "verdict_cell",
     "verdict_row",
     "verdict_table",
+    "write_visual_report",
 ]

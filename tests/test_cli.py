@@ -359,3 +359,25 @@ def test_cache_info_and_clear_show_and_empty_the_one_cache(bp_run, tmp_path, cap
     capsys.readouterr()
     assert main(["cache", "info", *cache]) == 0
     assert capsys.readouterr().out.strip().endswith("(empty)")
+
+
+def test_check_and_report_write_the_visual_report(bp_run, tmp_path, capsys):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    page, plots, saved = tmp_path / "out" / "fa.html", tmp_path / "png", tmp_path / "fa.json"
+    assert main(["check", str(bp_run), "--baseline-acc", "0", "-q", "--json", str(saved),
+                 "--html", str(page), "--plots", str(plots), *cache]) == 0
+    text = page.read_text()
+    assert text.count("<svg") >= 3 and str(bp_run) in text and "<script" not in text
+    assert sorted(p.suffix for p in plots.iterdir()) == [".png"] * len(list(plots.iterdir()))
+    assert len(list(plots.iterdir())) >= 3
+    assert "wrote the visual report" in capsys.readouterr().err
+    again = tmp_path / "again.html"
+    assert main(["report", str(saved), "--html", str(again)]) == 0
+    assert again.read_text() == text  # the same page from the saved JSON: one renderer
+
+
+def test_an_unwritable_html_path_is_refused_before_any_work(bp_run, tmp_path, capsys):
+    code = main(["check", str(bp_run), "--baseline-acc", "0", "--html", str(tmp_path),
+                 "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and "--html" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "cache").exists()

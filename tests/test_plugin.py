@@ -474,3 +474,53 @@ def test_a_dfa_checkpoint_from_the_papers_setting_fails_d1_d2_d3(pytester: pytes
     ])
     subject = json.loads((pytester.path / "fa.json").read_text())["subjects"][0]
     assert subject["mode1"] and subject["D1"]["max_growth"] > 1000
+
+
+# -- the visual report ---------------------------------------------------------------------------
+@pytest.mark.parametrize("xdist", [False, True])
+def test_the_visual_report_is_one_page_and_png_files_with_and_without_xdist(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path], xdist: bool
+) -> None:
+    use(pytester, checkpoints, "bp.pt", "nan.pt", "corrupt.pt")
+    result = run(pytester, "--fa-checkpoint", "*.pt", "--fa-baseline-acc", "0.3",
+                 "--fa-html", "out/fa.html", "--fa-plots", "out/png", xdist=xdist)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # corrupt.pt could not be evaluated
+    page = (pytester.path / "out" / "fa.html").read_text()
+    assert all(f'href="#{name}' in page for name in ("bp", "nan", "corrupt"))
+    assert page.count("<svg") >= 4 and "<script" not in page
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", page)  # fetches nothing
+    pngs = sorted(p.name for p in (pytester.path / "out" / "png").iterdir())
+    assert any(name.startswith("bp") and name.endswith("-profile.png") for name in pngs)
+    result.stdout.fnmatch_lines(["*fa-checks: wrote the visual report to *fa.html"])
+
+
+def test_a_run_without_a_report_flag_imports_no_matplotlib(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "bp.pt")
+    pytester.makepyfile(test_mine="""
+        import sys
+
+        def test_nothing_draws(fa_report):
+            assert fa_report.d1.hidden_norms and "matplotlib" not in sys.modules
+    """)
+    run(pytester, "test_mine.py", "--fa-checkpoint", "bp.pt").assert_outcomes(passed=1)
+
+
+def test_pytest_html_carries_each_subjects_figures_once(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    pytest.importorskip("pytest_html")
+    use(pytester, checkpoints, "bp.pt")
+    result = run(pytester, "--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3",
+                 "--html=report.html", "--self-contained-html", xdist=True)
+    result.assert_outcomes(passed=3)
+    # pytest-html keeps each item's extras in its page's data, HTML-escaped
+    caption = "Scale profile (D1)&lt;/figcaption&gt;"
+    assert (pytester.path / "report.html").read_text().count(caption) == 1
+    # without pytest-html nothing changes; with it but no subject, nothing of ours is added
+    run(pytester, "--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3",
+        "-p", "no:html").assert_outcomes(passed=3)
+    pytester.makepyfile(test_mine="def test_plain():\n    pass\n")
+    run(pytester, "test_mine.py", "--html=mine.html").assert_outcomes(passed=1)
+    assert "figcaption" not in (pytester.path / "mine.html").read_text()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from .checks import CheckRun, SubjectError, check_report_path
+from .checks import CheckRun, SubjectError, check_output
 from .flags import Request, add_flags, read_request
 from .parallel import XdistController, choose_dist_mode, configure_worker
 from .progress import shows_progress
@@ -91,18 +91,23 @@ def pytest_configure(config: pytest.Config) -> None:
         if SUITE_MODULE not in sys.modules:
             pytest.register_assert_rewrite(SUITE_MODULE)
     if not worker:
-        report_path = None
-        if request.report_path is not None:
-            report_path = config.invocation_params.dir / request.report_path
-            check_report_path(report_path)
+        here = config.invocation_params.dir
+        outputs = {flag: check_output(here / path, flag, folder=flag == "plots")
+                   for flag, path in (("report", request.report_path),
+                                      ("html", request.html_path),
+                                      ("plots", request.plots_dir)) if path is not None}
         config.pluginmanager.register(
-            VerdictReporter(config, list(run.subjects), report_path), "fa-checks-verdicts"
+            VerdictReporter(config, list(run.subjects), outputs), "fa-checks-verdicts"
         )
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(
                 XdistController(config, run),
                 "fa-checks-xdist",
             )
+    if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
+        from .html import HtmlExtras  # pytest-html's report: each subject's figures
+
+        config.pluginmanager.register(HtmlExtras(run), "fa-checks-html")
 
 
 def progress_sink(config: pytest.Config, run: CheckRun, worker: bool) -> Any:

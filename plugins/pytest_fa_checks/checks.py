@@ -261,9 +261,11 @@ def retrain_claims_dir(root: Path, run_id: str) -> Path:
     return root / "retrain-claims" / run_id
 
 
-def check_report_path(path: Path) -> None:
-    """``--fa-report`` that cannot be written is a usage error now, not a traceback at the end."""
-    from fa_checks.files import check_writable
+def check_output(path: Path, flag: str, *, folder: bool = False) -> Path:
+    """An output that cannot be written is a usage error now, not a traceback at the end."""
+    from fa_checks.files import check_writable, check_writable_folder
 
     with usage_errors():
-        check_writable(path, what=f"{PREFIX}report")
+        if folder:
+            return check_writable_folder(path, what=f"{PREFIX}{flag}")
+        return check_writable(path, what=f"{PREFIX}{flag}")

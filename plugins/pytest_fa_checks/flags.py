@@ -32,6 +32,10 @@ PLUGIN_ONLY = {flag.name: flag for flag in (
          "or module:Class); repeatable", values.name, metavar="NAME", many="append"),
     Flag("report", "write every subject's report as JSON to PATH", values.name,
          metavar="PATH"),
+    Flag("html", "write the visual report (one self-contained HTML page) to PATH",
+         values.name, metavar="PATH"),
+    Flag("plots", "write the visual report's figures as PNG files into DIR", values.name,
+         metavar="DIR"),
 )}
 FLAGS: dict[str, Flag] = {**PLUGIN_ONLY, **SHARED}
 
@@ -59,6 +63,8 @@ class Request:
     checkpoints: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     report_path: str | None = None
+    html_path: str | None = None
+    plots_dir: str | None = None
     given: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -126,7 +132,7 @@ def read_request(config: pytest.Config) -> Request:
     given = {name: _value(config, flag) for name, flag in FLAGS.items()}
     methods = given.pop("method") or ()
     checkpoints = given.pop("checkpoint") or ()
-    report_path = given.pop("report")
+    report_path, html_path, plots_dir = given.pop("report"), given.pop("html"), given.pop("plots")
     for name in FRESH_ONLY:
         if given.get(name) and not methods:
             raise pytest.UsageError(
@@ -134,5 +140,5 @@ def read_request(config: pytest.Config) -> Request:
     if given.get("seeds"):
         given["seeds"] = tuple(dict.fromkeys(given["seeds"]))
     return Request(checkpoints=tuple(checkpoints), methods=tuple(dict.fromkeys(methods)),
-                   report_path=report_path,
+                   report_path=report_path, html_path=html_path, plots_dir=plots_dir,
                    given={name: value for name, value in given.items() if value is not None})

@@ -8,7 +8,7 @@ library's one renderer (:mod:`fa_checks.render`, which imports no torch).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,16 @@ class VerdictReporter:
     then prints the verdict table and writes the JSON report."""
 
     def __init__(self, config: pytest.Config, subject_order: Sequence[str],
-                 report_path: Path | None) -> None:
+                 outputs: Mapping[str, Path]) -> None:
         self.config = config
         self.subject_order = list(subject_order)
-        self.report_path = report_path
+        #: flag name ("report", "html", "plots") -> where it writes
+        self.outputs = dict(outputs)
         self.subjects: dict[str, SubjectRecord] = {}
         self.groups: dict[str, GroupRecord] = {}
         #: the diagnostics some built-in item gated in this run ("D1", "COS", ...)
         self.gated: set[str] = set()
-        self.written: Path | None = None
+        self.written: list[Path] = []
         self.write_error: str | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -58,18 +59,28 @@ class VerdictReporter:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self._fold_exit_status(session)
-        if self.report_path is None:
+        if not self.outputs or not (self.subjects or self.groups):
             return
+        from fa_checks.errors import as_user_error, one_line
         from fa_checks.files import write_json_atomic
+        from fa_checks.render import write_visual_report
 
+        data = self.json_data()
         try:
-            write_json_atomic(self.report_path, self.json_data())
-        except OSError as exc:  # checked while configuring; the disk may still fill up
-            self.write_error = (f"fa-checks: could not write the JSON report to "
-                                f"{self.report_path}: {exc.strerror or exc}")
-            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-            return
-        self.written = self.report_path
+            if "report" in self.outputs:
+                self.written.append(write_json_atomic(self.outputs["report"], data))
+            if "html" in self.outputs or "plots" in self.outputs:
+                gated = None if self._suite_complete() else self.gated
+                self.written += write_visual_report(
+                    data["subjects"], [g for g in data["across_seeds"] if "error" not in g],
+                    html=self.outputs.get("html"), plots=self.outputs.get("plots"),
+                    gated=gated)
+        except Exception as exc:  # checked while configuring; the disk may still fill up
+            error = as_user_error(exc)
+            if error is None:
+                raise
+            self.write_error = f"fa-checks: could not write the reports: {one_line(error)}"
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
     def _fold_exit_status(self, session: pytest.Session) -> None:
         """A subject that could not be evaluated is a fault of the input (exit 4) or of
@@ -115,7 +126,12 @@ class VerdictReporter:
         terminalreporter.write_sep("=", TABLE_TITLE)
         for index, (line, failed) in enumerate(self.lines()):
             terminalreporter.write_line(line, red=failed, bold=index == 0)
-        if self.written is not None:
-            terminalreporter.write_line(f"fa-checks: wrote the JSON report to {self.written}")
+        for path in self.written:
+            what = {".json": "the JSON report", ".html": "the visual report"}.get(
+                path.suffix, "a figure")
+            if what != "a figure":
+                terminalreporter.write_line(f"fa-checks: wrote {what} to {path}")
+        if "plots" in self.outputs and self.written:
+            terminalreporter.write_line(f"fa-checks: wrote the figures to {self.outputs['plots']}")
         if self.write_error is not None:
             terminalreporter.write_line(self.write_error, red=True)
