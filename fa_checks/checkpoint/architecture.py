@@ -1,0 +1,87 @@
+"""The architecture a checkpoint names: a built-in name, its keywords within the limits, and the
+saved state against the model those keywords describe."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..limits import Limits, check_arch_options, default_limits, state_shapes
+from .errors import CheckpointError, preview, short
+
+
+def architecture(path: Path, arch: Any) -> str:
+    """``arch`` if it names a built-in architecture."""
+    from ..models import MODELS
+
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{path}: 'arch' must be an architecture name, got {short(arch)}")
+    if arch not in MODELS:
+        raise CheckpointError(
+            f"{path}: unknown architecture {short(arch)}; known architectures: "
+            f"{', '.join(sorted(MODELS))}"
+        )
+    return arch
+
+
+def checked_arch(path: Path, arch: str, arch_kwargs: dict[str, Any],
+                 limits: Limits) -> dict[str, Any]:
+    """``arch_kwargs`` parsed, if ``arch`` takes every one and each is within ``limits``."""
+    from ..models import model_keywords
+
+    bad_keys = [k for k in arch_kwargs if not isinstance(k, str)]
+    if bad_keys:
+        raise CheckpointError(f"{path}: 'arch_kwargs' keys must be text, not {preview(bad_keys)}")
+    takes = model_keywords(arch)
+    unknown = sorted(set(arch_kwargs) - {"input_shape", "num_classes", *takes})
+    if unknown:
+        raise CheckpointError(
+            f"{path}: arch_kwargs {preview(unknown)} do not build {arch!r}: it takes "
+            f"{', '.join(takes)}")
+    return check_arch_options(arch, arch_kwargs, limits, where=f"{path}: ",
+                              prefix="arch_kwargs.", error=CheckpointError)
+
+
+def check_state_fits(
+    path: Path,
+    arch: str,
+    arch_kwargs: Mapping[str, Any],
+    state: Mapping[str, Tensor],
+    model: nn.Module | None = None,
+    *,
+    limits: Limits | None = None,
+) -> None:
+    """Raise a CheckpointError naming every key and shape where ``state`` misfits ``arch``.
+
+    Without ``model``, the shapes the keywords declare come from
+    :func:`fa_checks.limits.state_shapes`: nothing is built, not even on the meta device, so a
+    file declaring a model larger than the tensors it holds costs nothing to refuse.
+    """
+    architecture(path, arch)
+    if model is None:
+        limits = limits if limits is not None else default_limits()
+        checked = checked_arch(path, arch, dict(arch_kwargs), limits)
+        expected = state_shapes(arch, checked)
+    else:
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    problems = []
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [k for k in expected if k in found and expected[k] != found[k]]
+    if missing:
+        problems.append(f"missing {preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {preview(unexpected)}")
+    if wrong:
+        shown = [f"{k}: file {found[k]}, architecture {expected[k]}" for k in wrong[:6]]
+        more = f" and {len(wrong) - 6} more" if len(wrong) > 6 else ""
+        problems.append(f"shape mismatch {'; '.join(shown)}{more}")
+    if problems:
+        raise CheckpointError(
+            f"{path}: the model state does not fit {arch} with {short(dict(arch_kwargs))}: "
+            + " | ".join(problems)
+        )
