@@ -999,3 +999,16 @@ def test_a_dataset_outside_the_registry_is_kept_for_the_registry_to_refuse(tmp_p
     assert ckpt.data == {"name": "my-own-images", "size": 3}
     with pytest.raises(DataError, match="unknown dataset 'my-own-images'"):
         load_data(ckpt.data["name"])
+
+
+def test_a_declared_model_beyond_the_limits_is_refused_from_its_meta_build(tmp_path,
+                                                                           monkeypatch):
+    raw = saved_raw(tmp_path)
+    # each keyword within its own limit; the model they declare is not
+    raw["arch_kwargs"].update(d_hidden=65536, num_blocks=1000)
+    path = write_raw(tmp_path / "huge.pt", raw)
+    import fa_checks.models
+
+    monkeypatch.setattr(fa_checks.models, "build_model",
+                        lambda *a, **k: pytest.fail("a model was built"))
+    expect_error(path, "arch_kwargs.resmlp needs", "elements of model state", "max_params")

@@ -1,5 +1,11 @@
 """The architecture a checkpoint names: a built-in name, its keywords within the limits, and the
-saved state against the model those keywords describe."""
+saved state against the model those keywords describe.
+
+That model is built on the meta device (shapes, no storage) once the keywords are bounded, and
+it alone says which keys and shapes the state must hold and how large it is: a file that
+declares a model larger than its tensors costs a meta build, bounded by ``max_blocks``, and no
+allocation of weights.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..limits import Limits, check_arch_options, default_limits, state_shapes
-from .errors import CheckpointError, preview, short
+from ..errors import one_line
+from ..limits import Limits, check_arch_options, default_limits
+from ..model_size import build_on_meta, check_model_size
+from .errors import CheckpointError, machine_fault, preview, short
 
 
 def architecture(path: Path, arch: Any) -> str:
@@ -56,17 +64,14 @@ def check_state_fits(
 ) -> None:
     """Raise a CheckpointError naming every key and shape where ``state`` misfits ``arch``.
 
-    Without ``model``, the shapes the keywords declare come from
-    :func:`fa_checks.limits.state_shapes`: nothing is built, not even on the meta device, so a
-    file declaring a model larger than the tensors it holds costs nothing to refuse.
+    Without ``model``, the keywords are checked against ``limits`` and the model they declare is
+    built on the meta device and measured (:func:`meta_model`).
     """
     architecture(path, arch)
     if model is None:
         limits = limits if limits is not None else default_limits()
-        checked = checked_arch(path, arch, dict(arch_kwargs), limits)
-        expected = state_shapes(arch, checked)
-    else:
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        model = meta_model(path, arch, checked_arch(path, arch, dict(arch_kwargs), limits), limits)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     problems = []
     missing = [k for k in expected if k not in found]
@@ -85,3 +90,23 @@ def check_state_fits(
             f"{path}: the model state does not fit {arch} with {short(dict(arch_kwargs))}: "
             + " | ".join(problems)
         )
+
+
+def meta_model(path: Path, arch: str, arch_kwargs: Mapping[str, Any], limits: Limits) -> nn.Module:
+    """The model ``arch_kwargs`` (checked by :func:`checked_arch`) declare, built on the meta
+    device, if its state and hidden state are within ``limits``."""
+    from ..models import MODELS, ModelError
+
+    kwargs = dict(arch_kwargs)
+    input_shape = tuple(kwargs.pop("input_shape"))
+    num_classes = kwargs.pop("num_classes")
+    try:
+        model = build_on_meta(lambda: MODELS[arch](input_shape=input_shape,
+                                                   num_classes=num_classes, **kwargs))
+    except (ModelError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot build {arch!r}: {one_line(exc)}") from None
+    except Exception as exc:  # memory
+        raise machine_fault(path, exc, f"building its {arch} on the meta device") from None
+    check_model_size(model, input_shape, limits, label=f"arch_kwargs.{arch}", where=f"{path}: ",
+                     error=CheckpointError)
+    return model
