@@ -100,7 +100,7 @@ def meta_model(path: Path, arch: str, arch_kwargs: Mapping[str, Any], limits: Li
     kwargs = dict(arch_kwargs)
     input_shape = tuple(kwargs.pop("input_shape"))
     num_classes = kwargs.pop("num_classes")
-    try:
+    try:  # the class itself: build_model would measure on meta, then build a second time
         model = build_on_meta(lambda: MODELS[arch](input_shape=input_shape,
                                                    num_classes=num_classes, **kwargs))
     except (ModelError, TypeError, ValueError) as exc:

@@ -39,7 +39,8 @@ def load_checkpoint(
     storage) before ``torch.load(weights_only=True)`` reads it, and every field that sizes work
     (architecture keywords against the tensors actually present, seed, epochs, optimizer
     settings, data spec, history) is checked against ``limits`` (default
-    :func:`fa_checks.limits.default_limits`) before any model is built.  A method name it holds
+    :func:`fa_checks.limits.default_limits`) before any weight is allocated: the model the file
+    declares is built on the meta device only (:mod:`.architecture`).  A method name it holds
     resolves later only to a built-in or an entry point (:meth:`Checkpoint.build_method`).
 
     ``trust=True`` loads with ``weights_only=False`` and lets the method name import its
