@@ -12,6 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fa_checks.anatomy import Anatomy
 from fa_checks.errors import ConfigError
 from fa_checks.limits import (
     ARCH_DEFAULTS,
@@ -89,7 +90,8 @@ def arch_configs(draw):
 @given(config=arch_configs())
 def test_the_meta_build_measures_what_the_built_model_holds(config):
     """The limits' figures come from the model itself, built on the meta device: the same keys,
-    shapes and dtypes as the real model, the same element count, the same hidden size."""
+    shapes and dtypes as the real model, the same element count, and the hidden shape its
+    constructor declares is the shape of every hidden state the model computes."""
     arch, options = config
     model = build_model(arch, **options)
     meta = build_on_meta(lambda: build_model(arch, **options))
@@ -98,9 +100,9 @@ def test_the_meta_build_measures_what_the_built_model_holds(config):
     assert {k: (tuple(v.shape), v.dtype) for k, v in meta.state_dict().items()} == real
     assert list(meta.state_dict()) == list(model.state_dict())
     assert state_elements(meta) == sum(t.numel() for t in model.state_dict().values())
-    h = model.embed(torch.zeros(2, *options["input_shape"]))
-    assert hidden_elements(meta, options["input_shape"]) == math.prod(h.shape[1:])
-    assert hidden_elements(model, options["input_shape"]) == math.prod(h.shape[1:])
+    hidden = Anatomy(model).hidden_states(torch.zeros(2, *options["input_shape"]))
+    assert {tuple(h.shape[1:]) for h in hidden} == {meta.hidden_shape}
+    assert hidden_elements(meta) == hidden_elements(model) == math.prod(hidden[0].shape[1:])
 
 
 # -- overrides ----------------------------------------------------------------------------
@@ -194,7 +196,7 @@ def test_a_whole_model_beyond_the_limits_is_refused_from_its_meta_build(arch, op
     meta = build_on_meta(lambda: MODELS[arch](input_shape=tuple(options["input_shape"]),
                                               num_classes=10, **kwargs))
     with pytest.raises(ConfigError) as info:
-        check_model_size(meta, options["input_shape"], Limits(), label=arch)
+        check_model_size(meta, Limits(), label=arch)
     for fragment in fragments:
         assert fragment in one_sentence(info.value)
 

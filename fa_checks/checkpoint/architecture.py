@@ -107,6 +107,6 @@ def meta_model(path: Path, arch: str, arch_kwargs: Mapping[str, Any], limits: Li
         raise CheckpointError(f"{path}: cannot build {arch!r}: {one_line(exc)}") from None
     except Exception as exc:  # memory
         raise machine_fault(path, exc, f"building its {arch} on the meta device") from None
-    check_model_size(model, input_shape, limits, label=f"arch_kwargs.{arch}", where=f"{path}: ",
+    check_model_size(model, limits, label=f"arch_kwargs.{arch}", where=f"{path}: ",
                      error=CheckpointError)
     return model

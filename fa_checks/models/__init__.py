@@ -138,7 +138,7 @@ def build_model(
         return cls(input_shape=input_shape, num_classes=num_classes, **kwargs)
 
     # ... and the whole model against the limits, measured on the meta device (no storage)
-    check_model_size(build_on_meta(build), input_shape, label=arch, error=ModelError)
+    check_model_size(build_on_meta(build), label=arch, error=ModelError)
     model = build()
     model.spec = {
         "arch": arch,
