@@ -1012,3 +1012,26 @@ def test_a_declared_model_beyond_the_limits_is_refused_from_its_meta_build(tmp_p
     monkeypatch.setattr(fa_checks.models, "build_model",
                         lambda *a, **k: pytest.fail("a model was built"))
     expect_error(path, "arch_kwargs.resmlp needs", "elements of model state", "max_params")
+
+
+@pytest.mark.parametrize("case", ["num_blocks", "d_hidden", "seed key"])
+def test_the_named_hostile_sizes_are_refused_before_even_a_meta_build(tmp_path, monkeypatch,
+                                                                      case):
+    if case == "seed key":
+        state = seed_model().state_dict()
+        state["blocks.99999999999999999999.ln.weight"] = torch.zeros(16)
+        path, fragment = write_raw(tmp_path / "bad.pt", {"state_dict": state}), "names block"
+    else:
+        raw = saved_raw(tmp_path)
+        raw["arch_kwargs"][case] = 10**6 if case == "num_blocks" else "abc"
+        path, fragment = write_raw(tmp_path / "bad.pt", raw), f"arch_kwargs.{case}="
+    built = []
+    original = nn.Module.__init__
+
+    def recording(self, *args, **kwargs):
+        built.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "__init__", recording)
+    expect_error(path, fragment)
+    assert built == []
