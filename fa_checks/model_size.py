@@ -26,7 +26,8 @@ from torch.overrides import TorchFunctionMode
 from .errors import ConfigError
 from .limits import Limits, Refusal, check_total, default_limits
 
-#: torch.nn.init's initialisers (each hands itself to the active torch-function mode)
+#: torch.nn.init's initialisers: those that draw values hand themselves to the active
+#: torch-function mode, the others only fill, which the meta device does without Python
 _INITIALISERS = frozenset(getattr(nn.init, name) for name in dir(nn.init)
                           if name.endswith("_") and not name.startswith("_"))
 

@@ -54,6 +54,22 @@ def test_limits_import_no_torch_and_refuse_a_huge_model_without_building_one():
     assert "num_blocks=1000000: above the limit max_blocks=1024" in done.stdout
 
 
+def test_measuring_a_model_starts_none_of_torchs_python_meta_kernels():
+    """They import sympy on first use: a second more for every command that builds a model."""
+    code = (
+        "import sys\n"
+        "from fa_checks.models import build_model\n"
+        "for arch, shape in [('resmlp', (40,)), ('mlp', (40,)), ('vit', (3, 32, 32)),\n"
+        "                    ('resnet', (3, 32, 32))]:\n"
+        "    build_model(arch, input_shape=shape, num_classes=10)\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 def test_the_defaults_match_the_constructors():
     for arch, cls in MODELS.items():
         params = inspect.signature(cls.__init__).parameters
