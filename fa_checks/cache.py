@@ -24,7 +24,9 @@ time beside the lock (``<artifact>.lock.holder``); a process that waits longer t
 ``lock_timeout`` (default ``$FA_CHECKS_LOCK_TIMEOUT`` seconds, else one hour) gets a
 :class:`CacheError` naming the artifact and that process.
 
-This module imports no torch: artifacts are whatever files the ``create`` callbacks write.
+The files beside each artifact (digest, temporaries, lock holder) are written, read and tidied
+by :mod:`fa_checks.cache_files`.  Neither module imports torch: artifacts are whatever files the
+``create`` callbacks write.
 """
 
 from __future__ import annotations
@@ -35,9 +37,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,26 +45,31 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from .cache_files import (
+    DEFAULT_STALE_AFTER,
+    DIGEST_SUFFIX,
+    HOLDER_SUFFIX,
+    HOST_ID,
+    describe_holder,
+    digest_problem,
+    holder_path,
+    record_holder,
+    remove_stale_temporaries,
+    temporary_name,
+    write_digest,
+)
 from .errors import UserError, one_line
 
 CREATED_LOG = "created.jsonl"
 KEY_LENGTH = 20
-DIGEST_SUFFIX = ".sha256"
-HOLDER_SUFFIX = ".holder"
 #: the environment variable that sets how long to wait for another process's lock (seconds)
 LOCK_TIMEOUT_VARIABLE = "FA_CHECKS_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 3600.0
-DEFAULT_STALE_AFTER = 24 * 3600.0
 
 _KIND_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SUFFIX_PATTERN = re.compile(r"(\.[A-Za-z0-9_-]+)*")
 _RESERVED_SUFFIXES = (DIGEST_SUFFIX, ".lock", HOLDER_SUFFIX)
 _MISSING = object()
-#: this machine, as it appears in temporary names (a hash: host names may hold dots)
-HOST_ID = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-# ".<name>.<host>.<pid>.<random>.tmp<suffix>"; older writers left ".<name>.<pid>.<random>.tmp"
-_TEMPORARY = re.compile(r"\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
-_OLD_TEMPORARY = re.compile(r"\.\d+\.[0-9a-f]{8}\.tmp")
 
 Log = Callable[[str], None]
 Validator = Callable[[Any], Any]
@@ -265,7 +270,7 @@ class ArtifactCache:
             data = path.read_bytes()
         except OSError as exc:
             return self._damaged(kind, path, f"it cannot be read: {exc.strerror}", say)
-        problem = _digest_problem(path, data)
+        problem = digest_problem(path, data)
         if problem is None and validate is not None:
             try:
                 validate(path)
@@ -283,7 +288,7 @@ class ArtifactCache:
         except OSError as exc:
             self._damaged(kind, path, f"it cannot be read: {exc.strerror}", say)
             return _MISSING
-        problem = _digest_problem(path, data)
+        problem = digest_problem(path, data)
         value = _MISSING
         if problem is None:
             try:
@@ -325,22 +330,14 @@ class ArtifactCache:
     def _write(self, kind: str, path: Path, suffix: str, create: Callable[[Path], None]) -> None:
         """``create(tmp)``, its digest beside it, then the rename that makes it visible."""
         remove_stale_temporaries(path.parent, stale_after=self.stale_after)
-        tmp = _temporary(path, suffix)
+        tmp = temporary_name(path, suffix)
         try:
             create(tmp)
             if not tmp.is_file():
                 raise CacheError(
                     f"creating the {kind!r} artifact wrote no file at the path it was given "
                     f"({tmp})")
-            data_digest, size = _sha256_of(tmp)
-            record = json.dumps({"sha256": data_digest, "bytes": size}, sort_keys=True)
-            digest_path = _digest_path(path)
-            digest_tmp = _temporary(digest_path, "")
-            try:
-                digest_tmp.write_text(record + "\n", encoding="utf-8")
-                os.replace(digest_tmp, digest_path)
-            finally:
-                digest_tmp.unlink(missing_ok=True)
+            write_digest(tmp, path)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -349,21 +346,18 @@ class ArtifactCache:
     @contextlib.contextmanager
     def _locked(self, kind: str, path: Path) -> Iterator[None]:
         lock_path = Path(f"{path}.lock")
-        holder = Path(f"{lock_path}{HOLDER_SUFFIX}")
+        holder = holder_path(lock_path)
         lock = FileLock(str(lock_path), timeout=self.lock_timeout)
         try:
             lock.acquire()
         except Timeout:
             raise CacheError(
-                f"the {kind!r} artifact {path.name} is locked by {_describe_holder(holder)} and "
+                f"the {kind!r} artifact {path.name} is locked by {describe_holder(holder)} and "
                 f"{self.lock_timeout:g} s of waiting have passed; wait for that process, stop "
                 f"it, or set {LOCK_TIMEOUT_VARIABLE} to more seconds"
             ) from None
         try:
-            with contextlib.suppress(OSError):  # only a message depends on it
-                holder.write_text(json.dumps({
-                    "pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                    "artifact": str(path)}), encoding="utf-8")
+            record_holder(holder, path)
             yield
         finally:
             holder.unlink(missing_ok=True)  # before the release: the next holder writes its own
@@ -447,91 +441,6 @@ def default_lock_timeout() -> float:
         raise CacheError(f"{LOCK_TIMEOUT_VARIABLE}={text!r}: {exc} (seconds)") from None
 
 
-def remove_stale_temporaries(folder: Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> int:
-    """Remove the temporary files in ``folder`` whose writer is gone; return how many.
-
-    A temporary file is stale when its writer ran on this host and its pid no longer runs, or
-    when it is older than ``stale_after`` seconds (a writer on another host, or an older
-    version's file that names no host).
-    """
-    removed = 0
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return 0
-    now = time.time()
-    for entry in entries:
-        name = entry.name
-        if not name.startswith(".") or ".tmp" not in name:
-            continue
-        ours = _TEMPORARY.search(name)
-        if ours is None and _OLD_TEMPORARY.search(name) is None:
-            continue
-        try:
-            age = now - entry.lstat().st_mtime
-        except OSError:
-            continue
-        gone = ours is not None and ours["host"] == HOST_ID and not _running(int(ours["pid"]))
-        if gone or age > stale_after:
-            with contextlib.suppress(OSError):
-                entry.unlink()
-                removed += 1
-    return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's process, or not a pid: leave its file to the age rule
-    return True
-
-
-def _temporary(path: Path, suffix: str) -> Path:
-    return path.with_name(f".{path.name}.{HOST_ID}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-                          f".tmp{suffix}")
-
-
-def _digest_path(path: Path) -> Path:
-    return path.with_name(path.name + DIGEST_SUFFIX)
-
-
-def _sha256_of(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _digest_problem(path: Path, data: bytes) -> str | None:
-    """Why ``data`` (the bytes at ``path``) does not match its recorded digest, or None."""
-    try:
-        record = json.loads(_digest_path(path).read_text(encoding="utf-8"))
-        expected, size = record["sha256"], record["bytes"]
-    except FileNotFoundError:
-        return "it has no digest beside it"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "its digest file is damaged"
-    if size != len(data):
-        return f"it holds {len(data):,} bytes, its digest says {size:,}: truncated or edited"
-    if hashlib.sha256(data).hexdigest() != expected:
-        return "its bytes do not match its digest: edited or corrupt"
-    return None
-
-
-def _describe_holder(holder: Path) -> str:
-    try:
-        record = json.loads(holder.read_text(encoding="utf-8"))
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record["since"])))
-        return f"pid {int(record['pid'])} on {record['host']} (since {since})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process (which one is not recorded)"
-
-
 def _check_kind(kind: str) -> None:
     if not isinstance(kind, str) or not _KIND_PATTERN.fullmatch(kind):
         raise CacheError(
@@ -557,6 +466,7 @@ def _remove(path: Path) -> None:
 __all__ = [
     "CREATED_LOG",
     "DIGEST_SUFFIX",
+    "HOST_ID",
     "KEY_LENGTH",
     "LOCK_TIMEOUT_VARIABLE",
     "ArtifactCache",

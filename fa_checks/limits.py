@@ -3,10 +3,11 @@
 A checkpoint is data received from someone else: every size it declares (the width and depth of
 its model, its input shape, its classes, the epochs and batch size of the baseline it asks for,
 the dataset it names) decides how much memory and time the tool spends on it.  Each such size is
-checked here, by type and range, against a :class:`Limits` of sane defaults, and the model's
-size is computed from its declared keywords (no module is built, not even on the meta device),
-so ``num_blocks=10**6`` or ``d_hidden=abc`` is refused at once with one sentence naming the field,
-the value, the limit and how to raise it.
+checked here, by type and range, against a :class:`Limits` of sane defaults, so
+``num_blocks=10**6`` or ``d_hidden=abc`` is refused at once with one sentence naming the field,
+the value, the limit and how to raise it.  Once every keyword is bounded, the whole model is
+cheap to build on the meta device, and :mod:`fa_checks.model_size` measures it there: this
+module knows sizes, not architectures (beyond their keywords' defaults).
 
 The defaults suit research on one machine.  Someone who really trains larger models raises them
 with the environment variable ``FA_CHECKS_LIMITS``, a comma-separated list of ``name=value``::
@@ -235,10 +236,12 @@ def check_arch_options(
 ) -> dict[str, Any]:
     """Check a built-in architecture's keywords by type and range, before any module is built.
 
-    ``options`` may hold ``input_shape`` and ``num_classes`` (a checkpoint's ``arch_kwargs``);
-    when both are there the model's whole size is checked too (parameters and buffers, tokens,
-    hidden elements per sample).  Keywords the architecture does not take, and architectures
-    that are not built in, are left to :func:`fa_checks.models.build_model` to refuse.
+    ``options`` may hold ``input_shape`` and ``num_classes`` (a checkpoint's ``arch_kwargs``):
+    they are checked too, with an image model's tokens.  The whole model (parameters and
+    buffers, hidden elements per sample) is measured afterwards on the meta device by
+    :func:`fa_checks.model_size.check_model_size`, which these bounds keep cheap.  Keywords
+    the architecture does not take, and architectures that are not built in, are left to
+    :func:`fa_checks.models.build_model` to refuse.
     ``prefix`` is put before each keyword in messages (``"arch_kwargs."``, ``"--fa-arch-arg "``).
 
     Returns the options with their values parsed (``"16"`` -> 16); others are kept as given.
@@ -307,15 +310,6 @@ def check_arch_options(
 
     if "input_shape" in checked and arch in _IMAGE_ARCHS:
         _check_image(arch, checked, limits, where=where, prefix=prefix, error=error)
-    if "input_shape" in checked and "num_classes" in checked:
-        size = model_size(arch, checked)
-        check_total(f"{prefix}{arch}", size, "max_params", limits,
-                    detail="elements of model state (parameters and buffers)", where=where,
-                    error=error)
-        hidden = hidden_elements(arch, checked)
-        check_total(f"{prefix}{arch}", hidden, "max_hidden_elements", limits,
-                    detail="hidden-state elements per sample", where=where,
-                    error=error)
     return checked
 
 
@@ -351,99 +345,6 @@ def _check_image(arch: str, checked: dict[str, Any], limits: Limits, *, where: s
         tokens = (shape[1] // patch) * (shape[2] // patch) + 1
         check_total(f"{prefix}patch_size", tokens, "max_tokens", limits,
                     detail="tokens per image", where=where, error=error)
-
-
-def state_shapes(arch: str, options: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The ``state_dict`` keys and shapes of the built-in ``arch``, in order, without torch.
-
-    ``options`` must hold ``input_shape`` and ``num_classes``; the other keywords default as in
-    the constructors.  A file's tensors are compared with this before any module is built (a
-    test checks it against ``model.state_dict()`` for every architecture).
-    """
-    o = {**ARCH_DEFAULTS[arch], **options}
-    shape = tuple(int(s) for s in o["input_shape"])
-    classes = int(o["num_classes"])
-    out: dict[str, tuple[int, ...]] = {}
-
-    def add(prefix: str, **shapes: tuple[int, ...]) -> None:
-        out.update({f"{prefix}{name}": value for name, value in shapes.items()})
-
-    if arch == "resmlp":
-        d = int(o["d_hidden"])
-        add("embed_layer.", weight=(d, math.prod(shape)), bias=(d,))
-        for i in range(int(o["num_blocks"])):
-            add(f"blocks.{i}.", **{"ln.weight": (d,), "ln.bias": (d,), "w1.weight": (d, d),
-                                   "w1.bias": (d,), "w2.weight": (d, d), "w2.bias": (d,)})
-        add("out_ln.", weight=(d,), bias=(d,))
-        add("out_head.", weight=(classes, d), bias=(classes,))
-    elif arch == "mlp":
-        d = int(o["d_hidden"])
-        add("first.linear.", weight=(d, math.prod(shape)))
-        for i in range(int(o["depth"]) - 2):
-            add(f"blocks.{i}.linear.", weight=(d, d))
-        add("out_head.", weight=(classes, d))
-    elif arch == "vit":
-        channels, height, width = shape
-        p, dm = int(o["patch_size"]), int(o["d_model"])
-        hidden = int(dm * float(o["mlp_ratio"]))
-        tokens = (height // p) * (width // p) + 1
-        add("", cls_token=(1, 1, dm), pos_embed=(1, tokens, dm))  # own parameters come first
-        add("patch_embed.", weight=(dm, channels, p, p), bias=(dm,))
-        for i in range(int(o["num_blocks"])):
-            add(f"blocks.{i}.", **{
-                "ln1.weight": (dm,), "ln1.bias": (dm,), "attn.in_proj_weight": (3 * dm, dm),
-                "attn.in_proj_bias": (3 * dm,), "attn.out_proj.weight": (dm, dm),
-                "attn.out_proj.bias": (dm,), "ln2.weight": (dm,), "ln2.bias": (dm,),
-                "mlp.0.weight": (hidden, dm), "mlp.0.bias": (hidden,),
-                "mlp.2.weight": (dm, hidden), "mlp.2.bias": (dm,)})
-        add("out_ln.", weight=(dm,), bias=(dm,))
-        add("out_head.", weight=(classes, dm), bias=(classes,))
-    elif arch == "resnet":
-        w = int(o["width"])
-
-        def batch_norm(prefix: str) -> None:
-            add(prefix, weight=(w,), bias=(w,), running_mean=(w,), running_var=(w,),
-                num_batches_tracked=())
-
-        add("stem_conv.", weight=(w, shape[0], 3, 3))
-        batch_norm("stem_bn.")
-        for i in range(int(o["num_blocks"])):
-            add(f"blocks.{i}.conv1.", weight=(w, w, 3, 3))
-            batch_norm(f"blocks.{i}.bn1.")
-            add(f"blocks.{i}.conv2.", weight=(w, w, 3, 3))
-            batch_norm(f"blocks.{i}.bn2.")
-        add("out_head.", weight=(classes, w), bias=(classes,))
-    else:
-        raise KeyError(arch)
-    return out
-
-
-def model_size(arch: str, options: Mapping[str, Any]) -> int:
-    """Elements of the state of the built-in ``arch`` (parameters and buffers), without torch.
-
-    Computed from the keywords alone (no loop over blocks), so it is cheap for any size.
-    """
-    o = {**ARCH_DEFAULTS[arch], **options}
-    blocks = int(o["depth"]) - 2 if arch == "mlp" else int(o["num_blocks"])
-    one_block = {**o, "depth": 3} if arch == "mlp" else {**o, "num_blocks": 1}
-    no_block = {**o, "depth": 2} if arch == "mlp" else {**o, "num_blocks": 0}
-    base = sum(math.prod(s) for s in state_shapes(arch, no_block).values())
-    block = sum(math.prod(s) for s in state_shapes(arch, one_block).values()) - base
-    return base + blocks * block
-
-
-def hidden_elements(arch: str, options: Mapping[str, Any]) -> int:
-    """Elements of one sample's hidden state ``h_l`` of the built-in ``arch``."""
-    o = {**ARCH_DEFAULTS[arch], **options}
-    if arch in ("resmlp", "mlp"):
-        return int(o["d_hidden"])
-    shape = [int(s) for s in o["input_shape"]]
-    if arch == "vit":
-        p = int(o["patch_size"])
-        return ((shape[1] // p) * (shape[2] // p) + 1) * int(o["d_model"])
-    if arch == "resnet":
-        return int(o["width"]) * shape[1] * shape[2]
-    raise KeyError(arch)
 
 
 # -- methods ----------------------------------------------------------------------------------
@@ -571,11 +472,8 @@ __all__ = [
     "check_total",
     "check_training",
     "default_limits",
-    "hidden_elements",
     "key_name",
     "limit_names",
     "method_network_size",
-    "model_size",
     "parse_limits",
-    "state_shapes",
 ]

@@ -12,13 +12,13 @@ be refused or read as the plain data it declares:
   checkpoint would otherwise be read as weights), and the members, their data descriptors, the
   central directory and the end record tile the file with no byte left over (so the reader in
   zipfile and torch's own see the same archive).
-* **The pickle is scanned** (untrusted files only) by an unpickler that imports nothing and
-  builds nothing: every global it names must be one a plain state dict needs (tensor rebuilders,
-  storage types, ``OrderedDict``, numpy scalars), every storage must fit in the bytes present,
-  and every tensor must fit its storage (a tensor whose shape needs more elements than its
-  storage holds, such as an ``expand``-ed one with stride 0, is refused: a 7 KB file once made a
-  process allocate 8.75 GB), with a real floating or integer dtype and a bounded count.  Only
-  then does ``torch.load(weights_only=True)`` read it.
+* **The pickle is scanned** (untrusted files only; :mod:`fa_checks.pickle_scan`) by an
+  unpickler that imports nothing and builds nothing: every global it names must be one a plain
+  state dict needs (tensor rebuilders, storage types, ``OrderedDict``, numpy scalars), every
+  storage must fit in the bytes present, and every tensor must fit its storage (a tensor whose
+  shape needs more elements than its storage holds, such as an ``expand``-ed one with stride 0,
+  is refused: a 7 KB file once made a process allocate 8.75 GB), with a real floating or integer
+  dtype and a bounded count.  Only then does ``torch.load(weights_only=True)`` read it.
 
 **The legacy format** (``_use_new_zipfile_serialization=False``, torch < 1.6) gets the same
 regular-file, size, pickle and tensor checks, and each storage's length in the file is compared
@@ -33,48 +33,31 @@ A trusted file (``trust=True``) skips the pickle scan and is loaded with
 from __future__ import annotations
 
 import io
-import math
 import os
-import pickle
 import stat
 import struct
 import tarfile
 import zipfile
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from .errors import UserError
 from .limits import LIMITS_VARIABLE, Limits
-
-#: dtypes a checkpoint's tensors may have (storage type name -> (dtype name, bytes per element))
-STORAGE_TYPES: dict[str, tuple[str, int]] = {
-    "FloatStorage": ("float32", 4),
-    "DoubleStorage": ("float64", 8),
-    "HalfStorage": ("float16", 2),
-    "BFloat16Storage": ("bfloat16", 2),
-    "LongStorage": ("int64", 8),
-    "IntStorage": ("int32", 4),
-    "ShortStorage": ("int16", 2),
-    "CharStorage": ("int8", 1),
-    "ByteStorage": ("uint8", 1),
-    "BoolStorage": ("bool", 1),
-}
-ALLOWED_DTYPES = frozenset(dtype for dtype, _ in STORAGE_TYPES.values())
-MAX_RANK = 8
+from .pickle_scan import (
+    ALLOWED_DTYPES,
+    FileRefused,
+    PickleScan,
+    check_metadata_size,
+    check_scanned_tensors,
+    check_view,
+    element_size,
+    first_line,
+)
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _LOCAL_HEADER = struct.Struct(zipfile.structFileHeader)
 _END_RECORD_SIZE = 22
-
-
-class FileRefused(UserError):
-    """A refusal whose message follows the file's name (the caller puts the name first)."""
-
-    #: True when the file would be read if it were trusted (it names code or exotic objects)
-    needs_trust: bool = False
 
 
 @dataclass
@@ -140,7 +123,7 @@ def read_torch_file(path: Path, *, trust: bool, limits: Limits) -> TorchFile:
             raise
         except Exception as exc:  # parsers meet hostile bytes with many exception types
             raise FileRefused(
-                f"is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
+                f"is truncated or corrupt ({type(exc).__name__}: {first_line(exc)})"
             ) from None
         handle.seek(0)
         return checked
@@ -156,7 +139,7 @@ def _check_zip(handle: BinaryIO, size: int, *, trust: bool, limits: Limits) -> T
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError,
             NotImplementedError) as exc:
         raise FileRefused(
-            f"is truncated or corrupt: not a complete zip archive ({_first_line(exc)})"
+            f"is truncated or corrupt: not a complete zip archive ({first_line(exc)})"
         ) from None
     members = archive.infolist()
     if len(members) > limits.max_tensors + 16:
@@ -188,14 +171,14 @@ def _check_zip(handle: BinaryIO, size: int, *, trust: bool, limits: Limits) -> T
     checked = TorchFile(handle=handle, size=size, is_zip=True)
     if trust:
         return checked
-    _check_metadata_size(pickles[0].file_size, limits)
+    check_metadata_size(pickles[0].file_size, limits)
     prefix = pickles[0].filename[: -len("data.pkl")]
-    scan = _Scan(io.BytesIO(archive.read(pickles[0])))
+    scan = PickleScan(io.BytesIO(archive.read(pickles[0])))
     scan.run()
     sizes = {info.filename: info.file_size for info in members}
     for key, (dtype, elements) in scan.storages.items():
         record = f"{prefix}data/{key}"
-        need = elements * _element_size(dtype)
+        need = elements * element_size(dtype)
         if record not in sizes:
             raise FileRefused(f"declares a tensor storage {key!r} that the archive lacks")
         if sizes[record] < need:
@@ -203,7 +186,7 @@ def _check_zip(handle: BinaryIO, size: int, *, trust: bool, limits: Limits) -> T
                 f"storage {key!r} declares {need:,} bytes but its member holds "
                 f"{sizes[record]:,}"
             )
-    _check_scanned_tensors(scan, limits)
+    check_scanned_tensors(scan, limits)
     checked.storages, checked.tensors = scan.storages, len(scan.tensors)
     return checked
 
@@ -259,9 +242,9 @@ def _check_crc(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
     except zipfile.BadZipFile as exc:
         if "CRC" in str(exc):
             raise FileRefused(f"is corrupt: member {info.filename!r} fails its CRC") from None
-        raise FileRefused(f"is corrupt: member {info.filename!r}: {_first_line(exc)}") from None
+        raise FileRefused(f"is corrupt: member {info.filename!r}: {first_line(exc)}") from None
     except (EOFError, ValueError, struct.error, NotImplementedError, RuntimeError) as exc:
-        raise FileRefused(f"is corrupt: member {info.filename!r}: {_first_line(exc)}") from None
+        raise FileRefused(f"is corrupt: member {info.filename!r}: {first_line(exc)}") from None
 
 
 # -- the legacy format --------------------------------------------------------------------------
@@ -280,13 +263,13 @@ def _check_legacy(handle: BinaryIO, size: int, *, trust: bool, limits: Limits) -
     handle.seek(0)
     head = io.BytesIO(handle.read(limits.max_metadata_bytes))
 
-    def scan_next() -> _Scan:
-        scan = _Scan(head)
+    def scan_next() -> PickleScan:
+        scan = PickleScan(head)
         try:
             scan.value = scan.run()
         except FileRefused:
             if size > limits.max_metadata_bytes and head.tell() >= limits.max_metadata_bytes:
-                _check_metadata_size(size, limits)  # ran out of the budget, not of the file
+                check_metadata_size(size, limits)  # ran out of the budget, not of the file
             raise
         return scan
 
@@ -311,12 +294,12 @@ def _check_legacy(handle: BinaryIO, size: int, *, trust: bool, limits: Limits) -
                 f"is damaged: storage {key!r} is declared with {elements:,} elements but "
                 f"stored with {declared:,}"
             )
-        handle.seek(elements * _element_size(dtype), os.SEEK_CUR)
+        handle.seek(elements * element_size(dtype), os.SEEK_CUR)
         if handle.tell() > size:
             raise FileRefused("is truncated: a storage holds fewer bytes than it declares")
     if handle.tell() != size:
         raise FileRefused("holds bytes after its last storage; it is damaged")
-    _check_scanned_tensors(scan, limits)
+    check_scanned_tensors(scan, limits)
     checked.storages, checked.tensors = scan.storages, len(scan.tensors)
     return checked
 
@@ -330,222 +313,6 @@ def _is_tar(handle: BinaryIO) -> bool:
         return False
     finally:
         handle.seek(0)
-
-
-# -- the pickle, without running it -------------------------------------------------------------
-class _Inert:
-    """What every rebuilt object is during the scan: accepts any state, does nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        del args, kwargs
-
-    def __setstate__(self, state: Any) -> None:
-        del state
-
-
-@dataclass(frozen=True)
-class _StorageType:
-    dtype: str
-
-
-@dataclass(frozen=True)
-class _StorageRef:
-    key: str
-    dtype: str
-    elements: int
-    offset: int = 0  # a legacy view into a larger storage
-
-
-@dataclass(frozen=True)
-class _TensorRecord:
-    storage: Any
-    offset: Any
-    size: Any
-    stride: Any
-
-
-def _inert(*args: Any, **kwargs: Any) -> _Inert:
-    return _Inert()
-
-
-class _Scan(pickle.Unpickler):
-    """Reads a pickle's structure; ``find_class`` never imports, ``persistent_load`` never
-    allocates.  Globals outside what a plain state dict needs are collected in ``refused``."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        super().__init__(file)
-        self.value: Any = None
-        self.storages: dict[str, tuple[str, int]] = {}
-        self.tensors: list[_TensorRecord] = []
-        self.refused: list[str] = []
-
-    def run(self) -> Any:
-        try:
-            value = self.load()
-        except FileRefused:
-            if self.refused:
-                raise _needs_trust(self.refused) from None
-            raise
-        except Exception as exc:  # any malformed pickle ends here, whatever it tried
-            if self.refused:
-                raise _needs_trust(self.refused) from None
-            if isinstance(exc, EOFError) or "truncated" in str(exc):
-                raise FileRefused("is empty or truncated (its pickle ends early)") from None
-            raise FileRefused(
-                f"is corrupt or not a torch checkpoint ({type(exc).__name__}: "
-                f"{_first_line(exc)})"
-            ) from None
-        if self.refused:
-            raise _needs_trust(self.refused)
-        return value
-
-    def find_class(self, module: str, name: str) -> Any:
-        full = f"{module}.{name}"
-        if full in ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor"):
-            return self._rebuild_tensor
-        if full in ("torch._utils._rebuild_parameter",
-                    "torch._utils._rebuild_parameter_with_state"):
-            return _first_argument
-        if full == "collections.OrderedDict":
-            return OrderedDict
-        if module == "torch" and name in STORAGE_TYPES:
-            return _StorageType(STORAGE_TYPES[name][0])
-        if full in _NUMPY_SCALAR_GLOBALS or (module in ("numpy.dtypes",)
-                                             and name.endswith("DType")):
-            return _inert
-        if full == "_codecs.encode":  # bytes at pickle protocol 2 (numpy scalars)
-            return _inert
-        if full not in self.refused:
-            self.refused.append(full)
-        return _inert
-
-    def persistent_load(self, pid: Any) -> Any:
-        if not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] not in ("storage",
-                                                                                  b"storage"):
-            raise FileRefused("is corrupt: it refers to data that is not a tensor storage")
-        storage_type, key, elements = pid[1], pid[2], pid[4]
-        if not isinstance(storage_type, _StorageType):
-            raise FileRefused(
-                f"holds a tensor storage of type {storage_type!r}; fa-checks reads tensors of "
-                f"{', '.join(sorted(ALLOWED_DTYPES))} from an untrusted file"
-            )
-        if isinstance(key, bytes):
-            key = key.decode("ascii", "replace")
-        if not isinstance(key, str) or not _is_count(elements):
-            raise FileRefused("is corrupt: a storage has no valid key or size")
-        known = self.storages.get(key)
-        if known is not None and known != (storage_type.dtype, elements):
-            raise FileRefused(f"is corrupt: storage {key!r} is declared twice, differently")
-        self.storages[key] = (storage_type.dtype, elements)
-        view = pid[5] if len(pid) == 6 else None
-        if view is not None:  # legacy views: (view key, offset, elements) into this storage
-            if not (isinstance(view, tuple) and len(view) == 3 and _is_count(view[1])
-                    and _is_count(view[2]) and view[1] + view[2] <= elements):
-                raise FileRefused(f"is corrupt: a view of storage {key!r} lies outside it")
-            return _StorageRef(key, storage_type.dtype, view[2], offset=view[1])
-        return _StorageRef(key, storage_type.dtype, elements)
-
-    def _rebuild_tensor(self, storage: Any, offset: Any, size: Any, stride: Any,
-                        *rest: Any) -> _TensorRecord:
-        del rest
-        record = _TensorRecord(storage, offset, size, stride)
-        self.tensors.append(record)
-        return record
-
-
-def _first_argument(data: Any, *rest: Any) -> Any:
-    del rest
-    return data
-
-
-_NUMPY_SCALAR_GLOBALS = frozenset({
-    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype",
-})
-
-
-def _needs_trust(names: list[str]) -> FileRefused:
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    if all(name.startswith("torch.") for name in names):
-        refusal = FileRefused(
-            f"holds objects beyond plain data and dense tensors (it needs {shown}), which "
-            "fa-checks reads only from a trusted file, so it was not loaded"
-        )
-    else:
-        refusal = FileRefused(
-            f"loading it would execute code named by the file (it needs {shown}), so it was "
-            "not loaded"
-        )
-    refusal.needs_trust = True
-    return refusal
-
-
-def _check_metadata_size(size: int, limits: Limits) -> None:
-    if size > limits.max_metadata_bytes:
-        raise FileRefused(
-            f"its pickle (everything but the tensors' bytes) is larger than the limit "
-            f"max_metadata_bytes={limits.max_metadata_bytes:,}; if you mean it, raise it with "
-            f"{LIMITS_VARIABLE}=max_metadata_bytes={size}"
-        )
-
-
-def _check_scanned_tensors(scan: _Scan, limits: Limits) -> None:
-    if len(scan.tensors) > limits.max_tensors or len(scan.storages) > limits.max_tensors:
-        count = max(len(scan.tensors), len(scan.storages))
-        raise FileRefused(
-            f"holds {count:,} tensors, above the limit max_tensors={limits.max_tensors:,}; if "
-            f"you mean it, raise it with {LIMITS_VARIABLE}=max_tensors={count}"
-        )
-    stored = sum(elements for _, elements in scan.storages.values())
-    logical = 0
-    for number, record in enumerate(scan.tensors):
-        if not isinstance(record.storage, _StorageRef):
-            raise FileRefused(f"is corrupt: tensor #{number + 1} has no tensor storage")
-        logical += check_view(record.storage.elements, record.offset, record.size,
-                              record.stride, what=f"tensor #{number + 1}")
-    if logical > stored + limits.max_params:
-        raise FileRefused(
-            f"its tensors view {logical:,} elements of {stored:,} stored ones, more than the "
-            f"limit max_params={limits.max_params:,} beyond them"
-        )
-
-
-def check_view(storage_elements: int, offset: Any, size: Any, stride: Any, *, what: str) -> int:
-    """The element count of a view into a storage of ``storage_elements``, if the view fits it
-    without repeating an element (an expanded tensor, stride 0, is refused)."""
-    if not _is_count(offset) or not isinstance(size, tuple) or not isinstance(stride, tuple):
-        raise FileRefused(f"is corrupt: {what} has no valid offset, shape or strides")
-    if len(size) != len(stride) or len(size) > MAX_RANK:
-        raise FileRefused(f"is corrupt: {what} has {len(size)} dimensions and "
-                          f"{len(stride)} strides (at most {MAX_RANK})")
-    if not all(_is_count(s) for s in size) or not all(_is_count(s) for s in stride):
-        raise FileRefused(f"is corrupt: {what} has a negative or non-integer size or stride")
-    elements = math.prod(size)
-    if elements == 0:
-        return 0
-    available = storage_elements - offset
-    reach = 1 + sum((s - 1) * st for s, st in zip(size, stride, strict=True))
-    repeats = any(st == 0 and s > 1 for s, st in zip(size, stride, strict=True))
-    if repeats or elements > available or reach > available:
-        raise FileRefused(
-            f"{what} of shape {list(size)} needs {elements:,} elements but its storage "
-            f"holds {max(available, 0):,} from its offset"
-            + (" (an expanded tensor with stride 0)" if repeats else "")
-            + "; a model's state_dict never holds such a tensor"
-        )
-    return elements
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _element_size(dtype: str) -> int:
-    return next(n for name, n in STORAGE_TYPES.values() if name == dtype)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:160] if lines else type(exc).__name__
 
 
 __all__ = ["ALLOWED_DTYPES", "FileRefused", "TorchFile", "check_view", "open_regular_file",

@@ -999,3 +999,39 @@ def test_a_dataset_outside_the_registry_is_kept_for_the_registry_to_refuse(tmp_p
     assert ckpt.data == {"name": "my-own-images", "size": 3}
     with pytest.raises(DataError, match="unknown dataset 'my-own-images'"):
         load_data(ckpt.data["name"])
+
+
+def test_a_declared_model_beyond_the_limits_is_refused_from_its_meta_build(tmp_path,
+                                                                           monkeypatch):
+    raw = saved_raw(tmp_path)
+    # each keyword within its own limit; the model they declare is not
+    raw["arch_kwargs"].update(d_hidden=65536, num_blocks=1000)
+    path = write_raw(tmp_path / "huge.pt", raw)
+    import fa_checks.models
+
+    monkeypatch.setattr(fa_checks.models, "build_model",
+                        lambda *a, **k: pytest.fail("a model was built"))
+    expect_error(path, "arch_kwargs.resmlp needs", "elements of model state", "max_params")
+
+
+@pytest.mark.parametrize("case", ["num_blocks", "d_hidden", "seed key"])
+def test_the_named_hostile_sizes_are_refused_before_even_a_meta_build(tmp_path, monkeypatch,
+                                                                      case):
+    if case == "seed key":
+        state = seed_model().state_dict()
+        state["blocks.99999999999999999999.ln.weight"] = torch.zeros(16)
+        path, fragment = write_raw(tmp_path / "bad.pt", {"state_dict": state}), "names block"
+    else:
+        raw = saved_raw(tmp_path)
+        raw["arch_kwargs"][case] = 10**6 if case == "num_blocks" else "abc"
+        path, fragment = write_raw(tmp_path / "bad.pt", raw), f"arch_kwargs.{case}="
+    built = []
+    original = nn.Module.__init__
+
+    def recording(self, *args, **kwargs):
+        built.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "__init__", recording)
+    expect_error(path, fragment)
+    assert built == []

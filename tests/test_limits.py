@@ -12,6 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fa_checks.anatomy import Anatomy
 from fa_checks.errors import ConfigError
 from fa_checks.limits import (
     ARCH_DEFAULTS,
@@ -22,12 +23,10 @@ from fa_checks.limits import (
     check_method_options,
     check_training,
     default_limits,
-    hidden_elements,
     limit_names,
-    model_size,
     parse_limits,
-    state_shapes,
 )
+from fa_checks.model_size import build_on_meta, check_model_size, hidden_elements, state_elements
 from fa_checks.models import MODELS, ModelError, build_model
 
 
@@ -53,6 +52,22 @@ def test_limits_import_no_torch_and_refuse_a_huge_model_without_building_one():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "num_blocks=1000000: above the limit max_blocks=1024" in done.stdout
+
+
+def test_measuring_a_model_starts_none_of_torchs_python_meta_kernels():
+    """They import sympy on first use: a second more for every command that builds a model."""
+    code = (
+        "import sys\n"
+        "from fa_checks.models import build_model\n"
+        "for arch, shape in [('resmlp', (40,)), ('mlp', (40,)), ('vit', (3, 32, 32)),\n"
+        "                    ('resnet', (3, 32, 32))]:\n"
+        "    build_model(arch, input_shape=shape, num_classes=10)\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_the_defaults_match_the_constructors():
@@ -89,15 +104,21 @@ def arch_configs(draw):
 
 
 @given(config=arch_configs())
-def test_state_shapes_sizes_and_hidden_elements_are_the_built_models(config):
+def test_the_meta_build_measures_what_the_built_model_holds(config):
+    """The limits' figures come from the model itself, built on the meta device: the same keys,
+    shapes and dtypes as the real model, the same element count, and the hidden shape its
+    constructor declares is the shape of every hidden state the model computes."""
     arch, options = config
     model = build_model(arch, **options)
-    state = model.state_dict()
-    assert state_shapes(arch, options) == {k: tuple(v.shape) for k, v in state.items()}
-    assert list(state_shapes(arch, options)) == list(state)
-    assert model_size(arch, options) == sum(t.numel() for t in state.values())
-    h = model.embed(torch.zeros(2, *options["input_shape"]))
-    assert hidden_elements(arch, options) == math.prod(h.shape[1:])
+    meta = build_on_meta(lambda: build_model(arch, **options))
+    assert all(t.is_meta for t in meta.state_dict().values())
+    real = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    assert {k: (tuple(v.shape), v.dtype) for k, v in meta.state_dict().items()} == real
+    assert list(meta.state_dict()) == list(model.state_dict())
+    assert state_elements(meta) == sum(t.numel() for t in model.state_dict().values())
+    hidden = Anatomy(model).hidden_states(torch.zeros(2, *options["input_shape"]))
+    assert {tuple(h.shape[1:]) for h in hidden} == {meta.hidden_shape}
+    assert hidden_elements(meta) == hidden_elements(model) == math.prod(hidden[0].shape[1:])
 
 
 # -- overrides ----------------------------------------------------------------------------
@@ -154,10 +175,6 @@ def test_the_override_a_refusal_suggests_is_accepted(name, factor):
     ("vit", {"input_shape": [3, 512, 512], "num_classes": 10, "patch_size": 1},
      ["262,145 tokens per image", "max_tokens=4,096"]),
     ("resnet", {"input_shape": [40], "num_classes": 10}, ["needs image inputs", "(40,)"]),
-    ("resnet", {"input_shape": [3, 1024, 1024], "num_classes": 10, "width": 64},
-     ["hidden-state elements per sample", "max_hidden_elements"]),
-    ("resmlp", {"input_shape": [3072], "num_classes": 10, "d_hidden": 65536,
-                "num_blocks": 1000}, ["elements of model state", "max_params"]),
     ("resmlp", {"input_shape": "abc", "num_classes": 3}, ["input_shape='abc'", "list"]),
     ("resmlp", {"input_shape": [], "num_classes": 3}, ["at least one dimension"]),
     ("resmlp", {"input_shape": [2] * 9, "num_classes": 3}, ["max_input_rank"]),
@@ -170,6 +187,34 @@ def test_bad_arch_options_are_refused_in_one_sentence(arch, options, fragments):
     message = one_sentence(info.value)
     for fragment in fragments:
         assert fragment in message
+
+
+WHOLE_MODELS_BEYOND_THE_LIMITS = [
+    ("resnet", {"input_shape": [3, 1024, 1024], "num_classes": 10, "width": 64},
+     ["hidden-state elements per sample", "max_hidden_elements"]),
+    ("resmlp", {"input_shape": [3072], "num_classes": 10, "d_hidden": 65536,
+                "num_blocks": 1000}, ["elements of model state", "max_params"]),
+]
+
+
+@pytest.mark.parametrize(("arch", "options", "fragments"), WHOLE_MODELS_BEYOND_THE_LIMITS)
+def test_a_whole_model_beyond_the_limits_is_refused_from_its_meta_build(arch, options,
+                                                                       fragments):
+    # every keyword is within its own limit: only the model, measured on meta, is too large
+    assert check_arch_options(arch, options, Limits())["input_shape"] == options["input_shape"]
+    with pytest.raises(ModelError) as info:
+        build_model(arch, **options)
+    message = one_sentence(info.value)
+    assert message.startswith(f"{arch} needs ")
+    for fragment in fragments:
+        assert fragment in message
+    kwargs = {k: v for k, v in options.items() if k not in ("input_shape", "num_classes")}
+    meta = build_on_meta(lambda: MODELS[arch](input_shape=tuple(options["input_shape"]),
+                                              num_classes=10, **kwargs))
+    with pytest.raises(ConfigError) as info:
+        check_model_size(meta, Limits(), label=arch)
+    for fragment in fragments:
+        assert fragment in one_sentence(info.value)
 
 
 def test_arch_options_are_parsed_and_the_caller_names_the_place():
@@ -185,6 +230,22 @@ def test_arch_options_are_parsed_and_the_caller_names_the_place():
 @pytest.mark.parametrize("options", [{"num_blocks": -2}, {"d_hidden": 0}])
 def test_build_model_refuses_before_building_any_module(monkeypatch, options):
     # both would build without complaint: the refusal is the limits' check, and comes first
+    built = []
+    original = torch.nn.Module.__init__
+
+    def recording(self, *args, **kwargs):
+        built.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", recording)
+    with pytest.raises(ModelError, match=f"^resmlp {next(iter(options))}="):
+        build_model("resmlp", input_shape=(8,), num_classes=3, **options)
+    assert built == []
+
+
+@pytest.mark.parametrize("options", [{"num_blocks": 10**6}, {"d_hidden": "abc"},
+                                     {"d_hidden": 10**6}])
+def test_a_keyword_beyond_its_limit_is_refused_before_even_a_meta_build(monkeypatch, options):
     built = []
     original = torch.nn.Module.__init__
 

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from ..limits import check_arch_options
+from ..model_size import build_on_meta, check_model_size
 from .base import BlockModel, ModelError
 from .mlp import MLP
 from .resmlp import ResMLP
@@ -128,15 +129,20 @@ def build_model(
     # sizes by type and range before anything else reads them (fa_checks.limits) ...
     kwargs = check_arch_options(arch, kwargs, prefix=f"{arch} ", error=ModelError)
     input_shape = check_input_shape(arch, input_shape, dataset, sizes=kwargs)
-    # ... and the whole model against the limits, before any module exists
     kwargs = check_arch_options(
         arch, {"input_shape": input_shape, "num_classes": num_classes, **kwargs},
         prefix=f"{arch} ", error=ModelError)
-    input_shape, num_classes = tuple(kwargs.pop("input_shape")), kwargs.pop("num_classes")
-    model = cls(input_shape=input_shape, num_classes=int(num_classes), **kwargs)
+    input_shape, num_classes = tuple(kwargs.pop("input_shape")), int(kwargs.pop("num_classes"))
+
+    def build() -> BlockModel:
+        return cls(input_shape=input_shape, num_classes=num_classes, **kwargs)
+
+    # ... and the whole model against the limits, measured on the meta device (no storage)
+    check_model_size(build_on_meta(build), label=arch, error=ModelError)
+    model = build()
     model.spec = {
         "arch": arch,
-        "kwargs": {"input_shape": list(input_shape), "num_classes": int(num_classes), **kwargs},
+        "kwargs": {"input_shape": list(input_shape), "num_classes": num_classes, **kwargs},
     }
     return model
 

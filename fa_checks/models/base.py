@@ -26,6 +26,9 @@ class BlockModel(nn.Module):
     needs_image: bool = False
     #: set by :func:`fa_checks.models.build_model`, so a checkpoint can rebuild the model
     spec: dict[str, Any]
+    #: the shape of one sample's hidden state ``h_l`` (every block keeps it), set by the
+    #: constructor from the sizes it builds with: the limits read it off a meta-device model
+    hidden_shape: tuple[int, ...]
 
     blocks: nn.ModuleList
 

@@ -69,6 +69,7 @@ class MLP(BlockModel):
         self.out_head = nn.Linear(d_hidden, num_classes, bias=False)
         nn.init.normal_(self.out_head.weight, std=gain / math.sqrt(d_hidden))
         self.d_hidden = d_hidden
+        self.hidden_shape = (d_hidden,)
 
     def embed(self, x: Tensor) -> Tensor:
         return self.first(x.reshape(x.shape[0], -1))

@@ -45,6 +45,7 @@ class ResMLP(BlockModel):
         self.out_ln = nn.LayerNorm(d_hidden)
         self.out_head = nn.Linear(d_hidden, num_classes)
         self.d_hidden = d_hidden
+        self.hidden_shape = (d_hidden,)
 
     def embed(self, x: Tensor) -> Tensor:
         return self.embed_layer(x.reshape(x.shape[0], -1))

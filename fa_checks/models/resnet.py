@@ -45,6 +45,7 @@ class ResNet(BlockModel):
         self.blocks = nn.ModuleList(BasicBlock(width) for _ in range(num_blocks))
         self.out_head = nn.Linear(width, num_classes)
         self.width = width
+        self.hidden_shape = (width, height, width_px)
 
     def embed(self, x: Tensor) -> Tensor:
         x = x.reshape(x.shape[0], *self.image)

@@ -69,6 +69,7 @@ class ViT(BlockModel):
         self.out_head = nn.Linear(d_model, num_classes)
         self.image = (channels, height, width)
         self.d_model = d_model
+        self.hidden_shape = (n_tokens, d_model)
 
     def embed(self, x: Tensor) -> Tensor:
         x = x.reshape(x.shape[0], *self.image)
