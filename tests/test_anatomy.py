@@ -176,7 +176,10 @@ def test_per_sample_gradients_do_not_depend_on_batch_size(copies: int, seed: int
     model, (x, y) = tiny("resmlp", seed), inputs("resmlp", n=3, seed=seed)
     _, grads, _ = per_sample_gradients(model, x, y)
     _, repeated, _ = per_sample_gradients(model, x.repeat(copies, 1), y.repeat(copies))
-    torch.testing.assert_close(repeated[-1][:3], grads[-1], rtol=1e-5, atol=1e-8)
+    # float32 kernels for another batch shape round differently: near zero, an element can
+    # differ by float32's resolution of the tensor's scale, not of its own value
+    scale = float(grads[-1].abs().max())
+    torch.testing.assert_close(repeated[-1][:3], grads[-1], rtol=1e-5, atol=1e-5 * scale)
 
 
 def test_build_model_errors_name_the_problem() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import UserError, as_user_error, one_line
 
 TRUST_HINT = (
-    "pass trust=True (library), --fa-trust-checkpoint (pytest) or --trust (fa-checks) "
+    "pass trust=True (library), --fa-trust (pytest) or --trust (fa-checks) "
     "only for a file you made yourself"
 )
 

@@ -147,7 +147,7 @@ def _load_builtins() -> None:
 
 
 #: how the user says that names read from a file may import code (for the refusal's message)
-TRUST_FLAGS = "trust=True (library), --trust (fa-checks) or --fa-trust-checkpoint (pytest)"
+TRUST_FLAGS = "trust=True (library), --trust (fa-checks) or --fa-trust (pytest)"
 
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
