@@ -1,10 +1,12 @@
-"""How many CPU threads torch uses: chosen for the work, unless the user says.
+"""How many CPU threads torch uses: chosen for the machine as it is, unless the user says.
 
-The rule (measured in ``benchmarks/test_bench_threads.py``): the built-in models are small, and
-a matmul of a few hundred features cannot use more than one thread; extra threads only spin,
-and on a machine with other work on it they make a step several times slower.  So a process
-uses one thread, unless the work is large (a step of many multiply-adds), where it takes its
-share of the cores.  Who decides, first to last:
+The rule (measured in ``benchmarks/test_bench_threads.py``, 2 cores): on an idle machine a
+second thread speeds up even the default ResMLP's step (1.25x), and a large step by 1.7x; but
+with one core busy with other work, two threads make every step 2.4-2.8x *slower* than one,
+because torch's OpenMP threads spin-wait for the one that shares its core.  So a process uses
+as many threads as there are free cores when it starts its work (sampled from ``/proc/stat``
+over 0.1 s), at most its share of the cores, and one thread for steps too small to split.  Who
+decides, first to last:
 
 1. ``threads=`` / ``--threads`` / ``--fa-threads`` / the ini key ``fa_threads``;
 2. the environment: ``FA_CHECKS_THREADS``, else ``OMP_NUM_THREADS``, else ``MKL_NUM_THREADS``;
@@ -22,8 +24,10 @@ from typing import Any
 
 ENV_VARIABLES = ("FA_CHECKS_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-#: multiply-adds per training step above which a process takes its share of the cores
-LARGE_STEP = 2e9
+#: multiply-adds per training step below which a step is not worth splitting over threads
+SMALL_STEP = 5e7
+#: seconds over which the cores' use is sampled
+SAMPLE_SECONDS = 0.1
 
 #: how many processes share this machine's cores (set by pytest-xdist workers)
 _sharing = 1
@@ -51,18 +55,44 @@ def env_threads() -> int | None:
     return None
 
 
+def busy_cores(window: float = SAMPLE_SECONDS) -> float | None:
+    """How many cores other work keeps busy now (Linux: ``/proc/stat`` sampled over
+    ``window`` seconds, while this process waits); None where that cannot be read."""
+    import time
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                fields = [int(v) for v in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    before = sample()
+    time.sleep(window)
+    after = sample()
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return (os.cpu_count() or 1) * (total - idle) / total
+
+
 def choose_threads(requested: int | None = None, *, step_madds: float | None = None) -> int:
-    """The thread count for a process doing steps of ``step_madds`` multiply-adds (unknown:
-    small), sharing the cores with the processes :func:`share_cores` declared."""
+    """The thread count for a process about to run steps of ``step_madds`` multiply-adds
+    (unknown: worth splitting), sharing the cores with the processes :func:`share_cores`
+    declared: the free cores now, within its share."""
     if requested is not None:
         return max(1, int(requested))
     from_env = env_threads()
     if from_env is not None:
         return from_env
     share = max(1, available_cores() // _sharing)
-    if step_madds is not None and step_madds >= LARGE_STEP:
-        return share
-    return 1
+    if share == 1 or (step_madds is not None and step_madds < SMALL_STEP):
+        return 1
+    busy = busy_cores()
+    free = share if busy is None else available_cores() - busy
+    return max(1, min(share, int(free + 0.25)))
 
 
 def step_madds(model: Any, x: Any, batch_size: int) -> float:
@@ -104,5 +134,5 @@ def torch_threads(count: int) -> Iterator[int]:
             torch.set_num_threads(before)
 
 
-__all__ = ["ENV_VARIABLES", "available_cores", "choose_threads", "env_threads", "share_cores",
-           "step_madds", "torch_threads", "use_threads"]
+__all__ = ["ENV_VARIABLES", "available_cores", "busy_cores", "choose_threads", "env_threads",
+           "share_cores", "step_madds", "torch_threads", "use_threads"]

@@ -118,29 +118,6 @@ def test_seeds_and_methods_are_deduplicated_in_order(pytester: pytest.Pytester) 
 
 
 # -- workers -----------------------------------------------------------------------------------
-@given(st.integers(1, 64))
-def test_workers_take_their_share_of_the_cores_for_large_work(workers: int) -> None:
-    from fa_checks import threads
-
-    with pytest.MonkeyPatch.context() as env:
-        for name in threads.ENV_VARIABLES:  # the environment would win over the choice
-            env.delenv(name, raising=False)
-        _check_share(workers)
-
-
-def _check_share(workers: int) -> None:
-    from fa_checks import threads
-
-    try:
-        threads.share_cores(workers)
-        large = threads.choose_threads(step_madds=threads.LARGE_STEP)
-        assert large == max(1, threads.available_cores() // workers)
-        assert threads.choose_threads(step_madds=1e6) == 1  # small work: one thread
-        assert threads.choose_threads(3) == 3  # the user's choice wins
-    finally:
-        threads.share_cores(1)
-
-
 @given(st.integers(0, 63), st.integers(1, 8), st.sampled_from(["auto", "cuda"]))
 def test_workers_are_spread_round_robin_over_the_gpus(index: int, gpus: int, asked: str) -> None:
     device = worker_device(asked, index, gpus)
