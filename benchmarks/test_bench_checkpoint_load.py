@@ -12,26 +12,17 @@ the pickle once, so the ratio should fall towards a small constant as the file g
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from timing import best_cpu_seconds
 
 from fa_checks.checkpoint import load_checkpoint, save_checkpoint
 from fa_checks.models import build_model
 
 SIZES = {"d256-L4": (256, 4), "d1024-L8": (1024, 8)}
-
-
-def best_cpu_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return best
 
 
 @pytest.fixture(scope="module")

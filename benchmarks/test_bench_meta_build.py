@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from timing import best_cpu_seconds
 
 from fa_checks.checkpoint import load_checkpoint, save_checkpoint
 from fa_checks.limits import Limits
@@ -57,15 +57,6 @@ for arch, shape in (("resmlp", (40,)), ("mlp", (40,)), ("vit", (3, 32, 32)),
                      label=arch)
 print(time.process_time() - start, "sympy" in sys.modules)
 """
-
-
-def best_cpu_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return best
 
 
 def measure(arch: str) -> None:

@@ -151,14 +151,16 @@ def _refuse(error: Refusal, where: str, label: str, value: Any, reason: str) -> 
     return error(f"{where}{label}={_shown(value)}: {reason}")
 
 
+def beyond(limit: str, limits: Limits, wanted: Any) -> str:
+    """The end of every refusal for a size past a limit: the limit and how to raise it."""
+    return (f"the limit {limit}={getattr(limits, limit)}; if you mean it, raise it with "
+            f"{LIMITS_VARIABLE}={limit}={wanted}")
+
+
 def _over(error: Refusal, where: str, label: str, value: Any, limit: str, limits: Limits,
           amount: int | None = None) -> UserError:
     wanted = amount if amount is not None else value
-    return _refuse(
-        error, where, label, value,
-        f"above the limit {limit}={getattr(limits, limit)}; if you mean it, raise it with "
-        f"{LIMITS_VARIABLE}={limit}={wanted}",
-    )
+    return _refuse(error, where, label, value, f"above {beyond(limit, limits, wanted)}")
 
 
 def _parsed(parser: Callable[[Any], Any], value: Any, error: Refusal, where: str,
@@ -205,11 +207,8 @@ def check_total(label: str, value: int, limit: str, limits: Limits, *, detail: s
                 where: str = "", error: Refusal = ConfigError) -> None:
     """Refuse a derived size (``detail`` says what it is made of) above the limit ``limit``."""
     if value > getattr(limits, limit):
-        raise error(
-            f"{where}{label} needs {value:,} {detail}, above the limit {limit}="
-            f"{getattr(limits, limit):,}; if you mean it, raise it with "
-            f"{LIMITS_VARIABLE}={limit}={value}"
-        )
+        raise error(f"{where}{label} needs {value:,} {detail}, above "
+                    f"{beyond(limit, limits, value)}")
 
 
 # -- architectures ----------------------------------------------------------------------------
@@ -301,9 +300,8 @@ def check_arch_options(
         hidden = int(merged["d_model"] * merged["mlp_ratio"])
         if hidden > limits.max_width:
             raise _refuse(error, where, f"{prefix}mlp_ratio", merged["mlp_ratio"],
-                          f"d_model x mlp_ratio = {hidden} is above the limit max_width="
-                          f"{limits.max_width}; if you mean it, raise it with "
-                          f"{LIMITS_VARIABLE}=max_width={hidden}")
+                          f"d_model x mlp_ratio = {hidden} is above "
+                          f"{beyond('max_width', limits, hidden)}")
     elif arch == "resnet":
         count("width", "max_width")
         count("num_blocks", "max_blocks", minimum=0)
@@ -463,6 +461,7 @@ def check_training(
 
 __all__ = [
     "ARCH_DEFAULTS",
+    "beyond",
     "LIMITS_VARIABLE",
     "Limits",
     "check_arch_options",

@@ -173,7 +173,7 @@ def test_the_override_a_refusal_suggests_is_accepted(name, factor):
     ("vit", {"input_shape": [3, 32, 32], "num_classes": 10, "patch_size": 5},
      ["patch_size=5", "divide the image size 32x32"]),
     ("vit", {"input_shape": [3, 512, 512], "num_classes": 10, "patch_size": 1},
-     ["262,145 tokens per image", "max_tokens=4,096"]),
+     ["262,145 tokens per image", "max_tokens=4096"]),
     ("resnet", {"input_shape": [40], "num_classes": 10}, ["needs image inputs", "(40,)"]),
     ("resmlp", {"input_shape": "abc", "num_classes": 3}, ["input_shape='abc'", "list"]),
     ("resmlp", {"input_shape": [], "num_classes": 3}, ["at least one dimension"]),

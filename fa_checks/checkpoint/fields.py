@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .. import values
 from ..errors import one_line
-from ..limits import LIMITS_VARIABLE, Limits, check_method_options, check_training, key_name
+from ..limits import Limits, beyond, check_method_options, check_training, key_name
 from ..torchfile import ALLOWED_DTYPES, FileRefused, check_view
 from .architecture import architecture, checked_arch
 from .errors import CheckpointError, preview, short
@@ -154,10 +154,8 @@ def checked_history(path: Path, history: Any, limits: Limits) -> list[dict[str, 
     if not isinstance(history, list):
         raise CheckpointError(f"{path}: 'history' must be a list, got {type(history).__name__}")
     if len(history) > limits.max_history:
-        raise CheckpointError(
-            f"{path}: 'history' holds {len(history):,} entries, above the limit max_history="
-            f"{limits.max_history:,}; if you mean it, raise it with "
-            f"{LIMITS_VARIABLE}=max_history={len(history)}")
+        raise CheckpointError(f"{path}: 'history' holds {len(history):,} entries, above "
+                              f"{beyond('max_history', limits, len(history))}")
     for number, entry in enumerate(history):
         if not isinstance(entry, Mapping) or len(entry) > _MAX_HISTORY_KEYS:
             raise CheckpointError(
@@ -209,10 +207,8 @@ def tensor_dict(
     if not isinstance(value, Mapping):
         raise CheckpointError(f"{path}: {key!r} must be a dict of tensors")
     if len(value) > limits.max_tensors:
-        raise CheckpointError(
-            f"{path}: {key!r} holds {len(value):,} tensors, above the limit max_tensors="
-            f"{limits.max_tensors:,}; if you mean it, raise it with "
-            f"{LIMITS_VARIABLE}=max_tensors={len(value)}")
+        raise CheckpointError(f"{path}: {key!r} holds {len(value):,} tensors, above "
+                              f"{beyond('max_tensors', limits, len(value))}")
     bad = [k for k, v in value.items() if not isinstance(k, str) or len(k) > 1000
            or not isinstance(v, Tensor)]
     if bad:

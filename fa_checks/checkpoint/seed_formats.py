@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..limits import LIMITS_VARIABLE, Limits, check_method_options, check_training
+from ..limits import Limits, beyond, check_method_options, check_training
 from .architecture import checked_arch
 from .errors import CheckpointError, preview, short
 from .fields import check_tensor, checked_test_acc, is_number, tensor_dict
@@ -116,10 +116,8 @@ def _block_count(path: Path, keys: list[str], limits: Limits) -> int:
             continue
         digits = match.group(1)
         if len(digits) > 9 or int(digits) >= limits.max_blocks:
-            raise CheckpointError(
-                f"{path}: key {short(key)} names block {digits[:24]}, beyond the limit "
-                f"max_blocks={limits.max_blocks}; if you mean it, raise it with "
-                f"{LIMITS_VARIABLE}=max_blocks={digits[:24]}")
+            raise CheckpointError(f"{path}: key {short(key)} names block {digits[:24]}, beyond "
+                                  f"{beyond('max_blocks', limits, digits[:24])}")
         ids.add(int(digits))
     if ids != set(range(len(ids))):
         missing = sorted(set(range(max(ids) + 1)) - ids)
