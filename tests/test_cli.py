@@ -381,3 +381,10 @@ def test_an_unwritable_html_path_is_refused_before_any_work(bp_run, tmp_path, ca
                  "--cache-dir", str(tmp_path / "cache")])
     assert code == 2 and "--html" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "cache").exists()
+
+
+def test_version(capsys):
+    import fa_checks
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fa-checks {fa_checks.__version__}"

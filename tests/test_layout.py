@@ -104,3 +104,13 @@ def test_the_plugin_holds_no_science() -> None:
         text = path.read_text(encoding="utf-8")
         assert "import torch" not in text.replace("# ", ""), path
         assert "anatomy" not in text, path
+
+
+def test_import_fa_checks_offers_what_the_readme_names_and_nothing_else() -> None:
+    import fa_checks
+
+    names = set(dir(fa_checks))
+    assert {"train", "evaluate", "load_checkpoint", "Report", "alignment", "feature_drift",
+            "__version__"} <= names
+    assert not names & {"Any", "annotations", "importlib"}
+    assert callable(fa_checks.alignment) and callable(fa_checks.feature_drift)
