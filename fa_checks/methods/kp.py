@@ -73,8 +73,11 @@ class KolenPollack(LayerwiseFeedbackMethod):
         if not decay:
             return 1.0
         assert self.optimizer is not None
-        group = next((g for g in self.optimizer.param_groups
-                      if any(p is weight for p in g["params"])), None)
+        groups = self.__dict__.setdefault("_groups", {})  # weight -> its group, found once
+        if id(weight) not in groups:
+            groups[id(weight)] = next((g for g in self.optimizer.param_groups
+                                       if any(p is weight for p in g["params"])), None)
+        group = groups[id(weight)]
         try:
             lr = float(group["lr"]) if group is not None else math.nan
         except (KeyError, TypeError, ValueError, RuntimeError):
