@@ -46,7 +46,8 @@ def pytest_process(folder: Path, *args: str) -> float:
 
     The CPU seconds of the process and its xdist workers go to ``CPU_SECONDS``.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the folder's own cache: a new folder starts cold, a reused one finds what it made
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FA_CHECKS_CACHE": str(folder / "cache")}
     cpu = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=folder, env=env,
@@ -89,7 +90,7 @@ def test_four_seeds_parallel_against_serial(benchmark, tmp_path: Path) -> None:
     counter = iter(range(10**6))
 
     def parallel_setup() -> tuple[tuple[Path], dict]:
-        # each round trains from a cold cache: a new folder, so a new .pytest_cache
+        # each round trains from a cold cache: a new folder, so a new cache
         serial_times.append(
             pytest_process(fresh_folder(tmp_path, f"serial{next(counter)}"), *SEED_ARGS,
                            "-p", "no:xdist")
