@@ -124,6 +124,7 @@ def run_task(
     file) is written under its own name and the subject pointed at it.  A user error's message
     names the driver's file, not the worker's copy.
     """
+    import ray
     import torch
 
     from . import engine
@@ -133,6 +134,9 @@ def run_task(
     if tracker is not None:
         tracker.started.remote(job_id, ran_on)  # progress only: not waited for
     torch.set_num_threads(max(1, int(threads)))
+    if str(settings.device).strip().lower() == "auto" and not ray.get_gpu_ids():
+        # a task given no GPU by Ray must not take one that Ray lends to others
+        settings = dataclasses.replace(settings, device="cpu")
     with tempfile.TemporaryDirectory(prefix="fa-checks-ray-") as root:
         cache = _RecordingCache(root, version=cache_version)
         for item in inputs:
@@ -275,6 +279,7 @@ def evaluate_on_ray(
     env = _runtime_env(subjects, runtime_env)
     connected_here = not ray.is_initialized()
     if connected_here:
+        _check_reachable(address, prefix("ray"))
         try:
             # a runtime_env with local modules is uploaded only for a whole job (ray.init)
             ray.init(address=address, runtime_env=env or None, logging_level="ERROR",
@@ -326,6 +331,19 @@ def _check_resources(settings: Settings, gpus: Any, cpus: Any, retries: Any
         raise RayError(f"{settings.option('device')} cuda on Ray needs GPUs for each task: "
                        f"give {settings.option('gpus-per-run')} (e.g. 0.25)")
     return float(gpus), int(cpus), int(retries)
+
+
+def _check_reachable(address: str | None, option: str, timeout: float = 10.0) -> None:
+    """Refuse at once a ``host:port`` where nothing listens (``ray.init`` retries for minutes)."""
+    host, sep, port = str(address or "").rpartition(":")
+    if not sep or not port.isdigit() or "://" in str(address):
+        return  # "auto", "local", "ray://...", $RAY_ADDRESS: Ray's own look-up
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayError(f"{option} {address}: no Ray cluster answers there "
+                       f"({exc.strerror or type(exc).__name__}); start one with "
+                       "`ray start --head` or give the address it prints") from None
 
 
 def _import_ray(option: str) -> Any:
@@ -455,6 +473,7 @@ class _Driver:
         self.say(f"ray: {len(self.subjects)} subjects ({cached} from the cache); "
                  + ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in counts.items())
                  + f" to compute on {self._describe_cluster(ray)}")
+        self._check_fits(ray, options)
         tracker = ray.remote(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False))(ProgressTracker).remote()
         remote = ray.remote(run_task)
@@ -499,6 +518,15 @@ class _Driver:
         total = ray.cluster_resources()
         return (f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} "
                 f"({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs)")
+
+    def _check_fits(self, ray: Any, options: Mapping[str, Any]) -> None:
+        """Say so when no node has room for one task now (they wait: an autoscaler may add
+        one, as a GPU group that scales from zero does)."""
+        wanted = {"CPU": options["num_cpus"], "GPU": options["num_gpus"]}
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if not any(all(node.get(k, 0) >= v for k, v in wanted.items() if v) for node in nodes):
+            self.say(f"ray: no node has {wanted['CPU']:g} CPUs and {wanted['GPU']:g} GPUs for "
+                     "a task; the tasks wait until one joins the cluster")
 
     def _input(self, ray: Any, relative: str) -> Any:
         if relative not in self._puts:

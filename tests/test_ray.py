@@ -258,3 +258,10 @@ def test_resources_are_checked_before_anything_runs(gpus, cpus, device, message,
     with pytest.raises(RayError, match=re.escape(message)):
         evaluate_on_ray(SWEEP, settings, ArtifactCache(tmp_path), gpus_per_run=gpus,
                         cpus_per_run=cpus)
+
+
+def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'fa-checks[ray]'")
+    # checked before ray.init, which would retry for minutes
+    with pytest.raises(RayError, match=re.escape("--ray 127.0.0.1:9: no Ray cluster answers")):
+        evaluate_on_ray(SWEEP, SETTINGS, ArtifactCache(tmp_path), address="127.0.0.1:9")
