@@ -251,6 +251,7 @@ def evaluate_on_ray(
     max_retries: int = 3,
     runtime_env: Mapping[str, Any] | None = None,
     log: Log | None = None,
+    on_result: Callable[[str, Report | UserError], None] | None = None,
 ) -> dict[str, Report | UserError]:
     """Every subject's report, or the user error that stopped it, computed as Ray tasks.
 
@@ -271,7 +272,7 @@ def evaluate_on_ray(
     prefix = settings.option
     gpus, cpus, retries = _check_resources(settings, gpus_per_run, cpus_per_run, max_retries)
     ray = _import_ray(prefix("ray"))
-    driver = _Driver(subjects, settings, cache, log=log)
+    driver = _Driver(subjects, settings, cache, log=log, on_result=on_result)
     driver.plan()
     if not driver.jobs:
         driver.say(f"ray: all {len(subjects)} subjects are in the cache; nothing to compute")
@@ -375,7 +376,8 @@ class _Driver:
     """Plans the jobs, submits them when their inputs are in the cache, lands their results."""
 
     def __init__(self, subjects: Sequence[Subject], settings: Settings, cache: ArtifactCache,
-                 *, log: Log | None) -> None:
+                 *, log: Log | None,
+                 on_result: Callable[[str, Report | UserError], None] | None = None) -> None:
         self.subjects = list(subjects)
         self.settings = settings
         # the driver decides nothing about devices: the workers resolve their own
@@ -384,6 +386,7 @@ class _Driver:
         self.worker_settings = dataclasses.replace(settings, retrain=False, progress=False)
         self.cache = cache
         self.log = log
+        self.on_result = on_result
         self.jobs: dict[str, _Job] = {}
         self.results: dict[str, Report | UserError] = {}
         self.computed: dict[str, dict[str, _Job]] = {}  # subject id -> kind -> job
@@ -394,6 +397,11 @@ class _Driver:
     def say(self, message: str) -> None:
         if self.log is not None:
             self.log(message)
+
+    def _outcome(self, subject_id: str, outcome: Report | UserError) -> None:
+        self.results[subject_id] = outcome
+        if self.on_result is not None:
+            self.on_result(subject_id, outcome)
 
     # -- planning ----------------------------------------------------------------------------
     def _relative(self, path: Path) -> str:
@@ -413,13 +421,13 @@ class _Driver:
                 continue
             lookup = _Lookup(self.cache, fresh=fresh)
             try:
-                self.results[subject.id] = engine.evaluate_subject(
-                    subject, self.lookup_settings, lookup)
+                self._outcome(subject.id, engine.evaluate_subject(
+                    subject, self.lookup_settings, lookup))
                 continue
             except _Missing:
                 pass
             except UserError as exc:
-                self.results[subject.id] = exc
+                self._outcome(subject.id, exc)
                 continue
             evaluation = _Job(f"evaluation:{subject.id}", "evaluation",
                               f"evaluation of {subject.id}", subject=subject)
@@ -604,7 +612,8 @@ class _Driver:
         except UserError as exc:
             self._fail(job, exc)
             return
-        self.results[subject.id] = report
+        report.subject["ran_on"] = self._where(subject.id)
+        self._outcome(subject.id, report)
 
     def _fail(self, job: _Job, error: UserError | None, *, because: _Job | None = None
               ) -> None:
@@ -613,7 +622,7 @@ class _Driver:
         job.error = error
         for subject_id in job.subjects:
             if not isinstance(self.results.get(subject_id), UserError):
-                self.results[subject_id] = error
+                self._outcome(subject_id, error)
         if because is not None:
             self.say(f"ray: {job.label} not run: its {because.kind} failed")
         elif one_line(error).startswith(job.label):
@@ -621,19 +630,23 @@ class _Driver:
         else:
             self.say(f"ray: {job.label} failed: {one_line(error)}")
 
-    def _record_where(self) -> None:
-        """``report.subject["ran_on"]``: per job of this call, its node and how often it was
+    def _where(self, subject_id: str) -> dict[str, dict[str, Any]]:
+        """Per job computed for the subject in this call: its node and how often it was
         started (more than once: its worker or node died and Ray ran it again)."""
-        for subject_id, jobs in self.computed.items():
+        return {kind: {
+            "task": job.id,
+            "node_ip": job.result.ran_on.get("node_ip"),
+            "node_id": job.result.ran_on.get("node_id"),
+            "hostname": job.result.ran_on.get("hostname"),
+            "attempts": max(1, len(self._starts.get(job.id, []))),
+        } for kind, job in self.computed.get(subject_id, {}).items() if job.result is not None}
+
+    def _record_where(self) -> None:
+        """``ran_on`` again with the last count of starts."""
+        for subject_id in self.computed:
             report = self.results.get(subject_id)
-            if not isinstance(report, UserError) and report is not None:
-                report.subject["ran_on"] = {kind: {
-                    "task": job.id,
-                    "node_ip": job.result.ran_on.get("node_ip"),
-                    "node_id": job.result.ran_on.get("node_id"),
-                    "hostname": job.result.ran_on.get("hostname"),
-                    "attempts": max(1, len(self._starts.get(job.id, []))),
-                } for kind, job in jobs.items()}
+            if report is not None and not isinstance(report, UserError):
+                report.subject["ran_on"] = self._where(subject_id)
 
     # -- progress ----------------------------------------------------------------------------
     def _progress(self, ray: Any, tracker: Any) -> None:

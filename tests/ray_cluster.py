@@ -130,15 +130,17 @@ class Node:
 
 
 class LocalRayCluster:
-    """A head node and worker nodes, each with ``cpus`` CPUs, started by ``ray start``.
+    """A head node and worker nodes, each with ``cpus`` CPUs and ``gpus`` GPUs, started by
+    ``ray start``.
 
     The head listens on a free port; each worker node gets an address of its own on the
     loopback (``127.0.0.2``, ``127.0.0.3``, ...), so that a driver in this process attaches to
     the head, never to a node a test may kill, and so that logs tell the nodes apart.
     """
 
-    def __init__(self, *, cpus: int = 1, root: Path | None = None) -> None:
+    def __init__(self, *, cpus: int = 1, gpus: int = 0, root: Path | None = None) -> None:
         self.cpus = int(cpus)
+        self.gpus = int(gpus)
         # short: Ray's socket paths must fit in 107 characters
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="fa-ray-"))
         self.port = free_port()
@@ -153,6 +155,7 @@ class LocalRayCluster:
         temp_dir.mkdir(parents=True, exist_ok=True)
         command = [
             ray_executable(), "start", "--block", "--num-cpus", str(self.cpus),
+            "--num-gpus", str(self.gpus),
             "--object-store-memory", str(OBJECT_STORE_BYTES), "--temp-dir", str(temp_dir),
             "--disable-usage-stats", *arguments,
         ]

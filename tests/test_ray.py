@@ -73,18 +73,24 @@ def local_reports(tmp_path_factory) -> dict[str, Report]:
 
 @pytest.fixture(scope="module")
 def swept(ray_cluster, tmp_path_factory):  # noqa: F811 - the fixture imported above
-    """The sweep on the cluster, once for the module: (outcomes, driver cache, log lines)."""
+    """The sweep on the cluster, once for the module: (outcomes, driver cache, log lines,
+    outcomes in the order ``on_result`` gave them)."""
     cache = ArtifactCache(tmp_path_factory.mktemp("ray-cache"))
     lines: list[str] = []
+    streamed: list[tuple[str, object]] = []
     outcomes = evaluate_on_ray(SWEEP, SETTINGS, cache, address=ray_cluster.address,
-                               log=lines.append)
-    return outcomes, cache, lines
+                               log=lines.append,
+                               on_result=lambda *outcome: streamed.append(outcome))
+    return outcomes, cache, lines, streamed
 
 
 # -- a sweep -------------------------------------------------------------------------------------
 def test_a_sweep_on_two_nodes_gives_the_local_reports(swept, local_reports):
-    outcomes, cache, _ = swept
+    outcomes, cache, _, streamed = swept
     assert list(outcomes) == [s.id for s in SWEEP]
+    # each outcome was handed over once, as it landed
+    assert sorted(subject_id for subject_id, _ in streamed) == sorted(outcomes)
+    assert all(outcome is outcomes[subject_id] for subject_id, outcome in streamed)
     for subject in SWEEP:
         report = outcomes[subject.id]
         assert isinstance(report, Report), report
@@ -96,7 +102,7 @@ def test_a_sweep_on_two_nodes_gives_the_local_reports(swept, local_reports):
 
 
 def test_tasks_ran_on_both_nodes_and_shared_baselines_were_trained_once(swept, ray_cluster):  # noqa: F811
-    outcomes, cache, lines = swept
+    outcomes, cache, lines, _ = swept
     tasks = tasks_of(outcomes)
     assert len(tasks) == 15  # six runs, three baselines, six evaluations
     assert len({task["node_id"] for task in tasks.values()}) == 2
@@ -113,7 +119,7 @@ def test_tasks_ran_on_both_nodes_and_shared_baselines_were_trained_once(swept, r
 
 
 def test_a_second_invocation_computes_nothing_and_needs_no_cluster(swept):
-    outcomes, cache, _ = swept
+    outcomes, cache, _, _ = swept
     before = created_keys(cache)
     lines: list[str] = []
     # an address where no cluster listens: everything must come from the driver's cache
