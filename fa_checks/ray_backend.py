@@ -393,6 +393,8 @@ class _Driver:
         self._starts: dict[str, list[dict[str, Any]]] = {}  # job id -> where it started
         self._last_progress = ""
         self._attempts: dict[str, int] = {}
+        self._puts: dict[str, Any] = {}  # relative path -> its bytes in Ray's object store
+        self._needs: dict[str, int] = {}  # relative path -> jobs not yet submitted needing it
 
     def say(self, message: str) -> None:
         if self.log is not None:
@@ -482,10 +484,12 @@ class _Driver:
                  + ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in counts.items())
                  + f" to compute on {self._describe_cluster(ray)}")
         self._check_fits(ray, options)
+        for job in self.jobs.values():
+            for relative in job.inputs:
+                self._needs[relative] = self._needs.get(relative, 0) + 1
         tracker = ray.remote(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False))(ProgressTracker).remote()
         remote = ray.remote(run_task)
-        self._puts: dict[str, Any] = {}
         running: dict[Any, _Job] = {}  # ref -> job
         try:
             for job in self.jobs.values():
@@ -537,9 +541,14 @@ class _Driver:
                      "a task; the tasks wait until one joins the cluster")
 
     def _input(self, ray: Any, relative: str) -> Any:
+        """The file as a Ray object, put once however many jobs take it; the driver lets go of
+        it when the last of them is submitted (a submitted task keeps its inputs alive)."""
         if relative not in self._puts:
             data = (self.cache.root / relative).read_bytes()
             self._puts[relative] = ray.put(Input(relative, data))
+        self._needs[relative] = self._needs.get(relative, 1) - 1
+        if self._needs[relative] <= 0:
+            return self._puts.pop(relative)
         return self._puts[relative]
 
     def _submit(self, ray: Any, remote: Any, options: dict[str, Any], threads: int,
