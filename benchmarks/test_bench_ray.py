@@ -24,6 +24,7 @@ and stored in the benchmark JSON's ``extra_info``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import sys
@@ -38,7 +39,9 @@ from ray_cluster import LocalRayCluster, ray_installed  # noqa: E402
 from test_bench_plugin import machine_speedup  # noqa: E402
 
 from fa_checks.cache import ArtifactCache  # noqa: E402
-from fa_checks.engine import Settings, evaluate_subject, fresh_subjects  # noqa: E402
+from fa_checks.evaluation import evaluate_subject  # noqa: E402
+from fa_checks.settings import Settings  # noqa: E402
+from fa_checks.subjects import fresh_subjects  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not ray_installed(), reason="Ray is not installed: "
                                 "pip install 'fa-checks[ray]'")
@@ -72,14 +75,14 @@ def fresh_cache(root: Path) -> ArtifactCache:
     return ArtifactCache(root / f"cache{next(_CACHES)}")
 
 
-def on_ray(subjects, cluster: LocalRayCluster, root: Path, **options) -> None:
-    from fa_checks.errors import UserError
-    from fa_checks.ray_backend import evaluate_on_ray
+def on_ray(subjects, cluster: LocalRayCluster, root: Path, settings: Settings = SETTINGS,
+           **resources) -> None:
+    from fa_checks.cluster import evaluate_on_ray
+    from fa_checks.evaluation import Failure
 
-    outcomes = evaluate_on_ray(subjects, SETTINGS if "settings" not in options else
-                               options.pop("settings"), fresh_cache(root),
-                               address=cluster.address, **options)
-    errors = [o for o in outcomes.values() if isinstance(o, UserError)]
+    settings = dataclasses.replace(settings, ray_address=cluster.address, **resources)
+    outcomes = evaluate_on_ray(subjects, settings, fresh_cache(root))
+    errors = [o for o in outcomes.values() if isinstance(o, Failure)]
     assert not errors, errors
 
 

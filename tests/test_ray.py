@@ -1,8 +1,9 @@
 """Sweeps on a real two-node Ray cluster on this machine (no mocks), against local evaluation.
 
 The cluster (``ray_cluster``: a head and a worker node, one CPU each) is started once for the
-session.  Subjects are tiny (ResMLP d=16, two blocks, 2 epochs of the synthetic data) and the
-torch threads are one everywhere, so a report computed on Ray is bit for bit the local one.
+session; ``tests/conftest.py`` keeps this module on one xdist worker.  Subjects are tiny
+(ResMLP d=16, two blocks, 2 epochs of the synthetic data) and the torch threads are one
+everywhere, so a report computed on Ray is bit for bit the local one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import shutil
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -20,22 +22,26 @@ import ray_rules
 from ray_cluster import ray_cluster  # noqa: F401 - the session fixture
 
 from fa_checks.cache import ArtifactCache
-from fa_checks.engine import (
-    Settings,
-    checkpoint_subjects,
-    evaluate_subject,
-    fresh_subjects,
-    train_subject,
-)
-from fa_checks.errors import UserError
-from fa_checks.protocol import Report
-from fa_checks.ray_backend import RayError, TaskError, evaluate_on_ray
+from fa_checks.cli import main
+from fa_checks.cluster import RayError, TaskFault, evaluate_on_ray
+from fa_checks.cluster.plan import Missing, StoredOnly, fresh_baseline, plan
+from fa_checks.evaluation import Failure, evaluate_subject
+from fa_checks.report import Report
+from fa_checks.runs import frozen_baseline, train_subject
+from fa_checks.settings import Settings
+from fa_checks.subjects import checkpoint_subjects, fresh_subjects
 
-pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.ray
 
 ARCH = {"d_hidden": 16, "num_blocks": 2}
 DATA = {"num_samples": 256}
 SETTINGS = Settings(device="cpu", eval_size=64)
+#: the same subjects on the command line and in pytest
+TINY_FLAGS = ["--arch-arg", "d_hidden=16", "num_blocks=2", "--data", "synthetic", "--data-arg",
+              "num_samples=256", "--epochs", "2", "--eval-size", "64", "--device", "cpu"]
+PLUGIN_FLAGS = ["--fa-arch-arg", "d_hidden=16", "--fa-arch-arg", "num_blocks=2", "--fa-data",
+                "synthetic", "--fa-data-arg", "num_samples=256", "--fa-epochs", "2",
+                "--fa-eval-size", "64", "--fa-device", "cpu"]
 
 
 def tiny(method: str, seeds: list[int], **options) -> list:
@@ -43,14 +49,20 @@ def tiny(method: str, seeds: list[int], **options) -> list:
                           data_options=DATA, method_options=options)
 
 
+def on(cluster, settings: Settings = SETTINGS) -> Settings:
+    return dataclasses.replace(settings, ray_address=cluster.address)
+
+
 SWEEP = tiny("bp", [1, 2, 3]) + tiny("dfa", [1, 2, 3])
 
 
-def figures(report: Report) -> str:
+def figures(report: Report | dict) -> str:
     """Everything a report says except where its files are and where it ran, as JSON text
     (text, so that NaN equals NaN)."""
-    data = report.to_dict()
-    data["subject"] = {k: v for k, v in data["subject"].items() if k not in ("path", "ran_on")}
+    data = dict(report.to_dict() if isinstance(report, Report) else report)
+    data.pop("path", None)
+    data["subject"] = {k: v for k, v in data.get("subject", {}).items()
+                       if k not in ("path", "ran_on")}
     return json.dumps(data, sort_keys=True)
 
 
@@ -65,10 +77,10 @@ def created_keys(cache: ArtifactCache) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def local_reports(tmp_path_factory) -> dict[str, Report]:
+def local_reports(tmp_path_factory) -> tuple[dict[str, Report], ArtifactCache]:
     """The sweep evaluated in this process, the way the command line does without Ray."""
     cache = ArtifactCache(tmp_path_factory.mktemp("local-cache"))
-    return {subject.id: evaluate_subject(subject, SETTINGS, cache) for subject in SWEEP}
+    return {subject.id: evaluate_subject(subject, SETTINGS, cache) for subject in SWEEP}, cache
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +90,54 @@ def swept(ray_cluster, tmp_path_factory):  # noqa: F811 - the fixture imported a
     cache = ArtifactCache(tmp_path_factory.mktemp("ray-cache"))
     lines: list[str] = []
     streamed: list[tuple[str, object]] = []
-    outcomes = evaluate_on_ray(SWEEP, SETTINGS, cache, address=ray_cluster.address,
-                               log=lines.append,
+    outcomes = evaluate_on_ray(SWEEP, on(ray_cluster), cache, log=lines.append,
                                on_result=lambda *outcome: streamed.append(outcome))
     return outcomes, cache, lines, streamed
+
+
+# -- the plan, without a cluster -----------------------------------------------------------------
+def test_the_planned_baseline_is_the_one_the_evaluation_asks_for(local_reports):
+    _, cache = local_reports
+    # evaluated here: every artifact the plan would ask for is the one the library stored
+    for subject in SWEEP:
+        frozen_baseline(fresh_baseline(subject), SETTINGS, StoredOnly(cache))
+        train_subject(subject, SETTINGS, StoredOnly(cache))
+    jobs, known = plan(SWEEP, SETTINGS, cache)
+    assert jobs == {} and all(isinstance(known[s.id], Report) for s in SWEEP)
+    with pytest.raises(Missing) as missing:
+        evaluate_subject(SWEEP[0], SETTINGS, StoredOnly(cache, fresh=True))
+    assert missing.value.kind == "run"
+
+
+def test_a_damaged_artifact_is_planned_again_and_said_once(tmp_path):
+    lines: list[str] = []
+    cache = ArtifactCache(tmp_path, log=lines.append)
+    subject = SWEEP[0]
+    evaluate_subject(subject, SETTINGS, cache)
+    run = train_subject(subject, SETTINGS, cache)
+    run.write_bytes(run.read_bytes() + b"!")  # its digest no longer matches
+    jobs, known = plan([subject], SETTINGS, cache)
+    assert known == {}
+    assert [job.kind for job in jobs.values()] == ["run", "evaluation"]
+    evaluation = jobs[f"evaluation:{subject.id}"]
+    # the intact baseline is sent from the cache; the run is made again first
+    assert [needed.kind for needed in evaluation.inputs] == ["run", "baseline"]
+    assert evaluation.waits_for == {f"run:{run.relative_to(tmp_path).as_posix()}"}
+    assert len(lines) == 1 and str(run) in lines[0] and "damaged" in lines[0]
+
+
+def test_a_plan_shares_baselines_and_submits_inputs_first(tmp_path):
+    jobs, known = plan(SWEEP, SETTINGS, ArtifactCache(tmp_path))
+    assert known == {}
+    kinds = [job.kind for job in jobs.values()]
+    assert sorted(kinds) == sorted(["run"] * 6 + ["baseline"] * 3 + ["evaluation"] * 6)
+    for job in jobs.values():
+        if job.kind == "evaluation":
+            earlier = list(jobs)[: list(jobs).index(job.id)]
+            assert job.waits_for and job.waits_for <= set(earlier)
+            assert [needed.kind for needed in job.inputs] == ["run", "baseline"]
+        if job.kind == "baseline":  # bp-seedN and dfa-seedN
+            assert len(job.subjects) == 2
 
 
 # -- a sweep -------------------------------------------------------------------------------------
@@ -94,14 +150,15 @@ def test_a_sweep_on_two_nodes_gives_the_local_reports(swept, local_reports):
     for subject in SWEEP:
         report = outcomes[subject.id]
         assert isinstance(report, Report), report
-        assert figures(report) == figures(local_reports[subject.id])
+        assert figures(report) == figures(local_reports[0][subject.id])
         # the report names the driver's own copy of the run, not a worker's temporary one
         path = Path(report.subject["path"])
         assert path.is_file() and path.is_relative_to(cache.root)
-        assert path == train_subject(subject, SETTINGS, cache)
+        assert path == train_subject(subject, SETTINGS, StoredOnly(cache))
 
 
-def test_tasks_ran_on_both_nodes_and_shared_baselines_were_trained_once(swept, ray_cluster):  # noqa: F811
+def test_tasks_ran_on_both_nodes_and_shared_baselines_were_trained_once(
+        swept, ray_cluster):  # noqa: F811
     outcomes, cache, lines, _ = swept
     tasks = tasks_of(outcomes)
     assert len(tasks) == 15  # six runs, three baselines, six evaluations
@@ -109,7 +166,8 @@ def test_tasks_ran_on_both_nodes_and_shared_baselines_were_trained_once(swept, r
     assert ray_cluster.workers[0].ip in {task["node_ip"] for task in tasks.values()}
     assert all(task["attempts"] == 1 for task in tasks.values())
     kinds = [kind for kind, _ in created_keys(cache)]
-    # bp-seedN and dfa-seedN share one frozen-blocks baseline: three, not six
+    # bp-seedN and dfa-seedN share one frozen-blocks baseline: three, not six; and no
+    # evaluation trained a baseline of its own
     assert sorted(kinds) == sorted(["run"] * 6 + ["baseline"] * 3 + ["report"] * 6)
     assert len(set(created_keys(cache))) == len(kinds)
     for report in outcomes.values():
@@ -123,7 +181,8 @@ def test_a_second_invocation_computes_nothing_and_needs_no_cluster(swept):
     before = created_keys(cache)
     lines: list[str] = []
     # an address where no cluster listens: everything must come from the driver's cache
-    again = evaluate_on_ray(SWEEP, SETTINGS, cache, address="127.0.0.1:9", log=lines.append)
+    nowhere = dataclasses.replace(SETTINGS, ray_address="127.0.0.1:9")
+    again = evaluate_on_ray(SWEEP, nowhere, cache, log=lines.append)
     assert created_keys(cache) == before
     assert {k: figures(r) for k, r in again.items()} == \
         {k: figures(r) for k, r in outcomes.items()}
@@ -149,7 +208,7 @@ def test_a_node_killed_in_the_middle_of_a_sweep(ray_cluster, tmp_path):  # noqa:
             ray_cluster.kill_worker(worker)
 
     try:
-        outcomes = evaluate_on_ray(subjects, SETTINGS, cache, address=ray_cluster.address,
+        outcomes = evaluate_on_ray(subjects, on(ray_cluster), cache,
                                    log=kill_the_worker_when_it_has_done_one_and_runs_another)
         assert before_kill, f"the worker node never ran two tasks, so it was not killed: {lines}"
         assert not worker.living()
@@ -177,14 +236,17 @@ def test_a_rule_that_raises_errors_its_subject_and_the_others_go_on(ray_cluster,
     subjects = (tiny("ray_rules:RaisesInStep", [1])
                 + tiny("user_rules:ScaledDirectFeedback", [1]) + tiny("bp", [4]))
     lines: list[str] = []
-    outcomes = evaluate_on_ray(subjects, SETTINGS, cache, address=ray_cluster.address,
-                               log=lines.append)
+    outcomes = evaluate_on_ray(subjects, on(ray_cluster), cache, log=lines.append)
     broken, user, bp = (outcomes[s.id] for s in subjects)
-    assert isinstance(broken, TaskError) and isinstance(broken, UserError)
-    assert ray_rules.STEP_MESSAGE in str(broken) and "\n" not in str(broken)
-    assert str(broken).startswith("run of ray_rules:RaisesInStep-seed1 raised RuntimeError")
+    # not an input error: a fault, as the same rule raising in this process is
+    assert isinstance(broken, TaskFault) and broken.subject == subjects[0]
+    assert isinstance(broken.cause, RuntimeError) and str(broken.cause) == ray_rules.STEP_MESSAGE
+    assert broken.message.startswith("run of ray_rules:RaisesInStep-seed1 raised RuntimeError: "
+                                     + ray_rules.STEP_MESSAGE)
+    assert "\n" not in broken.message
     assert "raise RuntimeError(STEP_MESSAGE)" in broken.traceback
-    assert f"ray: {broken}" in lines
+    assert broken.to_dict()["verdict"] == "ERROR" and broken.to_dict()["internal"] is True
+    assert f"ray: {broken.message}" in lines
     assert "ray: evaluation of ray_rules:RaisesInStep-seed1 not run: its run failed" in lines
     # a user's rule reaches the workers with its module (py_modules), not a shared folder
     local = ArtifactCache(tmp_path / "local")
@@ -205,13 +267,15 @@ def test_a_checkpoint_travels_as_bytes_and_its_errors_name_the_drivers_file(
     good, bad = by_path[str(model)], by_path[str(broken)]
 
     cache = ArtifactCache(tmp_path / "cache")
-    outcomes = evaluate_on_ray([good, bad], SETTINGS, cache, address=ray_cluster.address)
+    outcomes = evaluate_on_ray([good, bad], on(ray_cluster), cache)
     report = outcomes[good.id]
     assert figures(report) == figures(evaluate_subject(good, SETTINGS, local))
     assert report.subject["path"] == str(model)
+    # the checkpoint's baseline was trained inside its evaluation and landed with its report
+    assert sorted(kind for kind, _ in created_keys(cache)) == ["baseline", "report"]
     error = outcomes[bad.id]
-    assert isinstance(error, UserError) and str(broken) in str(error)
-    assert "fa-checks-ray-" not in str(error)
+    assert type(error) is Failure and str(broken) in error.message
+    assert "fa-checks-ray-" not in error.message
 
 
 def test_ctrl_c_cancels_the_outstanding_tasks(ray_cluster, tmp_path):  # noqa: F811
@@ -229,8 +293,7 @@ def test_ctrl_c_cancels_the_outstanding_tasks(ray_cluster, tmp_path):  # noqa: F
              logging_level="ERROR", log_to_driver=False)
     try:
         with pytest.raises(KeyboardInterrupt):
-            evaluate_on_ray(subjects, SETTINGS, cache, address=ray_cluster.address,
-                            log=interrupt_when_both_nodes_work)
+            evaluate_on_ray(subjects, on(ray_cluster), cache, log=interrupt_when_both_nodes_work)
         # the connection stays (it was this test's); the two runs of 2 minutes are cancelled
         deadline = time.monotonic() + 60
         while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
@@ -241,33 +304,112 @@ def test_ctrl_c_cancels_the_outstanding_tasks(ray_cluster, tmp_path):  # noqa: F
         ray.shutdown()
 
 
-# -- without a cluster ---------------------------------------------------------------------------
-def test_without_ray_installed_the_error_says_how_to_install_it(monkeypatch, tmp_path):
+# -- the two faces -------------------------------------------------------------------------------
+def junit_outcomes(path: Path) -> dict[str, str]:
+    outcomes = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        found = [tag for tag in ("failure", "error", "skipped") if case.find(tag) is not None]
+        outcomes[case.get("name")] = found[0] if found else "passed"
+    return outcomes
+
+
+def test_the_plugin_on_the_cluster_gives_what_two_xdist_workers_give(
+        ray_cluster, pytester: pytest.Pytester):  # noqa: F811
+    (pytester.path / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    args = ["--fa-method", "bp", "--fa-method", "dfa", "--fa-seeds", "1", "2",
+            "--fa-checkpoint", "corrupt.pt", *PLUGIN_FLAGS]
+    runs = {}
+    for name, extra in (("xdist", ["-n", "2"]), ("ray", ["--fa-ray", ray_cluster.address])):
+        result = pytester.runpytest_subprocess(
+            *args, *extra, f"--fa-cache-dir={name}-cache", f"--fa-report={name}.json",
+            f"--junitxml={name}.xml", timeout=300)
+        runs[name] = (result, junit_outcomes(pytester.path / f"{name}.xml"),
+                      json.loads((pytester.path / f"{name}.json").read_text()))
+    (xdist, xdist_cases, xdist_json), (ray, ray_cases, ray_json) = runs["xdist"], runs["ray"]
+    # the corrupt file errors its items: an input error, exit 4, the same with both
+    assert ray.ret == xdist.ret == pytest.ExitCode.USAGE_ERROR, ray.stdout.str()
+    assert ray_cases == xdist_cases
+    assert set(ray_cases.values()) == {"error", "failure", "passed"}
+    assert len(ray_cases) == 5 * 3 + 2  # D1-D3 per subject, across seeds for bp and dfa
+    assert [figures(e) for e in ray_json["subjects"]] == \
+        [figures(e) for e in xdist_json["subjects"]]
+    assert ray_json["across_seeds"] == xdist_json["across_seeds"]
+    # where each subject ran is recorded; the driver said what ran where
+    for entry in ray_json["subjects"]:
+        if entry["verdict"] != "ERROR":
+            assert set(entry["subject"]["ran_on"]) == {"run", "baseline", "evaluation"}
+    ray.stdout.fnmatch_lines(["fa-checks: ray: done in * s: 4 reports, 1 errors"])
+
+
+def test_the_command_lines_sweep_on_the_cluster_prints_the_local_table(
+        ray_cluster, tmp_path, capsys):  # noqa: F811
+    command = ["sweep", "--methods", "bp", "dfa", "--seeds", "1", "2", *TINY_FLAGS,
+               "--no-progress"]
+    printed = {}
+    for name, extra in (("local", []), ("ray", ["--ray", ray_cluster.address])):
+        code = main([*command, *extra, "--cache-dir", str(tmp_path / f"{name}-cache"),
+                     "-o", str(tmp_path / name), "--json", str(tmp_path / f"{name}.json")])
+        out, err = capsys.readouterr()
+        printed[name] = (code, out, err)
+    (local_code, local_out, _), (ray_code, ray_out, ray_err) = printed["local"], printed["ray"]
+    assert ray_code == local_code and ray_out == local_out
+    assert "ray: done in" in ray_err
+    # the runs are copied into -o, as without Ray
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "local").iterdir()) == \
+        ["bp-seed1.pt", "bp-seed2.pt", "dfa-seed1.pt", "dfa-seed2.pt"]
+    entries = {name: json.loads((tmp_path / f"{name}.json").read_text())["subjects"]
+               for name in ("local", "ray")}
+    assert [figures(e) for e in entries["ray"]] == [figures(e) for e in entries["local"]]
+    assert all(e["subject"]["path"].startswith(str(tmp_path / "ray")) for e in entries["ray"])
+
+
+# -- refused before any work ---------------------------------------------------------------------
+def test_without_ray_installed_both_faces_say_how_to_install_it(
+        monkeypatch, tmp_path, capsys, pytester: pytest.Pytester):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     cache = ArtifactCache(tmp_path)
+    nearby = dataclasses.replace(SETTINGS, ray_address="auto")
     with pytest.raises(RayError, match=re.escape("--ray needs Ray: pip install 'fa-checks[ray]'")):
-        evaluate_on_ray(SWEEP, SETTINGS, cache)
-    plugin = dataclasses.replace(SETTINGS, option_prefix="--fa-")
-    with pytest.raises(RayError, match=re.escape("--fa-ray needs Ray: pip install")):
-        evaluate_on_ray(SWEEP, plugin, cache)
+        evaluate_on_ray(SWEEP, nearby, cache)
+    code = main(["sweep", "--methods", "bp", *TINY_FLAGS, "--ray", "auto", "-o",
+                 str(tmp_path / "runs"), "--cache-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert (code, out, err) == (2, "", "fa-checks: error: --ray needs Ray: pip install "
+                                       "'fa-checks[ray]'\n")
+    assert cache.created() == []
+    result = pytester.runpytest("--fa-method", "bp", "--fa-ray", "auto", "-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --fa-ray needs Ray: pip install 'fa-checks[ray]'"])
 
 
-@pytest.mark.parametrize(("gpus", "cpus", "device", "message"), [
-    (-0.5, 1, "cpu", "--gpus-per-run -0.5: it must be 0 or more"),
-    (1.5, 1, "cpu", "--gpus-per-run 1.5: above 1 it must be a whole number"),
-    (0.0, 0, "cpu", "--cpus-per-run 0: it must be 1 or more"),
-    (0.0, 1, "cuda", "--device cuda on Ray needs GPUs for each task: give --gpus-per-run"),
-    (0.5, 1, "cuda:1", "--device cuda:1: on Ray each task gets its GPU from Ray"),
+def test_n_with_fa_ray_is_a_usage_error(pytester: pytest.Pytester):
+    result = pytester.runpytest("--fa-method", "bp", "--fa-ray", "auto", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    lines = [line for line in result.stderr.lines if line.strip()]
+    assert lines == ["ERROR: --fa-ray and -n do not go together: with --fa-ray the Ray cluster "
+                     "runs the subjects in parallel, so drop -n (this process waits for the "
+                     "cluster)"]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"gpus_per_run": -0.5}, "--gpus-per-run -0.5: it must be 0 or more"),
+    ({"gpus_per_run": 1.5}, "--gpus-per-run 1.5: above 1 it must be a whole number"),
+    ({"cpus_per_run": 0}, "--cpus-per-run 0: it must be 1 or more"),
+    ({"device": "cuda"}, "--device cuda on Ray needs GPUs for each task: give --gpus-per-run"),
+    ({"device": "cuda:1", "gpus_per_run": 0.5}, "--device cuda:1: on Ray each task gets its GPU"),
+    ({"ray_address": "http://head"}, "--ray 'http://head' is not a Ray address: use auto"),
+    ({"ray_address": "head:port"}, "--ray 'head:port' is not a Ray address"),
 ])
-def test_resources_are_checked_before_anything_runs(gpus, cpus, device, message, tmp_path):
-    settings = dataclasses.replace(SETTINGS, device=device)
+def test_settings_are_checked_before_anything_runs(changes, message, tmp_path):
+    settings = dataclasses.replace(SETTINGS, **{"ray_address": "auto", **changes})
     with pytest.raises(RayError, match=re.escape(message)):
-        evaluate_on_ray(SWEEP, settings, ArtifactCache(tmp_path), gpus_per_run=gpus,
-                        cpus_per_run=cpus)
+        evaluate_on_ray(SWEEP, settings, ArtifactCache(tmp_path))
 
 
 def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'fa-checks[ray]'")
     # checked before ray.init, which would retry for minutes
+    nowhere = dataclasses.replace(SETTINGS, ray_address="127.0.0.1:9")
     with pytest.raises(RayError, match=re.escape("--ray 127.0.0.1:9: no Ray cluster answers")):
-        evaluate_on_ray(SWEEP, SETTINGS, ArtifactCache(tmp_path), address="127.0.0.1:9")
+        evaluate_on_ray(SWEEP, nowhere, ArtifactCache(tmp_path))
