@@ -129,7 +129,7 @@ class Driver:
     def __init__(self, subjects: Sequence[Subject], settings: Settings, cache: ArtifactCache,
                  *, log: Log | None = None,
                  on_result: Callable[[str, Outcome], None] | None = None) -> None:
-        self.subjects = list(dict((s.id, s) for s in subjects).values())
+        self.subjects = list({s.id: s for s in subjects}.values())
         self.by_id = {s.id: s for s in self.subjects}
         self.settings = settings
         threads = settings.threads if settings.threads is not None else settings.cpus_per_run
@@ -195,6 +195,8 @@ class Driver:
                     submit(job)
             while running:
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+                if ready:  # and every other one done by now, so none is counted as running
+                    ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
                 for ref in ready:
                     job = running.pop(ref)
                     self._finish(ray, job)
