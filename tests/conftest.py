@@ -3,8 +3,8 @@
 They share one local Ray cluster (a session fixture, ``tests/ray_cluster.py``), and one of
 them kills a node of it, so they cannot be spread over workers; ``xdist_group`` would say so,
 but pytest 9.2 no longer lets xdist's ``loadgroup`` tag node ids.  This scheduler is xdist's
-``loadscope`` where every other test is a scope of its own; it applies only to the default
-``--dist load`` of ``-n N`` (a mode the user picks is kept).
+``loadscope`` where every other test is a scope of its own; it replaces only ``load`` (what
+``-n N`` distributes by when no other ``--dist`` mode is chosen).
 """
 
 from __future__ import annotations
