@@ -262,6 +262,14 @@ class ArtifactCache:
         return path
 
     # -- checking what is stored ------------------------------------------------------------
+    def stored(self, kind: str, spec: Any, *, suffix: str = ".pt",
+               validate: Callable[[Path], Any] | None = None) -> Path | None:
+        """The artifact's path when it is stored and intact (its digest matches and
+        ``validate(path)``, when given, accepts it), else None; computes nothing.  A damaged
+        one is said through ``log``, as :meth:`get_or_create` would say it."""
+        path = self.path_for(kind, spec, suffix)
+        return path if self._usable(kind, path, validate, say=True) else None
+
     def _usable(self, kind: str, path: Path, validate: Callable[[Path], Any] | None, *,
                 say: bool) -> bool:
         if not path.is_file():

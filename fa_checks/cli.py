@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
+from .cluster.driver import TaskFault
 from .errors import ConfigError, as_user_error, one_line
 from .evaluation import Failure, Outcome, across_seeds, outcome, seed_groups
 from .files import check_writable, check_writable_folder, copy_atomic, write_json_atomic
@@ -209,12 +210,31 @@ def _settings(args: argparse.Namespace) -> Settings:
                              "--baseline-acc (a known accuracy is the baseline)")
         extra.update(depth_utility=args.baseline != "none", credit=args.credit)
     settings = build_settings(given, flag_prefix="--", **extra)
-    settings.torch_device()
+    if settings.ray_address is None:
+        settings.torch_device()
+    else:  # the workers resolve their own devices; Ray, the address and resources: now
+        from .cluster import check_settings
+
+        check_settings(settings)
     use_threads(settings.threads)
     return settings
 
 
+def _evaluate(subjects: Sequence[Subject], settings: Settings, cache: Any,
+              log: Any) -> list[Outcome]:
+    """Each subject's outcome, in order: one after the other in this process, or all in one
+    call as tasks on the Ray cluster ``--ray`` names."""
+    if settings.ray_address is None:
+        return [outcome(subject, settings, cache, log=log) for subject in subjects]
+    from .cluster import evaluate_on_ray
+
+    done = evaluate_on_ray(subjects, settings, cache, log=log)
+    return [done[subject.id] for subject in subjects]
+
+
 def _exit_code(outcomes: Sequence[Outcome]) -> int:
+    if any(isinstance(o, TaskFault) for o in outcomes):
+        return EXIT_INTERNAL
     if any(isinstance(o, Failure) for o in outcomes):
         return EXIT_INPUT
     return EXIT_PASS if all(o.passed for o in outcomes) else EXIT_FAIL  # type: ignore[union-attr]
@@ -235,7 +255,11 @@ def print_outcomes(outcomes: Sequence[Outcome], *, quiet: bool = False) -> None:
 
 def _report_errors(outcomes: Sequence[Outcome]) -> None:
     for item in outcomes:
-        if isinstance(item, Failure):
+        if isinstance(item, TaskFault):  # raised on a Ray worker: as main() says it here
+            _stderr(f"{PROG}: internal error (a fault of fa-checks, not of your method or "
+                    f"input; please report it): {item.message}")
+            _stderr(item.traceback)
+        elif isinstance(item, Failure):
             _stderr(f"{PROG}: error: {item.message}")
 
 
@@ -311,7 +335,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         fill["epochs"] = args.epochs
     cache = settings.open_cache(_stderr)
     log = None if args.quiet else _stderr
-    outcomes = [outcome(_filled(s, fill), settings, cache, log=log) for s in subjects]
+    outcomes = _evaluate([_filled(s, fill) for s in subjects], settings, cache, log)
     print_outcomes(outcomes, quiet=args.quiet)
     _write_outputs(args, [o.to_dict() for o in outcomes])
     _report_errors(outcomes)
@@ -398,10 +422,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     table_cells: list[tuple[str, list[Report]]] = []
     failures: dict[str, int] = {}
     everything: list[Outcome] = []
+    every = [subject for _, subjects in plan for subject in subjects]
+    results = dict(zip([s.id for s in every], _evaluate(every, settings, cache, log),
+                       strict=True))
     for name, subjects in plan:
         reports = []
         for subject in subjects:
-            result = outcome(subject, settings, cache, log=log)
+            result = results[subject.id]
             if isinstance(result, Report):  # its path is the run's file in the cache
                 target = out_dir / f"{_file_name(subject.id)}.pt"
                 copy_atomic(result.subject["path"], target)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,18 +114,21 @@ def load_subject(
     with_method: bool = True,
     device: torch.device | None = None,
     log: Log | None = None,
+    path: Path | None = None,
 ) -> LoadedSubject:
     """The subject's model, rule and dataset (a fresh subject is trained first, once).
 
     The dataset is the one the checkpoint records; for a file that records none (the research
     code's formats), the subject's, or the one the model's input size suggests.  Errors name
-    the file and the flag that fixes them.
+    the file and the flag that fixes them.  ``path``: the subject's file when it is known
+    already (a fresh subject's trained run).
     """
     from .checkpoint import load_checkpoint
     from .data import DataError, load_data
 
     device = settings.torch_device() if device is None else device
-    path = _subject_file(subject, settings, cache, device, log)
+    if path is None:
+        path = _subject_file(subject, settings, cache, device, log)
     # a fresh run's method was named on the command line: it may import, as pytest -p does
     named = {subject.method} if subject.kind == "fresh" and subject.method else set()
     checkpoint = load_checkpoint(path, trust=settings.trust, import_methods=named)
@@ -181,9 +184,10 @@ def _evaluate_file(subject: Subject, path: Path, settings: Settings, cache: Arti
                    device: torch.device, log: Log | None) -> Report:
     from .protocol import accuracy, evaluate
 
-    # the path is the evaluated file itself (a fresh subject's run is already trained)
-    loaded = load_subject(replace(subject, kind="checkpoint", path=str(path)), settings, cache,
-                          with_method=settings.credit, device=device, log=log)
+    # the path is the evaluated file itself (a fresh subject's run is already trained); the
+    # subject stays fresh, so the rule it names on the command line may import
+    loaded = load_subject(subject, settings, cache, with_method=settings.credit, device=device,
+                          log=log, path=path)
     checkpoint, dataset = loaded.checkpoint, loaded.data
     baseline_acc = settings.baseline_acc
     if baseline_acc is None and settings.depth_utility:

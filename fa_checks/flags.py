@@ -23,10 +23,12 @@ from .report import DEFAULT_GRAD_FLOOR, DEFAULT_MAX_GROWTH, DEFAULT_MIN_MARGIN_P
 from .settings import (
     DEFAULT_ARCH,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CPUS_PER_RUN,
     DEFAULT_DATA,
     DEFAULT_DEVICE,
     DEFAULT_EPOCHS,
     DEFAULT_EVAL_SIZE,
+    DEFAULT_GPUS_PER_RUN,
     DEFAULT_LR,
     DEFAULT_SCHEDULE,
     DEFAULT_SEED,
@@ -160,6 +162,16 @@ EVALUATION = _flags(
     Flag("cache-dir", "the artifact cache shared by fa-checks and pytest (default "
          "$FA_CHECKS_CACHE, else $XDG_CACHE_HOME/fa-checks, else ~/.cache/fa-checks)",
          values.name, None, "DIR", ini=True, setting="cache_dir"),
+    Flag("ray", "run every training run, baseline and evaluation as a task on the Ray cluster "
+         "at ADDRESS: auto (the one `ray start` began here), host:port or ray://host:port; "
+         "results land in the local cache (needs pip install 'fa-checks[ray]')",
+         values.name, None, "ADDRESS", setting="ray_address"),
+    Flag("gpus-per-run", "GPUs each Ray task asks for; a fraction lets runs share a GPU "
+         "(0.25: four at once)", values.non_negative_float, DEFAULT_GPUS_PER_RUN, "F",
+         ini=True, setting="gpus_per_run"),
+    Flag("cpus-per-run", "CPUs each Ray task asks for (its torch threads unless threads is "
+         "given)", values.positive_int, DEFAULT_CPUS_PER_RUN, "N", ini=True,
+         setting="cpus_per_run"),
 )
 
 #: every flag both faces share, by name

@@ -31,6 +31,9 @@ DEFAULT_SCHEDULE = "cosine"
 DEFAULT_DEVICE = "auto"
 #: samples in the diagnostics' eval batch (and in the training history's per-epoch figures)
 DEFAULT_EVAL_SIZE = 1024
+#: what each task asks a Ray cluster for (fa_checks.cluster)
+DEFAULT_GPUS_PER_RUN = 0.0
+DEFAULT_CPUS_PER_RUN = 1
 
 
 @dataclass
@@ -57,6 +60,13 @@ class Settings:
     threads: int | None = None
     #: the artifact cache; None is the user's cache directory (fa_checks.cache)
     cache_dir: str | None = None
+    #: where to evaluate: None in this process; else the Ray cluster at this address
+    #: (``auto``, ``host:port`` or ``ray://host:port``), every run a task (fa_checks.cluster)
+    ray_address: str | None = None
+    #: GPUs each Ray task asks for: a fraction lets several runs share one GPU
+    gpus_per_run: float = DEFAULT_GPUS_PER_RUN
+    #: CPUs each Ray task asks for, and its torch threads unless ``threads`` is given
+    cpus_per_run: int = DEFAULT_CPUS_PER_RUN
     #: how the caller spells its flags in error messages: ``"--"`` (the command line's
     #: ``--device``) or ``"--fa-"`` (the plugin's ``--fa-device``)
     flag_prefix: str = "--"
@@ -160,10 +170,12 @@ def resolve_device(name: str, *, what: str = "--device") -> torch.device:
 __all__ = [
     "DEFAULT_ARCH",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CPUS_PER_RUN",
     "DEFAULT_DATA",
     "DEFAULT_DEVICE",
     "DEFAULT_EPOCHS",
     "DEFAULT_EVAL_SIZE",
+    "DEFAULT_GPUS_PER_RUN",
     "DEFAULT_LR",
     "DEFAULT_SCHEDULE",
     "DEFAULT_SEED",

@@ -77,3 +77,20 @@ def test_a_rule_that_cannot_be_imported_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no_such_module" in err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_fresh_run_of_a_named_rule_is_evaluated_with_its_credit(tmp_path):
+    # the rule was named by the user (as --fa-method names it), so rebuilding it from its own
+    # trained run may import it: no trust flag is needed for the credit metrics
+    from fa_checks.cache import ArtifactCache
+    from fa_checks.evaluation import evaluate_subject
+    from fa_checks.settings import Settings
+    from fa_checks.subjects import fresh_subjects
+
+    [subject] = fresh_subjects(RULE, [1], data="synthetic", epochs=1,
+                               arch_options={"d_hidden": 16, "num_blocks": 2},
+                               data_options={"num_samples": 200})
+    report = evaluate_subject(subject, Settings(device="cpu", eval_size=64),
+                              ArtifactCache(tmp_path / "cache"))
+    assert report.subject["method"] == RULE
+    assert report.credit is not None and len(report.credit.cosine) == 3

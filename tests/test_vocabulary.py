@@ -24,6 +24,7 @@ EXAMPLES = {
     "grad-floor": "1e-6", "min-margin": "-1.5", "min-cosine": "0.25", "min-rho": "-0.5",
     "baseline-acc": "0.496", "cache-dir": "/tmp/somewhere", "method-arg": "penalty=0.01",
     "arch-arg": "d_hidden=8", "data-arg": "num_samples=300",
+    "ray": "10.0.0.5:6379", "gpus-per-run": "0.25", "cpus-per-run": "2",
 }
 
 

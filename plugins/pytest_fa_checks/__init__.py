@@ -67,6 +67,10 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, Any, None]:
 def pytest_configure(config: pytest.Config) -> None:
     request = read_request(config)  # a bad value is a usage error even with nothing to check
     config.stash[REQUEST_KEY] = request
+    if request.get("ray") is not None and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError(
+            "--fa-ray and -n do not go together: with --fa-ray the Ray cluster runs the "
+            "subjects in parallel, so drop -n (this process waits for the cluster)")
     if not config.pluginmanager.hasplugin("xdist"):
         config.addinivalue_line("markers", "xdist_group(name): run in one xdist worker")
     if not request.active:

@@ -132,7 +132,11 @@ class CheckRun:
         self.run_id = run_id
         with usage_errors():
             self.settings = build_settings(request, device)
-            if run_id is None and self.settings.device.startswith("cuda"):
+            if self.settings.ray_address is not None:
+                from fa_checks.cluster import check_settings
+
+                check_settings(self.settings)  # Ray, its address and resources, before work
+            elif run_id is None and self.settings.device.startswith("cuda"):
                 self.settings.torch_device()  # the controller: fail before any worker starts
             subjects = build_subjects(request, self.settings, config.invocation_params.dir)
         self.subjects: dict[str, Subject] = {s.id: s for s in subjects}
@@ -166,7 +170,12 @@ class CheckRun:
     def report(self, subject_id: str) -> Report:
         """The subject's report, evaluated once per process; raises :class:`SubjectError`."""
         if subject_id not in self._reports:
-            self._reports[subject_id] = self._evaluate(self.subjects[subject_id])
+            if self.settings.ray_address is not None:
+                from .cluster import evaluate_on_cluster
+
+                self._reports.update(evaluate_on_cluster(self))  # every subject, in one call
+            else:
+                self._reports[subject_id] = self._evaluate(self.subjects[subject_id])
         outcome = self._reports[subject_id]
         if isinstance(outcome, SubjectError):
             raise outcome
@@ -242,8 +251,10 @@ class CheckRun:
         subject = self.subjects[subject_id]
         settings = self.settings
         try:
-            if subject.kind == "fresh" and settings.retrain:
-                self.report(subject_id)  # retrains at most once per test run (see _retrain_claim)
+            if settings.ray_address is not None or (subject.kind == "fresh" and settings.retrain):
+                # retrains at most once per test run (see _retrain_claim); with --fa-ray the
+                # cluster trains it and this process loads it from the cache
+                self.report(subject_id)
                 settings = dataclasses.replace(settings, retrain=False)
             return load_subject(subject, settings, self.cache, log=log.info)
         except SubjectError as exc:

@@ -56,7 +56,7 @@ class _Throttle:
         return False
 
 
-def _write_line(config: pytest.Config, text: str) -> None:
+def write_line(config: pytest.Config, text: str) -> None:
     """``text`` on a line of its own (after pytest's dots, if a line of them is open)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
@@ -80,7 +80,7 @@ class TerminalProgress:
 
     def __call__(self, event: TrainingProgress) -> None:
         if self.throttle.wants(event):
-            _write_line(self.config, f"fa-checks: {event.line()}")
+            write_line(self.config, f"fa-checks: {event.line()}")
 
 
 def progress_dir(cache_root: Path, run_id: str) -> Path:
@@ -130,7 +130,7 @@ class ProgressWatcher:
         for path in sorted(self.folder.glob("*.jsonl")):
             for worker, fields in self._new_events(path):
                 event = TrainingProgress(**fields)
-                _write_line(self.config, f"fa-checks [{worker}]: {event.line()}")
+                write_line(self.config, f"fa-checks [{worker}]: {event.line()}")
 
     def _new_events(self, path: Path) -> list[tuple[str, dict[str, Any]]]:
         try:
