@@ -50,7 +50,9 @@ class Progress:
         done = running = queued = 0
         for job in jobs:
             attempts = self.starts.get(job.id, [])
-            if len(attempts) > self._attempts.get(job.id, 1) and job.result is None:
+            # said even when the task's result landed before this look: every restart the
+            # record holds is said once, so the lines and ``ran_on``'s attempts agree
+            if len(attempts) > self._attempts.get(job.id, 1):
                 self.say(f"ray: {job.label} started again on {node_name(attempts[-1])} "
                          f"(attempt {len(attempts)})")
             self._attempts[job.id] = max(len(attempts), self._attempts.get(job.id, 1))
