@@ -2,7 +2,8 @@
 
 Exit codes, the contract CI reads: 0 when every subject passes, 1 when a diagnostic failed,
 2 for a usage or input error (a bad flag, a bad or missing file, a dataset that is not there,
-a full disk), reported as one line on stderr naming the flag or file.  A fault of fa-checks
+a full disk, an exception raised in the user's own rule), reported as one line on stderr naming
+the flag, file or line of the user's code.  A fault of fa-checks
 itself exits 3 with its traceback, never 1.  Every error is turned into its exit code in one
 place, :func:`main`.
 """

@@ -10,6 +10,8 @@ evaluated ERRORs with the sentence.  Nothing here imports torch.
 from __future__ import annotations
 
 import errno
+import sys
+from types import TracebackType
 
 
 class UserError(ValueError):
@@ -18,6 +20,21 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A request that cannot be run: an unknown name, a malformed or out-of-range value."""
+
+
+class UserCodeError(UserError):
+    """An exception raised in the user's own code (a rule given as ``module:Class`` or by entry
+    point, a user's feedback hook): the sentence names the module, line and function."""
+
+
+#: top-level packages whose frames are not the user's code: fa-checks, its plugin, and the
+#: libraries its work runs through (a user's rule is reached through torch's autograd, pytest
+#: and Ray; the standard library is added from ``sys.stdlib_module_names``)
+_NOT_USER_CODE = frozenset({
+    "fa_checks", "pytest_fa_checks", "torch", "numpy", "ray", "mnist1d", "sklearn",
+    "matplotlib", "scipy", "pytest", "_pytest", "pluggy", "xdist", "execnet", "filelock",
+    "hypothesis",
+})
 
 
 def one_line(exc: BaseException) -> str:
@@ -31,7 +48,9 @@ def as_user_error(exc: BaseException) -> UserError | None:
 
     Faults of the machine or the input are the user's to fix, not the method's: a file that
     cannot be read or written (``OSError``: a full disk, a read-only folder, permissions) and
-    memory that runs out (``MemoryError``, torch's out-of-memory error) become a sentence.
+    memory that runs out (``MemoryError``, torch's out-of-memory error) become a sentence, and
+    so does an exception raised in the user's own code (a rule's ``step``): the user fixes it
+    there, and it is no more a fault of fa-checks than a bad file is.
     """
     if isinstance(exc, UserError):
         return exc
@@ -43,7 +62,30 @@ def as_user_error(exc: BaseException) -> UserError | None:
             f"out of memory ({detail}); use a smaller model, eval size or batch size, "
             "or another device"
         )
+    where = user_code_frame(exc.__traceback__)
+    if where is not None:
+        error = UserCodeError(f"{type(exc).__name__} raised in your code ({where}): "
+                              f"{one_line(exc)}; fix it there")
+        error.__cause__ = exc
+        return error
     return None
+
+
+def user_code_frame(trace: TracebackType | None) -> str | None:
+    """Where the innermost frame of the user's own code in ``trace`` stands (``"module, line
+    N, in function"``), or None when the exception never passed through it: then it is a
+    fault of fa-checks.  Frames are told apart by module, so a rule works the same from a
+    file beside the tests, an installed package or a Ray worker's copy."""
+    stdlib = getattr(sys, "stdlib_module_names", frozenset())
+    where = None
+    while trace is not None:
+        frame = trace.tb_frame
+        module = str(frame.f_globals.get("__name__", ""))
+        top = module.partition(".")[0]
+        if top and top not in _NOT_USER_CODE and top not in stdlib:
+            where = f"{module}, line {trace.tb_lineno}, in {frame.f_code.co_name}"
+        trace = trace.tb_next
+    return where
 
 
 def _os_sentence(exc: OSError) -> str:
@@ -59,4 +101,5 @@ def _os_sentence(exc: OSError) -> str:
     return f"{where}: {reason}; {hint}" if where else f"{reason}; {hint}"
 
 
-__all__ = ["ConfigError", "UserError", "as_user_error", "one_line"]
+__all__ = ["ConfigError", "UserCodeError", "UserError", "as_user_error", "one_line",
+           "user_code_frame"]

@@ -1,4 +1,4 @@
-"""Training rules for the Ray tests, named ``ray_rules:Class``: slow, failing, endless.
+"""Training rules for the Ray and error tests, named ``ray_rules:Class``: slow, failing, endless.
 
 They live in a plain module beside the tests, as a user's rule would: a Ray worker can import
 them only if the module travels to it (``py_modules``).
@@ -6,7 +6,9 @@ them only if the module travels to it (``py_modules``).
 
 from __future__ import annotations
 
+import operator
 import time
+from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -15,6 +17,13 @@ from fa_checks import Method
 from fa_checks.methods.bp import BP
 
 STEP_MESSAGE = "this rule's step fails on purpose"
+
+
+def line_of(text: str) -> int:
+    """The line of this module on which ``text`` stands: where a rule here raises."""
+    [number] = [n for n, line in enumerate(Path(__file__).read_text().splitlines(), start=1)
+                if text in line]
+    return number
 
 
 class RaisesInStep(Method):
@@ -35,6 +44,15 @@ class RaisesInStep(Method):
         loss.backward()
         self.optimizer.step()
         return {"loss": float(loss.detach())}
+
+
+class FaultInStep(Method):
+    """A stand-in for a bug of fa-checks: ``step`` is a standard-library function that the
+    trainer calls with arguments it does not take, so the exception passes through no frame of
+    this module (a rule's own exception does: that one is the user's to fix)."""
+
+    name = "fault-in-step"
+    step = staticmethod(operator.neg)  # type: ignore[assignment]
 
 
 class SleepsInStep(Method):

@@ -339,6 +339,31 @@ def test_a_missing_checkpoint_errors_its_own_items_and_the_others_run(
     result.stdout.fnmatch_lines(["missing.pt *ERROR: *missing.pt: no such checkpoint file"])
 
 
+def test_a_rule_that_raises_errors_its_own_items_naming_the_line(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(broken_rule="""
+        from fa_checks.methods.bp import BP
+
+
+        class Boom(BP):
+            def step(self, x, y):
+                raise RuntimeError("my rule broke")
+    """)
+    result = run(pytester, "--fa-method", "broken_rule:Boom", "--fa-data", "synthetic",
+                 "--fa-arch-arg", "d_hidden=16", "--fa-arch-arg", "num_blocks=2",
+                 "--fa-epochs", "1")
+    result.assert_outcomes(errors=3)
+    # the user's own code: an input error (exit 4), not a fault of fa-checks (exit 3)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    expected = ("RuntimeError raised in your code (broken_rule, line 6, in step): "
+                "my rule broke; fix it there")
+    for name in SUITE_ITEMS:
+        case = junit(pytester.path / "junit.xml")[f"{name}[broken_rule:Boom-seed0]"]
+        assert case.outcome == "error" and case.message.rstrip().endswith(expected)
+        assert "internal error" not in case.message
+
+
 # -- bad input -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,fragment", [
     (["--fa-method", "nosuchrule"], "unknown method 'nosuchrule'"),

@@ -233,25 +233,30 @@ def test_a_node_killed_in_the_middle_of_a_sweep(ray_cluster, tmp_path):  # noqa:
 # -- failures ------------------------------------------------------------------------------------
 def test_a_rule_that_raises_errors_its_subject_and_the_others_go_on(ray_cluster, tmp_path):  # noqa: F811
     cache = ArtifactCache(tmp_path / "cache")
-    subjects = (tiny("ray_rules:RaisesInStep", [1])
+    subjects = (tiny("ray_rules:RaisesInStep", [1]) + tiny("ray_rules:FaultInStep", [1])
                 + tiny("user_rules:ScaledDirectFeedback", [1]) + tiny("bp", [4]))
     lines: list[str] = []
     outcomes = evaluate_on_ray(subjects, on(ray_cluster), cache, log=lines.append)
-    broken, user, bp = (outcomes[s.id] for s in subjects)
-    # not an input error: a fault, as the same rule raising in this process is
-    assert isinstance(broken, TaskFault) and broken.subject == subjects[0]
-    assert isinstance(broken.cause, RuntimeError) and str(broken.cause) == ray_rules.STEP_MESSAGE
-    assert broken.message.startswith("run of ray_rules:RaisesInStep-seed1 raised RuntimeError: "
-                                     + ray_rules.STEP_MESSAGE)
-    assert "\n" not in broken.message
-    assert "raise RuntimeError(STEP_MESSAGE)" in broken.traceback
-    assert broken.to_dict()["verdict"] == "ERROR" and broken.to_dict()["internal"] is True
-    assert f"ray: {broken.message}" in lines
+    broken, fault, user, bp = (outcomes[s.id] for s in subjects)
+    # the rule's own exception: the user's to fix, named where it was raised on the worker
+    assert type(broken) is Failure and broken.subject == subjects[0]
+    assert broken.message == (
+        f"RuntimeError raised in your code (ray_rules, line "
+        f"{ray_rules.line_of('raise RuntimeError(STEP_MESSAGE)')}, in step): "
+        f"{ray_rules.STEP_MESSAGE}; fix it there")
+    assert broken.to_dict()["verdict"] == "ERROR" and "internal" not in broken.to_dict()
+    assert f"ray: run of ray_rules:RaisesInStep-seed1 failed: {broken.message}" in lines
     assert "ray: evaluation of ray_rules:RaisesInStep-seed1 not run: its run failed" in lines
+    # an exception that passed through no frame of the user's: a fault, as in this process
+    assert isinstance(fault, TaskFault) and isinstance(fault.cause, TypeError)
+    assert fault.message.startswith("run of ray_rules:FaultInStep-seed1 raised TypeError: ")
+    assert "\n" not in fault.message and "\x1b" not in fault.traceback
+    assert 'File "' in fault.traceback and "TypeError: " in fault.traceback
+    assert fault.to_dict()["verdict"] == "ERROR" and fault.to_dict()["internal"] is True
     # a user's rule reaches the workers with its module (py_modules), not a shared folder
     local = ArtifactCache(tmp_path / "local")
-    assert figures(user) == figures(evaluate_subject(subjects[1], SETTINGS, local))
-    assert figures(bp) == figures(evaluate_subject(subjects[2], SETTINGS, local))
+    assert figures(user) == figures(evaluate_subject(subjects[2], SETTINGS, local))
+    assert figures(bp) == figures(evaluate_subject(subjects[3], SETTINGS, local))
 
 
 def test_a_checkpoint_travels_as_bytes_and_its_errors_name_the_drivers_file(

@@ -94,3 +94,50 @@ def test_a_fresh_run_of_a_named_rule_is_evaluated_with_its_credit(tmp_path):
                               ArtifactCache(tmp_path / "cache"))
     assert report.subject["method"] == RULE
     assert report.credit is not None and len(report.credit.cosine) == 3
+
+
+def test_a_rule_that_raises_is_the_users_to_fix_naming_the_line(tmp_path, capsys):
+    import ray_rules
+
+    assert main(["train", "--method", "ray_rules:RaisesInStep", "--epochs", "1", *TINY,
+                 "-o", str(tmp_path / "x.pt")]) == 2
+    heading, error = capsys.readouterr().err.strip().splitlines()
+    assert heading.startswith("training ray_rules:RaisesInStep-seed0")
+    line = ray_rules.line_of("raise RuntimeError(STEP_MESSAGE)")
+    assert error == (f"fa-checks: error: RuntimeError raised in your code (ray_rules, line {line}, "
+                     f"in step): {ray_rules.STEP_MESSAGE}; fix it there")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_an_exception_through_no_frame_of_the_users_is_a_fault_of_fa_checks(tmp_path, capsys):
+    assert main(["train", "--method", "ray_rules:FaultInStep", "--epochs", "1", *TINY,
+                 "-o", str(tmp_path / "x.pt")]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines()[1].startswith(
+        "fa-checks: internal error (a fault of fa-checks, not of your method or input; please "
+        "report it): TypeError: ")
+    assert "Traceback" in err
+
+
+def test_the_library_says_which_rule_raised_and_keeps_the_exception(tmp_path):
+    from fa_checks.cache import ArtifactCache
+    from fa_checks.evaluation import Failure, outcome
+    from fa_checks.settings import Settings
+    from fa_checks.subjects import fresh_subjects
+
+    settings, cache = Settings(device="cpu", eval_size=64), ArtifactCache(tmp_path / "cache")
+    options = dict(data="synthetic", epochs=1, arch_options={"d_hidden": 16, "num_blocks": 2},
+                   data_options={"num_samples": 200})
+    [broken] = fresh_subjects("ray_rules:RaisesInStep", [1], **options)
+    failure = outcome(broken, settings, cache)
+    assert isinstance(failure, Failure)
+    assert failure.message.startswith("RuntimeError raised in your code (ray_rules, line ")
+    # train() itself keeps Python's own exception, with the whole traceback
+    from fa_checks.training import train
+
+    with pytest.raises(RuntimeError, match="fails on purpose"):
+        train("ray_rules:RaisesInStep", "resmlp", "synthetic", epochs=1, seed=0, progress=False,
+              arch_options={"d_hidden": 16, "num_blocks": 2}, device="cpu")
+    [fault] = fresh_subjects("ray_rules:FaultInStep", [1], **options)
+    with pytest.raises(TypeError):
+        outcome(fault, settings, cache)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,12 +45,16 @@ Log = Callable[[str], None]
 
 #: how often (seconds) the driver looks at what runs where, when no task has finished
 POLL_SECONDS = 1.0
+# Ray colours the task's name in its error text; a log file or a terminal without colour
+# would show the escape codes.
+TERMINAL_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass
 class TaskFault(Failure):
-    """A subject whose task raised an exception no user input causes (a bug in a rule or in
-    fa-checks): it is an internal error, as it would be in this process.  ``cause``: the
+    """A subject whose task raised an exception no user input causes (one that passed through
+    no frame of the user's rule: a bug in fa-checks): it is an internal error, as it would be
+    in this process.  ``cause``: the
     exception as the worker raised it (None when Ray could not send it back); ``traceback``:
     the worker's."""
 
@@ -321,7 +326,8 @@ class Driver:
         what = (f"{type(cause).__name__}: {one_line(cause)}" if cause is not None
                 else one_line(exc))
         return Problem(f"{job.label} raised {what}" + (f" (on {node})" if node else ""),
-                       fault=True, cause=cause, traceback=str(exc))
+                       fault=True, cause=cause,
+                       traceback=TERMINAL_COLOUR.sub("", str(exc)))
 
     def _fail(self, job: Job, problem: Problem | None, *, because: Job | None = None) -> None:
         """``job`` gives its subjects ``problem``'s outcome (unless they have one already);
