@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,12 +52,14 @@ from .cache_files import (
     describe_holder,
     digest_problem,
     holder_path,
+    is_cache_file,
     record_holder,
     remove_stale_temporaries,
     temporary_name,
     write_digest,
 )
 from .errors import UserError, one_line
+from .files import read_json
 
 CREATED_LOG = "created.jsonl"
 KEY_LENGTH = 20
@@ -300,9 +301,9 @@ class ArtifactCache:
         value = _MISSING
         if problem is None:
             try:
-                value = json.loads(data.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                problem = "it is not JSON"
+                value = read_json(data)
+            except ValueError as exc:
+                problem = f"it is not JSON fa-checks wrote: {exc}"
         if problem is None and validate is not None:
             try:
                 validate(value)
@@ -380,48 +381,78 @@ class ArtifactCache:
         entries = []
         for line in log.read_text(encoding="utf-8").splitlines():
             try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
+                entries.append(read_json(line))
+            except ValueError:
                 continue  # a line cut short by a crash; the artifacts themselves are intact
         return entries
 
     def info(self) -> dict[str, dict[str, int]]:
-        """Per kind: ``artifacts`` (count), ``bytes`` (everything in its folder: artifacts,
-        digests, locks, temporaries) and ``temporary_files`` (left by writers)."""
+        """Per kind: ``artifacts`` (count), ``bytes`` (the cache's files in its folder:
+        artifacts, digests, locks, temporaries) and ``temporary_files`` (left by writers)."""
         out: dict[str, dict[str, int]] = {}
+        self.check_root()
         if not self.root.is_dir():
             return out
         for folder in sorted(self.root.iterdir()):
             if not folder.is_dir() or not _KIND_PATTERN.fullmatch(folder.name):
                 continue
             artifacts = size = temporaries = 0
-            for entry in folder.iterdir():
+            ours = [e for e in folder.iterdir() if is_cache_file(e.name, KEY_LENGTH)]
+            for entry in ours:
                 try:
                     size += entry.stat().st_size
                 except OSError:
                     continue  # removed meanwhile
                 if entry.name.startswith("."):
-                    temporaries += ".tmp" in entry.name
+                    temporaries += 1
                 elif not entry.name.endswith(_RESERVED_SUFFIXES):
                     artifacts += 1
-            out[folder.name] = {"artifacts": artifacts, "bytes": size,
-                                "temporary_files": temporaries}
+            if ours:  # a folder of someone else's beside the cache's is not a kind
+                out[folder.name] = {"artifacts": artifacts, "bytes": size,
+                                    "temporary_files": temporaries}
         return out
 
-    def clear(self, kind: str | None = None) -> None:
+    def clear(self, kind: str | None = None) -> list[Path]:
         """Remove the artifacts of ``kind``, or every artifact and the creation log (None).
 
-        The root directory stays.  Clear when no run is using the cache: a writer whose
-        folder is removed under it fails.
+        Only files the cache writes are removed (a cache pointed at a folder of the user's
+        own deletes none of it); the others are returned, left in place.  A file that cannot
+        be removed is an OSError naming it.  The root directory stays.  Clear when no run is
+        using the cache: a writer whose folder is removed under it fails.
         """
-        if not self.root.is_dir():
-            return
+        self.check_root()
+        if not self.root.exists():
+            return []
         if kind is not None:
             _check_kind(kind)
-            _remove(self.root / kind)
-            return
-        for child in self.root.iterdir():
-            _remove(child)
+            folders = [self.root / kind]
+        else:
+            folders = [f for f in sorted(self.root.iterdir())
+                       if f.is_dir() and not f.is_symlink() and _KIND_PATTERN.fullmatch(f.name)]
+        left: list[Path] = []
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for entry in sorted(folder.iterdir()):
+                if entry.is_file() and is_cache_file(entry.name, KEY_LENGTH):
+                    entry.unlink()
+                else:
+                    left.append(entry)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        if kind is None:
+            for name in (CREATED_LOG, f"{CREATED_LOG}.lock"):
+                (self.root / name).unlink(missing_ok=True)
+            left += [entry for entry in sorted(self.root.iterdir())
+                     if not (entry.is_dir() and _KIND_PATTERN.fullmatch(entry.name))]
+        return left
+
+    def check_root(self) -> None:
+        """A CacheError when the root exists and is not a folder (``$FA_CHECKS_CACHE`` naming
+        a file), before any work is done."""
+        if self.root.exists() and not self.root.is_dir():
+            raise CacheError(f"cache {self.root}: not a folder; point FA_CHECKS_CACHE (or the "
+                             "cache-dir option) at a folder")
 
     def _log_creation(self, kind: str, key: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -462,13 +493,6 @@ def _dump_json(value: Any) -> str:
         return json.dumps(value, sort_keys=True, default=_jsonable)
     except (TypeError, ValueError) as exc:
         raise CacheError(f"cannot store as JSON: {exc}") from None
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 __all__ = [

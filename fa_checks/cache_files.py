@@ -23,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+from .files import read_json
+
 DIGEST_SUFFIX = ".sha256"
 HOLDER_SUFFIX = ".holder"
 DEFAULT_STALE_AFTER = 24 * 3600.0
@@ -60,7 +62,7 @@ def write_digest(source: Path, artifact: Path) -> None:
 def digest_problem(path: Path, data: bytes) -> str | None:
     """Why ``data`` (the bytes at ``path``) does not match its recorded digest, or None."""
     try:
-        record = json.loads(digest_path(path).read_text(encoding="utf-8"))
+        record = read_json(digest_path(path).read_bytes())
         expected, size = record["sha256"], record["bytes"]
     except FileNotFoundError:
         return "it has no digest beside it"
@@ -112,6 +114,15 @@ def remove_stale_temporaries(folder: Path, *, stale_after: float = DEFAULT_STALE
     return removed
 
 
+def is_cache_file(name: str, key_length: int) -> bool:
+    """Whether a file name is one the cache writes in a kind's folder: an artifact
+    (``<key><suffix>``), its digest, lock or holder, or a writer's temporary file."""
+    if name.startswith("."):
+        return ".tmp" in name and (_TEMPORARY.search(name) is not None
+                                   or _OLD_TEMPORARY.search(name) is not None)
+    return re.fullmatch(rf"[0-9a-f]{{{key_length}}}(\.[A-Za-z0-9_-]+)*", name) is not None
+
+
 def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -139,7 +150,7 @@ def record_holder(holder: Path, artifact: Path) -> None:
 def describe_holder(holder: Path) -> str:
     """``"pid 123 on host (since ...)"``, or that the holder is not recorded."""
     try:
-        record = json.loads(holder.read_text(encoding="utf-8"))
+        record = read_json(holder.read_bytes())
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record["since"])))
         return f"pid {int(record['pid'])} on {record['host']} (since {since})"
     except (OSError, ValueError, KeyError, TypeError):
@@ -147,5 +158,5 @@ def describe_holder(holder: Path) -> str:
 
 
 __all__ = ["DEFAULT_STALE_AFTER", "DIGEST_SUFFIX", "HOLDER_SUFFIX", "HOST_ID", "describe_holder",
-           "digest_path", "digest_problem", "holder_path", "record_holder",
+           "digest_path", "digest_problem", "holder_path", "is_cache_file", "record_holder",
            "remove_stale_temporaries", "temporary_name", "write_digest"]

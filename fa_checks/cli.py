@@ -27,7 +27,7 @@ from .report import AcrossSeeds, Report, is_error_entry, read_entries
 from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
 from .subjects import Subject, check_data_root, checkpoint_subjects, fresh_subjects
 from .threads import use_threads
-from .values import parse_key_values, seed
+from .values import counted, parse_key_values, seed
 
 PROG = "fa-checks"
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -311,14 +311,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = _settings(args)
     check_data_root(subject.data, settings.data_root)
     path = train_subject(subject, settings, settings.open_cache(_stderr), log=_stderr)
-    copy_atomic(path, args.output)
     from .checkpoint import load_checkpoint
 
-    saved = load_checkpoint(args.output)
+    # read before it is copied: a cached file that cannot be read never reaches -o
+    saved = load_checkpoint(path)
+    copy_atomic(path, args.output)
     last = (saved.history or [{}])[-1]
     note = (f" (diverged in epoch {last.get('epoch')}: the loss is not finite)"
             if last.get("diverged") else "")
-    epochs = f"{saved.epochs} epoch{'s' * (saved.epochs != 1)}"
+    epochs = counted(saved.epochs, "epoch")
     print(f"wrote {args.output}: {saved.method} on {saved.arch}/{subject.data}, seed "
           f"{saved.seed}, {epochs}, test acc {saved.test_acc:.4f}{note}")
     return EXIT_PASS
@@ -352,22 +353,23 @@ def _filled(subject: Subject, fill: dict[str, Any]) -> Subject:
 def load_report_files(paths: Sequence[str]) -> list[Report | dict[str, Any]]:
     """Reports (and error entries) from JSON files holding ``{"subjects": [...]}`` or one
     report; each is checked, and its verdict recomputed from its figures."""
-    import json
-
-    from .files import regular_file
+    from .files import read_json, regular_file
 
     items: list[Report | dict[str, Any]] = []
     for name in paths:
         path = regular_file(name, what="report")
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            payload = read_json(path.read_bytes())
+        except ValueError as exc:
             raise ConfigError(f"{path}: not a JSON report ({exc})") from None
         entries = payload.get("subjects") if isinstance(payload, dict) else None
         if entries is None:
             entries = [payload]
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise ConfigError(f"{path}: expected {{\"subjects\": [report, ...]}}")
+        if not entries:  # a gate over nothing must not read as a pass
+            raise ConfigError(f"{path}: holds no subjects, so there is nothing to gate; give "
+                              "a report that fa-checks check or pytest --fa-report wrote")
         try:
             found = read_entries(entries)
         except (TypeError, ValueError) as exc:
@@ -454,9 +456,13 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
     cache = build_settings(given_flags(args), flag_prefix="--").open_cache(_stderr)
     if args.action == "clear":
-        cache.clear(args.kind)
-        print(f"cleared {args.kind + ' artifacts' if args.kind else 'everything'} in "
+        left = cache.clear(args.kind)
+        print(f"cleared {args.kind + ' artifacts' if args.kind else 'every artifact'} in "
               f"{cache.root}")
+        if left:
+            shown = ", ".join(str(path) for path in left[:3])
+            print(f"left {len(left)} entr{'y' if len(left) == 1 else 'ies'} fa-checks did not "
+                  f"write: {shown}{', ...' if len(left) > 3 else ''}")
         return EXIT_PASS
     kinds = cache.info()
     print(f"cache: {cache.root}" + ("" if kinds else " (empty)"))

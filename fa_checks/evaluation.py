@@ -191,8 +191,8 @@ def _evaluate_file(subject: Subject, path: Path, settings: Settings, cache: Arti
     checkpoint, dataset = loaded.checkpoint, loaded.data
     baseline_acc = settings.baseline_acc
     if baseline_acc is None and settings.depth_utility:
-        baseline_acc = _baseline_for(checkpoint, subject, dict(dataset.spec), settings, cache,
-                                     device, log)
+        baseline_acc = _baseline_for(checkpoint, subject, dict(dataset.spec),
+                                     len(dataset.y_train), settings, cache, device, log)
     x, y = dataset.eval_batch(int(settings.eval_size))
     report = evaluate(
         loaded.model,
@@ -218,9 +218,10 @@ def _evaluate_file(subject: Subject, path: Path, settings: Settings, cache: Arti
 
 
 def _baseline_for(checkpoint: Checkpoint, subject: Subject, data_spec: Mapping[str, Any],
-                  settings: Settings, cache: ArtifactCache, device: torch.device,
-                  log: Log | None) -> float:
-    """The frozen baseline trained like the checkpoint: its arch, data, seed, epochs, optimiser."""
+                  train_samples: int, settings: Settings, cache: ArtifactCache,
+                  device: torch.device, log: Log | None) -> float:
+    """The frozen baseline trained like the checkpoint: its arch, data, seed, epochs, optimiser
+    (``train_samples``: the size of its training set)."""
     epochs = checkpoint.epochs if checkpoint.epochs is not None else subject.epochs
     seed = checkpoint.seed if checkpoint.seed is not None else subject.seed
     if epochs is None or seed is None:
@@ -229,6 +230,8 @@ def _baseline_for(checkpoint: Checkpoint, subject: Subject, data_spec: Mapping[s
             f"{checkpoint.path}: records no {missing}, so its frozen-blocks baseline cannot be "
             f"trained to match; give the baseline accuracy ({settings.flag('baseline-acc')})"
         )
+    if subject.kind == "checkpoint":
+        _check_baseline_work(checkpoint, int(epochs), train_samples, settings)
     shape_free = {k: v for k, v in checkpoint.arch_kwargs.items()
                   if k not in ("input_shape", "num_classes")}
     data_options = {k: v for k, v in data_spec.items() if k != "name"}
@@ -236,6 +239,21 @@ def _baseline_for(checkpoint: Checkpoint, subject: Subject, data_spec: Mapping[s
                                 data_options, int(seed), int(epochs))
     return frozen_baseline(baseline, settings.with_optimizer(checkpoint.optimizer), cache,
                            device=device, log=log)
+
+
+def _check_baseline_work(checkpoint: Checkpoint, epochs: int, train_samples: int,
+                         settings: Settings) -> None:
+    """A file from someone else chooses its baseline's epochs and data: refuse, before any
+    training, more work than the limit (a run the user trained is the user's choice)."""
+    from .limits import beyond, default_limits
+
+    limits, passes = default_limits(), epochs * train_samples
+    if passes > limits.max_sample_passes:
+        raise ConfigError(
+            f"{checkpoint.path}: its frozen-blocks baseline would train {epochs:,} epochs x "
+            f"{train_samples:,} samples = {passes:,} sample passes, above "
+            f"{beyond('max_sample_passes', limits, passes)}; or give the baseline accuracy "
+            f"({settings.flag('baseline-acc')})")
 
 
 # -- across seeds ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, one_line
 
 
 def temporary_beside(path: Path, suffix: str = "") -> Path:
@@ -72,6 +72,34 @@ def decode_non_finite(value: Any) -> Any:
     if isinstance(value, list):
         return [decode_non_finite(v) for v in value]
     return value
+
+
+#: deeper than any JSON fa-checks writes (a report nests about six levels)
+MAX_JSON_DEPTH = 32
+
+
+def read_json(data: bytes | str) -> Any:
+    """JSON read back from a file anyone may have edited (a report, a cache entry).
+
+    ValueError, with the reason, for text that is not JSON, that nests deeper than
+    :data:`MAX_JSON_DEPTH` (the parser and every walk over the value would run out of stack),
+    or that holds a number of thousands of digits.
+    """
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"it nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer too long to convert
+        if "integer string conversion" in str(exc):
+            raise ValueError("it holds a number of thousands of digits") from None
+        raise ValueError(one_line(exc)) from None
+    level = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [child for item in level if isinstance(item, (dict, list))
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return value
+    raise ValueError(f"it nests deeper than {MAX_JSON_DEPTH} levels")
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:

@@ -72,14 +72,19 @@ class Limits:
     max_batch_size: int = 2**20
     #: samples of the evaluation batch
     max_eval_size: int = 2**20
-    #: samples of a generated dataset
-    max_samples: int = 10_000_000
+    #: samples of a generated dataset (MNIST-1D generates about 1,700 a second, once)
+    max_samples: int = 1_000_000
+    #: epochs x training samples of the frozen-blocks baseline a checkpoint asks for (the
+    #: one piece of training a file from someone else can cause)
+    max_sample_passes: int = 20_000_000
     #: elements of a generated dataset (samples x features)
     max_data_elements: int = 2**30
     #: entries of a checkpoint's per-epoch history
     max_history: int = 100_000
     #: random directions of a method's finite-difference probes
     max_directions: int = 4_096
+    #: torch threads of one process (past the cores they only spin; torch crashes near 10^5)
+    max_threads: int = 1_024
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):

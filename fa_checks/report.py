@@ -23,11 +23,13 @@ Non-finite numbers are written as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .files import decode_non_finite, json_safe
+from .values import describe_annotation, fits_annotation
 
 #: the research code's D2 floor at its eval batch: 10 x the 1e-8 cosine clamp x 128 samples
 DEFAULT_GRAD_FLOOR = 10 * 1e-8 * 128
@@ -443,8 +445,14 @@ class Report:
 def _section(key: str, section_cls: type, value: Any) -> Any:
     if not isinstance(value, Mapping):
         raise ValueError(f"bad {key} section in report: not an object")
+    decoded = decode_non_finite(dict(value))
+    annotations = {item.name: item.type for item in fields(section_cls)}
+    for name, given in decoded.items():
+        if name in annotations and not fits_annotation(given, str(annotations[name])):
+            raise ValueError(f"bad {key} section in report: {name}={reprlib.repr(given)} is "
+                             f"not {describe_annotation(str(annotations[name]))}")
     try:
-        return section_cls(**decode_non_finite(dict(value)))
+        return section_cls(**decoded)
     except TypeError as exc:
         raise ValueError(f"bad {key} section in report: {exc}") from None
 

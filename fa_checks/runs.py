@@ -85,7 +85,7 @@ def train_subject(
 
     def create(path: Path) -> None:
         say(log, f"training {subject.id} ({subject.arch} on {subject.data}, "
-                 f"{subject.epochs} epochs)")
+                 f"{values.counted(subject.epochs, 'epoch')})")
         train_fresh(subject, settings, device=device, checkpoint=path)
 
     return cache.get_or_create("run", run_spec(subject, settings), create, suffix=".pt",
@@ -194,7 +194,7 @@ def frozen_baseline(
 
     def compute() -> dict[str, Any]:
         say(log, f"training the frozen-blocks baseline ({baseline.arch} on {baseline.data}, "
-                 f"seed {baseline.seed}, {baseline.epochs} epochs)")
+                 f"seed {baseline.seed}, {values.counted(baseline.epochs, 'epoch')})")
         run = train_fresh(baseline, settings, device=device)
         return {"test_acc": run.test_acc, "spec": spec, "history": run.history}
 

@@ -79,9 +79,13 @@ class Settings:
         """The settings that change a report's figures (not where data lives or progress).
 
         ``trust`` is part of it: a report computed from a trusted file is never served to a run
-        that did not give the trust flag.
+        that did not give the trust flag, and so are the limits in force: a file refused under
+        tighter limits is not passed from a report computed under looser ones.
         """
+        from .limits import default_limits
+
         return {
+            "limits": dataclasses.asdict(default_limits()),
             "eval_size": int(self.eval_size),
             "thresholds": dataclasses.asdict(self.thresholds),
             "baseline_acc": self.baseline_acc,
@@ -118,8 +122,10 @@ class Settings:
 
         from .cache import ArtifactCache, default_cache_root
 
-        return ArtifactCache(Path(self.cache_dir).expanduser() if self.cache_dir
-                             else default_cache_root(), log=log)
+        cache = ArtifactCache(Path(self.cache_dir).expanduser() if self.cache_dir
+                              else default_cache_root(), log=log)
+        cache.check_root()  # a cache that is a file is said now, not after the work
+        return cache
 
     def torch_device(self) -> torch.device:
         """The device to use; ``cuda`` where there is none is a ConfigError naming the flag."""

@@ -47,11 +47,29 @@ def available_cores() -> int:
 
 
 def env_threads() -> int | None:
-    """The thread count the environment asks for, if any (a bad value is ignored)."""
+    """The thread count the environment asks for, if any.
+
+    ``FA_CHECKS_THREADS`` is ours: anything but a whole number from 1 is a ConfigError naming
+    it.  ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` belong to their libraries, whose own forms
+    (OpenMP's nested ``"4,2"``) are left to them.  A count above the limit ``max_threads`` is a
+    ConfigError from any of them: torch would crash on it.
+    """
+    from .errors import ConfigError
+    from .limits import beyond, default_limits
+
     for name in ENV_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
+        text = os.environ.get(name, "").strip()
+        if not text:
+            continue
+        if not text.isdigit() or int(text) < 1:
+            if name == ENV_VARIABLES[0]:
+                raise ConfigError(f"{name}={text!r}: it must be a whole number of 1 or more "
+                                  "(torch threads per process)")
+            continue
+        limits = default_limits()
+        if int(text) > limits.max_threads:
+            raise ConfigError(f"{name}={text}: above {beyond('max_threads', limits, text)}")
+        return int(text)
     return None
 
 

@@ -169,13 +169,52 @@ def format_key_values(values: Mapping[str, Any]) -> str:
     return "-".join(f"{k}={format_value(v)}" for k, v in sorted(values.items()))
 
 
+def fits_annotation(value: Any, annotation: str) -> bool:
+    """Whether a value read from JSON is of a dataclass field's annotated type (``"float"``,
+    ``"list[float | None]"``): a file's wrong type is said as such, not met later as a
+    failed comparison."""
+    if annotation.endswith(" | None"):
+        return value is None or fits_annotation(value, annotation[: -len(" | None")])
+    if annotation.startswith("list[") and annotation.endswith("]"):
+        return isinstance(value, list) and all(fits_annotation(item, annotation[5:-1])
+                                               for item in value)
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "str":
+        return isinstance(value, str)
+    return True
+
+
+def describe_annotation(annotation: str) -> str:
+    """``"float | None"`` -> ``"a number or null"``, for messages."""
+    words = {"float": "a number", "int": "a whole number", "bool": "true or false",
+             "str": "a string"}
+    if annotation.endswith(" | None"):
+        return f"{describe_annotation(annotation[: -len(' | None')])} or null"
+    if annotation.startswith("list[") and annotation.endswith("]"):
+        return f"a list, each {describe_annotation(annotation[5:-1])}"
+    return words.get(annotation, annotation)
+
+
+def counted(number: int, noun: str) -> str:
+    """``"1 epoch"``, ``"20 epochs"``."""
+    return f"{number} {noun}{'s' * (number != 1)}"
+
+
 __all__ = [
     "DEVICES",
     "MAX_SEED",
     "SCHEDULES",
     "correlation",
+    "counted",
+    "describe_annotation",
     "device",
     "finite_float",
+    "fits_annotation",
     "format_key_values",
     "format_value",
     "fraction",

@@ -239,6 +239,40 @@ def test_clear_removes_artifacts_and_log_but_keeps_root(tmp_path):
     ArtifactCache(tmp_path / "never-made").clear()  # a missing root is fine
 
 
+def test_clear_removes_only_what_the_cache_wrote(tmp_path):
+    # FA_CHECKS_CACHE pointed at a folder of the user's own: clearing it must lose nothing
+    root = tmp_path / "mine"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "main.py").write_text("code")
+    (root / "notes.txt").write_text("important")
+    cache = ArtifactCache(root)
+    cache.get_or_create("run", {}, _writer("A", []))
+    (root / "run" / "draft.txt").write_text("mine too")
+    assert set(cache.info()) == {"run"}  # "src" holds nothing of the cache's
+    left = cache.clear()
+    assert sorted(left) == sorted([root / "notes.txt", root / "run" / "draft.txt",
+                                   root / "src" / "main.py"])
+    assert (root / "src" / "main.py").read_text() == "code"
+    assert (root / "notes.txt").read_text() == "important"
+    assert [p.name for p in (root / "run").iterdir()] == ["draft.txt"]
+    assert cache.created() == [] and cache.info() == {}
+
+
+def test_a_cache_root_that_is_a_file_is_refused_by_every_use(tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    cache = ArtifactCache(afile)
+    for use in (cache.info, cache.clear):
+        with pytest.raises(CacheError, match=f"cache {afile}: not a folder; point FA_CHECKS_CACHE"):
+            use()
+    monkeypatch.setenv("FA_CHECKS_CACHE", str(afile))
+    from fa_checks.settings import Settings
+
+    with pytest.raises(CacheError, match="not a folder"):
+        Settings().open_cache()
+    assert afile.read_text() == "not a folder"
+
+
 def test_created_skips_a_line_cut_short(tmp_path):
     cache = ArtifactCache(tmp_path)
     cache.write_json("report", {}, 1)
@@ -369,6 +403,23 @@ def test_a_json_artifact_that_fails_its_schema_is_recomputed(tmp_path, stored):
     assert value == {"test_acc": 0.25}
     (line,) = lines
     assert "fails its schema" in line and "test_acc" in line
+
+
+@pytest.mark.parametrize(("stored", "said"), [
+    ("[" * 100_000 + "]" * 100_000, "nests deeper than 32 levels"),
+    ('{"test_acc": 1' + "0" * 10_000 + "}", "a number of thousands of digits"),
+])
+def test_json_that_would_exhaust_the_reader_is_damage_and_recomputed(tmp_path, stored, said):
+    cache, lines = _recording_cache(tmp_path)
+    cache.get_or_create_json("baseline", {}, lambda: {"test_acc": 0.5}, validate=_baseline_schema)
+    path = cache.path_for("baseline", {}, ".json")
+    path.write_text(stored)  # with a matching digest: the reader itself must refuse it
+    Path(f"{path}.sha256").write_text(json.dumps(
+        {"sha256": hashlib.sha256(stored.encode()).hexdigest(), "bytes": len(stored)}))
+    assert cache.get_or_create_json("baseline", {}, lambda: {"test_acc": 0.25},
+                                    validate=_baseline_schema) == {"test_acc": 0.25}
+    (line,) = lines
+    assert str(path) in line and said in line and "computing it again" in line
 
 
 def test_a_report_edited_to_pass_is_caught_by_its_digest(tmp_path):

@@ -102,6 +102,62 @@ def test_report_prints_the_table_from_json(bp_run, cache_args, tmp_path, capsys)
     assert capsys.readouterr().out.splitlines()[:2] == checked.splitlines()[:2]
 
 
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda text: '{"subjects": []}', "holds no subjects, so there is nothing to gate"),
+    (lambda text: "[" * 100_000 + "]" * 100_000,
+     "not a JSON report (it nests deeper than 32 levels)"),
+    (lambda text: text.replace('"test_acc": ', '"test_acc": 1' + "0" * 5000 + ", \"x\": ", 1),
+     "not a JSON report (it holds a number of thousands of digits)"),
+    (lambda text: text.replace('"margin_pp": ', '"margin_pp": "x", "y": ', 1),
+     "bad D3 section in report: margin_pp='x' is not a number or null"),
+    (lambda text: text.replace('"per_block_growth": [', '"per_block_growth": [true, ', 1),
+     "bad D1 section in report: per_block_growth=[True, "),
+])
+def test_a_report_file_edited_to_break_the_reader_is_one_line_naming_it(
+        bp_run, cache_args, tmp_path, capsys, edit, said):
+    saved = tmp_path / "r.json"
+    main(["check", str(bp_run), "--baseline-acc", "0", "--json", str(saved), *cache_args])
+    capsys.readouterr()
+    edited = tmp_path / "edited.json"
+    edited.write_text(edit(saved.read_text()))
+    assert main(["report", str(edited)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"fa-checks: error: {edited}: ") and said in line
+
+
+def test_a_checkpoint_asking_for_a_baseline_beyond_the_work_limit_is_refused_before_training(
+        bp_run, cache_args, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FA_CHECKS_LIMITS", "max_sample_passes=1000")
+    # bp_run: 2 epochs of 160 training samples = 320 passes; ask for 20 epochs = 3,200
+    checkpoint = load_checkpoint(bp_run)
+    greedy = tmp_path / "greedy.pt"
+    raw = torch.load(bp_run, weights_only=True)
+    raw["epochs"] = 20
+    torch.save(raw, greedy)
+    assert checkpoint.epochs == 2
+    assert main(["check", str(greedy), *cache_args]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"fa-checks: error: {greedy}: its frozen-blocks baseline would train "
+                           "20 epochs x 160 samples = 3,200 sample passes, above the limit "
+                           "max_sample_passes=1000")
+    assert line.endswith("or give the baseline accuracy (--baseline-acc)")
+    assert not list((tmp_path / "cache").glob("baseline/*.json"))
+    assert main(["check", str(greedy), "--baseline-acc", "0", *cache_args]) == 0
+    # within the limit, the same file trains its baseline as before
+    monkeypatch.delenv("FA_CHECKS_LIMITS")
+    assert main(["check", str(greedy), *cache_args]) in (0, 1)
+    assert list((tmp_path / "cache").glob("baseline/*.json"))
+
+
+def test_tighter_limits_are_not_passed_by_a_report_cached_under_looser_ones(
+        bp_run, cache_args, capsys, monkeypatch):
+    assert main(["check", str(bp_run), "--baseline-acc", "0", *cache_args]) == 0
+    monkeypatch.setenv("FA_CHECKS_LIMITS", "max_params=10")
+    assert main(["check", str(bp_run), "--baseline-acc", "0", *cache_args]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert str(bp_run) in line and "max_params=10" in line
+
+
 def test_check_of_a_corrupt_file_exits_2_with_one_line(tmp_path, cache_args, capsys):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"PK\x03\x04 truncated")
@@ -147,6 +203,10 @@ def test_one_corrupt_file_among_good_ones_still_reports_the_good(bp_run, tmp_pat
         (["sweep", "--methods", "bp", "--seeds", "1", "--method-arg", "penalty=1", "-o", "d"],
          "none of the methods bp takes it"),
         (["frobnicate"], "invalid choice"),
+        (["train", "--method", "bp", "--batch-size", "100000000000", "-o", "x.pt"],
+         "--batch-size=100000000000: above the limit max_batch_size=1048576; if you mean it"),
+        (["check", "x.pt", "--eval-size", "10000000000000"],
+         "--eval-size=10000000000000: above the limit max_eval_size=1048576"),
     ],
 )
 def test_usage_and_input_errors_exit_2_with_one_line(argv, fragment, tmp_path, monkeypatch,
@@ -355,10 +415,17 @@ def test_cache_info_and_clear_show_and_empty_the_one_cache(bp_run, tmp_path, cap
     assert main(["cache", "clear", "--kind", "report", *cache]) == 0
     assert main(["cache", "info", *cache]) == 0
     assert "report" not in capsys.readouterr().out.split("cleared")[-1].split("cache:")[-1]
+    notes = tmp_path / "cache" / "notes.txt"
+    notes.write_text("the user's, not the cache's")
     assert main(["cache", "clear", *cache]) == 0
-    capsys.readouterr()
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        f"left 1 entry fa-checks did not write: {notes}"
+    assert notes.exists()
     assert main(["cache", "info", *cache]) == 0
     assert capsys.readouterr().out.strip().endswith("(empty)")
+    for action in ("info", "clear"):
+        assert main(["cache", action, "--cache-dir", str(notes)]) == 2
+        assert f"cache {notes}: not a folder" in one_line(capsys.readouterr().err)
 
 
 def test_check_and_report_write_the_visual_report(bp_run, tmp_path, capsys):

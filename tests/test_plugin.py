@@ -381,6 +381,8 @@ def test_a_rule_that_raises_errors_its_own_items_naming_the_line(
     (["--fa-method", ":"], "method ':' is not module:Class"),
     (["--fa-method", "../x:y"], "method '../x:y' is not module:Class"),
     (["--fa-method", "bp", "--fa-arch", "vit"], "architecture 'vit' needs image inputs"),
+    (["--fa-method", "bp", "--fa-batch-size", str(10**11)],
+     f"--fa-batch-size={10**11}: above the limit max_batch_size=1048576"),
 ])
 def test_bad_options_are_one_line_usage_errors(
     pytester: pytest.Pytester, args: list[str], fragment: str
@@ -388,6 +390,25 @@ def test_bad_options_are_one_line_usage_errors(
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert fragment in one_line_error(result)
+
+
+@pytest.mark.parametrize(("ini", "env", "fragment"), [
+    ("fa_epochs = abc", {}, "ini option fa_epochs in {ini}: invalid literal for int() with "
+                            "base 10: 'abc'; it must be a whole number"),
+    ("fa_max_growth = [1,2]", {}, "ini option fa_max_growth in {ini}: "),
+    ("", {"FA_CHECKS_LOCK_TIMEOUT": "abc"}, "FA_CHECKS_LOCK_TIMEOUT='abc': it must be a number"),
+    ("", {"FA_CHECKS_THREADS": "0"}, "FA_CHECKS_THREADS='0': it must be a whole number of 1"),
+])
+def test_bad_ini_keys_and_environment_are_one_line_usage_errors(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ini: str,
+    env: dict[str, str], fragment: str
+) -> None:
+    inifile = pytester.makeini(f"[pytest]\n{ini}\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = pytester.runpytest_subprocess("--fa-method", "bp")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert fragment.format(ini=inifile) in one_line_error(result)
 
 
 @pytest.mark.parametrize("args,fragment", [

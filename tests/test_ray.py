@@ -24,6 +24,7 @@ from ray_cluster import ray_cluster  # noqa: F401 - the session fixture
 from fa_checks.cache import ArtifactCache
 from fa_checks.cli import main
 from fa_checks.cluster import RayError, TaskFault, evaluate_on_ray
+from fa_checks.cluster.connect import rules_environment
 from fa_checks.cluster.plan import Missing, StoredOnly, fresh_baseline, plan
 from fa_checks.evaluation import Failure, evaluate_subject
 from fa_checks.report import Report
@@ -107,6 +108,16 @@ def test_the_planned_baseline_is_the_one_the_evaluation_asks_for(local_reports):
     with pytest.raises(Missing) as missing:
         evaluate_subject(SWEEP[0], SETTINGS, StoredOnly(cache, fresh=True))
     assert missing.value.kind == "run"
+
+
+def test_the_limits_override_and_the_rules_travel_to_the_workers(monkeypatch):
+    monkeypatch.delenv("FA_CHECKS_LIMITS", raising=False)
+    [user] = tiny("user_rules:ScaledDirectFeedback", [1])
+    assert rules_environment([user], None) == {"py_modules": [sys.modules["user_rules"]]}
+    # a worker must refuse and allow what the driver does, so the override goes with the job
+    monkeypatch.setenv("FA_CHECKS_LIMITS", "max_epochs=20000")
+    env = rules_environment([], {"env_vars": {"MINE": "1"}})
+    assert env == {"env_vars": {"MINE": "1", "FA_CHECKS_LIMITS": "max_epochs=20000"}}
 
 
 def test_a_damaged_artifact_is_planned_again_and_said_once(tmp_path):

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fa_checks import threads
+from fa_checks.errors import ConfigError
 
 
 @pytest.fixture
@@ -33,8 +34,28 @@ def test_the_users_choice_then_the_environment_win(monkeypatch: pytest.MonkeyPat
     assert threads.choose_threads() == 3
     monkeypatch.setenv("FA_CHECKS_THREADS", "2")
     assert threads.choose_threads() == 2
-    monkeypatch.setenv("FA_CHECKS_THREADS", "lots")  # not a count: the next variable decides
+    monkeypatch.setenv("FA_CHECKS_THREADS", "")  # empty: unset, the next variable decides
     assert threads.choose_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # OpenMP's nested form is OpenMP's business
+    assert threads.env_threads() is None
+
+
+@pytest.mark.parametrize(("name", "text", "said"), [
+    ("FA_CHECKS_THREADS", "lots", "FA_CHECKS_THREADS='lots': it must be a whole number of 1"),
+    ("FA_CHECKS_THREADS", "0", "FA_CHECKS_THREADS='0': it must be a whole number of 1"),
+    ("FA_CHECKS_THREADS", "99999", "FA_CHECKS_THREADS=99999: above the limit max_threads=1024"),
+    ("OMP_NUM_THREADS", "99999", "OMP_NUM_THREADS=99999: above the limit max_threads=1024"),
+])
+def test_a_thread_count_torch_cannot_take_is_refused_naming_the_variable(
+        no_env: None, monkeypatch: pytest.MonkeyPatch, name: str, text: str, said: str) -> None:
+    # torch crashes (SIGSEGV) with 99999 threads: a crash would read as no verdict at all
+    monkeypatch.setenv(name, text)
+    with pytest.raises(ConfigError) as refused:
+        threads.choose_threads()
+    assert str(refused.value).startswith(said)
+    monkeypatch.setenv("FA_CHECKS_LIMITS", "max_threads=100000")
+    if text == "99999":
+        assert threads.choose_threads() == 99999  # the limit's override, for who means it
 
 
 @settings(max_examples=10)

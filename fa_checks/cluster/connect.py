@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import values
 from ..errors import ConfigError, one_line
+from ..limits import LIMITS_VARIABLE
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -137,8 +139,12 @@ def rules_environment(subjects: Sequence[Subject], given: Mapping[str, Any] | No
     """``given`` plus the top-level module or package of every ``module:Class`` rule, as
     ``py_modules``: Ray uploads them when the driver connects, and each worker imports its
     own copy.  Rules registered by entry point, and fa-checks itself, must be installed on
-    every node."""
+    every node.  The limits' override (``FA_CHECKS_LIMITS``) goes with them as an
+    environment variable: a worker refuses and allows what the driver does."""
     env = dict(given or {})
+    override = os.environ.get(LIMITS_VARIABLE)
+    if override is not None:
+        env["env_vars"] = {**dict(env.get("env_vars") or {}), LIMITS_VARIABLE: override}
     modules = list(env.get("py_modules") or [])
     for name in sorted({s.method for s in subjects if s.method and ":" in s.method}):
         top = importlib.import_module(name.partition(":")[0].split(".")[0])

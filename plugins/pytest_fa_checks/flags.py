@@ -45,6 +45,7 @@ FRESH_ONLY = ("method-arg", "seeds", "arch-arg", "data-arg")
 ALIASES = {"trust": ("--fa-trust-checkpoint",)}
 
 _INI_TYPES = {"int": "int", "float": "float", "string": "string", "switch": "bool"}
+_INI_WORDS = {"int": "a whole number", "float": "a number", "switch": "true or false"}
 
 
 def option_dest(flag: Flag) -> str:
@@ -113,7 +114,7 @@ def _value(config: pytest.Config, flag: Flag) -> Any:
     if flag.parse is None:
         given = bool(config.getoption(option_dest(flag), default=False))
         if not given and flag.ini:
-            given = bool(config.getini(ini_key(flag)))
+            given = bool(_ini(config, flag))
         return given or None
     raw = config.getoption(option_dest(flag), default=None)
     if raw is not None:
@@ -121,10 +122,21 @@ def _value(config: pytest.Config, flag: Flag) -> Any:
             return tuple(_read(flag, item, PREFIX + flag.name) for item in raw) or None
         return _read(flag, raw, PREFIX + flag.name)
     if flag.ini:
-        raw = config.getini(ini_key(flag))
+        raw = _ini(config, flag)
         if raw is not None and str(raw).strip() != "":
             return _read(flag, raw, f"ini option {ini_key(flag)} =")
     return None
+
+
+def _ini(config: pytest.Config, flag: Flag) -> Any:
+    """The ini key's value as pytest types it; a value of the wrong type is a UsageError
+    naming the key and the file (pytest's own message names neither)."""
+    try:
+        return config.getini(ini_key(flag))
+    except (pytest.UsageError, ValueError) as exc:
+        raise pytest.UsageError(
+            f"ini option {ini_key(flag)} in {config.inipath}: {exc}; it must be "
+            f"{_INI_WORDS.get(flag.kind, flag.kind)}") from None
 
 
 def read_request(config: pytest.Config) -> Request:
