@@ -6,9 +6,10 @@ README.md, so every figure the README shows comes from one run of one script.
 
 The setting (also written into the file): MNIST-1D (10,000 samples, 80/20 split), ResMLP d=256
 L=4, AdamW lr 1e-3, weight decay 0.01, batch 128, 20 epochs, eval batch 1024, CPU, one torch
-thread.  With one thread on the CPU a run is deterministic: the same torch gives the same
-figures to the last digit.  The slow tests (tests/test_figures.py) measure them again and compare
-within TOLERANCE, which absorbs a different torch or BLAS build.
+thread.  With one thread on the CPU a run is deterministic on one machine; another CPU rounds
+differently.  The slow tests (tests/test_figures.py) measure them again and compare within
+TOLERANCE (and BP's constant-rate row within ITS_OWN_BAND), which absorb another CPU, torch or
+BLAS build.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ SETTING: dict[str, Any] = {
 }
 #: how far a re-measurement may be from the recorded figure and still agree
 TOLERANCE = {"test_acc": 0.005, "baseline_acc": 0.005, "max_growth": 0.02, "g_L": 0.05}
+#: BP at a constant rate ends 20 epochs still fitting its training set, where rounding moves its
+#: figures far more than any other run's.  Measured on two x86 CPUs (the recording machine, and
+#: an AMD EPYC without AVX-512): its g_L moved 2.2x, its growth 3.7% and its accuracy 0.15 pp,
+#: while every other run's figures agreed within 0.05%.  All far from their thresholds, and its
+#: verdict must still agree exactly; growth within 10%, g_L within a factor of 3.
+ITS_OWN_BAND = {("constant", "BP"): {"max_growth": 0.10, "g_L_factor": 3.0}}
 #: (label, method, options) of the reproduction table
 RUNS = (("BP", "bp", {}), ("DFA", "dfa", {}), ("DFA + penalty 1e-2", "dfa", {"penalty": 0.01}))
 DEMO_SEEDS = (0, 1)
@@ -96,10 +103,15 @@ def agree(recorded: dict[str, Any], measured: dict[str, Any]) -> list[str]:
     for schedule, rows in recorded["reproduction"].items():
         for label, figures in rows.items():
             now = measured["reproduction"][schedule][label]
+            band = ITS_OWN_BAND.get((schedule, label), {})
             for key, value in figures.items():
                 got = now[key]
                 if key in ("test_acc", "baseline_acc"):
                     ok = abs(got - value) <= TOLERANCE[key]
+                elif key == "g_L" and "g_L_factor" in band:
+                    ok = value / band["g_L_factor"] <= got <= value * band["g_L_factor"]
+                elif key in band:
+                    ok = abs(got - value) <= band[key] * abs(value)
                 elif key in TOLERANCE:
                     ok = abs(got - value) <= TOLERANCE[key] * abs(value)
                 else:
