@@ -225,19 +225,18 @@ def build_settings(given: Mapping[str, Any], *, flag_prefix: str, **extra: Any) 
         thresholds = replace(Thresholds(), **limits)
     except ValueError as exc:  # a combination the flags' own parsers cannot see
         raise ConfigError(str(exc)) from None
-    # the limits a checkpoint's own fields meet, so that a flag is refused before any work
-    # (not after training, in the file the run wrote)
-    # only when settings are built: a plain pytest run stays light
+    # imported here, not at the top: a plain pytest run with the plugin idle stays light
     from .cache import default_lock_timeout
     from .limits import check_count, check_training
     from .threads import env_threads
 
+    # the flags meet the limits a checkpoint's own fields meet, before any work (not after
+    # training, in the file the run wrote); so do the environment variables that shape it
     sizes = {name: fields[name] for name in ("batch_size", "eval_size") if name in fields}
     check_training(**sizes, names={name: f"{flag_prefix}{name.replace('_', '-')}"
                                    for name in sizes})
     if fields.get("threads") is not None:
         check_count(f"{flag_prefix}threads", fields["threads"], "max_threads")
-    # the environment variables that shape the work, said now rather than mid-run
     env_threads()
     default_lock_timeout()
     return Settings(thresholds=thresholds, flag_prefix=flag_prefix, **fields, **extra)
