@@ -183,6 +183,19 @@ def test_an_exploding_checkpoint_fails_d1_d2_d3_with_sentences(
     result.stdout.no_fnmatch_line("*def test_*")  # a sentence, not the test's source
 
 
+def test_a_subject_a_stopped_session_never_ran_is_named_under_the_table(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "exploding.pt", "bp.pt")
+    result = run(pytester, "--maxfail=1", "--fa-checkpoint", "exploding.pt",
+                 "--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["exploding.pt * FAIL *",
+                                 "not run in this session (it stopped first, or -k left them "
+                                 "out): bp.pt"])
+    result.stdout.no_fnmatch_line("bp.pt * PASS*")
+
+
 def test_mixed_subjects_give_the_same_verdicts_with_and_without_xdist(
     pytester: pytest.Pytester, checkpoints: dict[str, Path]
 ) -> None:

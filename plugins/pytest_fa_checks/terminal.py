@@ -108,6 +108,11 @@ class VerdictReporter:
             note = gated_line(gated)
             if note:
                 out.append((note, False))
+            # a subject whose items never ran (-x, --maxfail, -k) must not vanish unsaid
+            unrun = [sid for sid in self.subject_order if sid not in self.subjects]
+            if unrun:
+                out.append((f"not run in this session (it stopped first, or -k left them "
+                            f"out): {', '.join(unrun)}", False))
         for group in self.groups.values():
             gate = AcrossSeeds.from_dict(group.gate) if group.gate else None
             line = across_seeds_line(group.label, gate, group.error)
