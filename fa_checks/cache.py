@@ -49,6 +49,7 @@ from .cache_files import (
     DIGEST_SUFFIX,
     HOLDER_SUFFIX,
     HOST_ID,
+    SUFFIX_PATTERN,
     describe_holder,
     digest_problem,
     holder_path,
@@ -68,7 +69,6 @@ LOCK_TIMEOUT_VARIABLE = "FA_CHECKS_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 3600.0
 
 _KIND_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_SUFFIX_PATTERN = re.compile(r"(\.[A-Za-z0-9_-]+)*")
 _RESERVED_SUFFIXES = (DIGEST_SUFFIX, ".lock", HOLDER_SUFFIX)
 _MISSING = object()
 
@@ -165,7 +165,7 @@ class ArtifactCache:
 
     def path_for(self, kind: str, spec: Any, suffix: str = ".pt") -> Path:
         """``root/kind/<key><suffix>``; the file may not exist yet."""
-        if not _SUFFIX_PATTERN.fullmatch(suffix) or suffix.endswith(_RESERVED_SUFFIXES):
+        if not SUFFIX_PATTERN.fullmatch(suffix) or suffix.endswith(_RESERVED_SUFFIXES):
             raise CacheError(f"bad artifact suffix {suffix!r}: use '' or something like '.pt' "
                              f"(not {', '.join(_RESERVED_SUFFIXES)}, which the cache uses)")
         return self.root / kind / f"{self.key(kind, spec)}{suffix}"

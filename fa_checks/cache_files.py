@@ -25,6 +25,8 @@ from pathlib import Path
 
 from .files import read_json
 
+#: what may follow an artifact's key in its file name (``.pt``, ``.json``, ``.pt.sha256``)
+SUFFIX_PATTERN = re.compile(r"(\.[A-Za-z0-9_-]+)*")
 DIGEST_SUFFIX = ".sha256"
 HOLDER_SUFFIX = ".holder"
 DEFAULT_STALE_AFTER = 24 * 3600.0
@@ -120,7 +122,9 @@ def is_cache_file(name: str, key_length: int) -> bool:
     if name.startswith("."):
         return ".tmp" in name and (_TEMPORARY.search(name) is not None
                                    or _OLD_TEMPORARY.search(name) is not None)
-    return re.fullmatch(rf"[0-9a-f]{{{key_length}}}(\.[A-Za-z0-9_-]+)*", name) is not None
+    key, suffix = name[:key_length], name[key_length:]
+    return (len(key) == key_length and all(c in "0123456789abcdef" for c in key)
+            and SUFFIX_PATTERN.fullmatch(suffix) is not None)
 
 
 def _running(pid: int) -> bool:
@@ -157,6 +161,6 @@ def describe_holder(holder: Path) -> str:
         return "another process (which one is not recorded)"
 
 
-__all__ = ["DEFAULT_STALE_AFTER", "DIGEST_SUFFIX", "HOLDER_SUFFIX", "HOST_ID", "describe_holder",
-           "digest_path", "digest_problem", "holder_path", "is_cache_file", "record_holder",
-           "remove_stale_temporaries", "temporary_name", "write_digest"]
+__all__ = ["DEFAULT_STALE_AFTER", "DIGEST_SUFFIX", "HOLDER_SUFFIX", "HOST_ID", "SUFFIX_PATTERN",
+           "describe_holder", "digest_path", "digest_problem", "holder_path", "is_cache_file",
+           "record_holder", "remove_stale_temporaries", "temporary_name", "write_digest"]

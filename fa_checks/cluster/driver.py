@@ -54,9 +54,8 @@ TERMINAL_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 class TaskFault(Failure):
     """A subject whose task raised an exception no user input causes (one that passed through
     no frame of the user's rule: a bug in fa-checks): it is an internal error, as it would be
-    in this process.  ``cause``: the
-    exception as the worker raised it (None when Ray could not send it back); ``traceback``:
-    the worker's."""
+    in this process.  ``cause``: the exception as the worker raised it (None when Ray could
+    not send it back); ``traceback``: the worker's."""
 
     cause: BaseException | None = None
     traceback: str = ""
