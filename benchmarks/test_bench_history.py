@@ -27,10 +27,10 @@ import time
 
 import torch
 
-from fa_checks.anatomy import eval_mode, per_sample_gradients, per_sample_norm
 from fa_checks.methods import get_method
 from fa_checks.models import build_model
-from fa_checks.training import epoch_figures
+from fa_checks.models.anatomy import eval_mode, per_sample_gradients, per_sample_norm
+from fa_checks.training.loop import epoch_figures
 
 D_HIDDEN, NUM_BLOCKS, BATCH, FEATURES, CLASSES = 256, 4, 128, 40, 10
 TRAIN_SAMPLES, EVAL_SAMPLES = 8000, 1024

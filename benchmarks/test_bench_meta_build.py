@@ -1,7 +1,7 @@
 """What measuring a model on the meta device costs at the limits.
 
 Every size keyword is bounded first (:mod:`fa_checks.limits`); the model is then built on the
-meta device (:mod:`fa_checks.model_size`) to compare a checkpoint's tensors with it and to count
+meta device (:mod:`fa_checks.models.size`) to compare a checkpoint's tensors with it and to count
 its state and hidden state.  The worst a file can ask for is ``max_blocks`` blocks at the widest
 the limits allow; this times that build and measurement for every architecture, against a
 ``load_checkpoint`` of a default ResMLP file (d=256, L=4: the everyday cost), in one run.
@@ -27,8 +27,8 @@ from timing import best_cpu_seconds
 
 from fa_checks.checkpoint import load_checkpoint, save_checkpoint
 from fa_checks.limits import Limits
-from fa_checks.model_size import build_on_meta, check_model_size
 from fa_checks.models import MODELS, build_model
+from fa_checks.models.size import build_on_meta, check_model_size
 
 LIMITS = Limits()
 #: totals high enough that every measurement runs to its end (the default refuses most of these)
@@ -49,7 +49,7 @@ AT_THE_LIMITS = {
 FIRST_MEASUREMENT = """
 import sys, time, torch
 from fa_checks.models import MODELS
-from fa_checks.model_size import build_on_meta, check_model_size
+from fa_checks.models.size import build_on_meta, check_model_size
 start = time.process_time()
 for arch, shape in (("resmlp", (40,)), ("mlp", (40,)), ("vit", (3, 32, 32)),
                     ("resnet", (3, 32, 32))):

@@ -21,9 +21,9 @@ import pytest
 import torch
 from scipy.stats import pearsonr
 
-from fa_checks import metrics
-from fa_checks.anatomy import per_sample_gradients
+from fa_checks.diagnostics import metrics
 from fa_checks.models import build_model
+from fa_checks.models.anatomy import per_sample_gradients
 
 DIRECTIONS, SAMPLES, WIDTH, BLOCKS, CLASSES, LAYER, EPSILON = 32, 1024, 256, 4, 10, 1, 1e-3
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -60,7 +60,7 @@ def pytest_process(folder: Path, *args: str) -> float:
 
 
 TRAINING = ("import sys, time, torch; torch.set_num_threads(1); "
-            "from fa_checks.training import train; t = time.perf_counter(); "
+            "from fa_checks.training.loop import train; t = time.perf_counter(); "
             "train('dfa', 'resmlp', 'mnist1d', epochs=4, seed=int(sys.argv[1]), device='cpu', "
             "progress=False, arch_options={'d_hidden': 128, 'num_blocks': 4}); "
             "print(time.perf_counter() - t)")
@@ -120,7 +120,7 @@ def test_four_seeds_parallel_against_serial(benchmark, tmp_path: Path) -> None:
 def cached_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BP run on MNIST-1D (d=64, L=2, 2 epochs) whose report is already in the cache."""
     folder = tmp_path_factory.mktemp("cached")
-    code = ("from fa_checks.training import train; "
+    code = ("from fa_checks.training.loop import train; "
             "train('bp', 'resmlp', 'mnist1d', epochs=2, seed=0, device='cpu', progress=False, "
             "arch_options={'d_hidden': 64, 'num_blocks': 2}, checkpoint='run.pt')")
     subprocess.run([sys.executable, "-c", code], cwd=folder, check=True, timeout=900)

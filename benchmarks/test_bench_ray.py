@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from ray_cluster import LocalRayCluster, ray_installed  # noqa: E402
 from test_bench_plugin import machine_speedup  # noqa: E402
 
-from fa_checks.cache import ArtifactCache  # noqa: E402
+from fa_checks.cache.store import ArtifactCache  # noqa: E402
 from fa_checks.evaluation import evaluate_subject  # noqa: E402
 from fa_checks.settings import Settings  # noqa: E402
 from fa_checks.subjects import fresh_subjects  # noqa: E402

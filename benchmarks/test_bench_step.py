@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fa_checks.anatomy import anatomy_of
 from fa_checks.methods import MethodError, get_method
 from fa_checks.models import build_model
+from fa_checks.models.anatomy import anatomy_of
 
 #: (d_hidden, num_blocks, batch, input_shape, classes) per device type
 SIZES = {"cpu": (256, 4, 128, (40,), 10), "cuda": (1024, 8, 256, (3072,), 10)}

@@ -1,7 +1,7 @@
 """The default thread count against the best fixed one, on an idle machine and with one core busy.
 
 For each workload, one training step is timed (round-robin, so drift lands on every count
-alike) with torch using every count from 1 to the cores; ``fa_checks.threads.choose_threads``
+alike) with torch using every count from 1 to the cores; ``training.threads.choose_threads``
 picks its count as a run starting at that moment would; the figure is the default's median
 step time over the best fixed count's.  The issue's bar: never more than about 10% behind
 the best.  "Busy" runs a process that spins on one core for the whole measurement (other work
@@ -21,9 +21,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from fa_checks import threads
 from fa_checks.methods import get_method
 from fa_checks.models import build_model
+from fa_checks.training import threads
 
 #: name -> (arch, input shape, size keywords, batch)
 WORKLOADS = {

@@ -7,9 +7,9 @@ plugin) costs nothing until one is used.
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "Anatomy": "fa_checks.anatomy",
-    "anatomy_of": "fa_checks.anatomy",
-    "per_sample_norm": "fa_checks.anatomy",
+    "Anatomy": "fa_checks.models.anatomy",
+    "anatomy_of": "fa_checks.models.anatomy",
+    "per_sample_norm": "fa_checks.models.anatomy",
     "build_model": "fa_checks.models",
     "Method": "fa_checks.methods",
     "get_method": "fa_checks.methods",
@@ -19,20 +19,20 @@ _EXPORTS = {
     "load_checkpoint": "fa_checks.checkpoint",
     "Checkpoint": "fa_checks.checkpoint",
     "CheckpointError": "fa_checks.checkpoint",
-    "evaluate": "fa_checks.protocol",
-    "gate_across_seeds": "fa_checks.protocol",
+    "evaluate": "fa_checks.diagnostics.protocol",
+    "gate_across_seeds": "fa_checks.diagnostics.protocol",
     "Report": "fa_checks.report",
     "Thresholds": "fa_checks.report",
     "AcrossSeeds": "fa_checks.report",
     "UserError": "fa_checks.errors",
-    "train": "fa_checks.training",
-    "Run": "fa_checks.training",
-    "cosine": "fa_checks.metrics",
-    "perturbation_correlation": "fa_checks.metrics",
-    "nudging": "fa_checks.metrics",
-    "fresh_feedback_null": "fa_checks.metrics",
-    "feature_drift": "fa_checks.metrics",
-    "alignment": "fa_checks.metrics",
+    "train": "fa_checks.training.loop",
+    "Run": "fa_checks.training.loop",
+    "cosine": "fa_checks.diagnostics.metrics",
+    "perturbation_correlation": "fa_checks.diagnostics.metrics",
+    "nudging": "fa_checks.diagnostics.metrics",
+    "fresh_feedback_null": "fa_checks.diagnostics.metrics",
+    "feature_drift": "fa_checks.diagnostics.metrics",
+    "alignment": "fa_checks.diagnostics.metrics",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -22,11 +22,11 @@ from .errors import ConfigError, as_user_error, one_line
 from .evaluation import Failure, Outcome, across_seeds, outcome, seed_groups
 from .files import check_writable, check_writable_folder, copy_atomic, write_json_atomic
 from .flags import EVALUATION, SHARED, TRAINING, Flag, add_to_argparse, build_settings
-from .render import across_seeds_line, subject_lines, verdict_table
+from .output.render import across_seeds_line, subject_lines, verdict_table
 from .report import AcrossSeeds, Report, is_error_entry, read_entries
 from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
 from .subjects import Subject, check_data_root, checkpoint_subjects, fresh_subjects
-from .threads import use_threads
+from .training.threads import use_threads
 from .values import counted, parse_key_values, seed
 
 PROG = "fa-checks"
@@ -280,7 +280,7 @@ def _write_outputs(args: argparse.Namespace, entries: list[dict[str, Any]],
     if getattr(args, "json", None):
         write_json_atomic(args.json, {"subjects": entries})
     if args.html or args.plots:
-        from .render import write_visual_report
+        from .output.render import write_visual_report
 
         for path in write_visual_report(entries, across, html=args.html, plots=args.plots):
             if path.suffix == ".html":
@@ -297,7 +297,7 @@ def _across_seeds(reports: Sequence[Report]) -> list[AcrossSeeds]:
 
 # -- commands --------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .runs import train_subject
+    from .training.runs import train_subject
 
     # every name and option is checked before training, and so is the output path
     (subject,) = fresh_subjects(
@@ -452,7 +452,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from .render import table
+    from .output.render import table
 
     cache = build_settings(given_flags(args), flag_prefix="--").open_cache(_stderr)
     if args.action == "clear":

@@ -1,7 +1,7 @@
 """From a subject to its report: load (or train) it, find its baseline, run the protocol.
 
 :func:`evaluate_subject` is the one path from a subject to a :class:`~fa_checks.report.Report`
-for every face.  A fresh subject is trained once (:mod:`fa_checks.runs`), then evaluated like a
+for every face.  A fresh subject is trained once (:mod:`.training.runs`), then evaluated like a
 checkpoint; the frozen-blocks baseline is trained to match the checkpoint's own settings; the
 report is cached, keyed by the subject, its file's content and the settings that change figures.
 :func:`outcome` turns any error a user can cause into a :class:`Failure` with one sentence, so
@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, as_user_error, one_line
 from .files import regular_file
 from .report import AcrossSeeds, Report, error_entry
-from .runs import Log, baseline_subject, frozen_baseline, train_subject, training_spec
 from .settings import DEFAULT_DATA, Settings
 from .subjects import Subject
+from .training.runs import Log, baseline_subject, frozen_baseline, train_subject, training_spec
 
 if TYPE_CHECKING:
     import torch
 
-    from .cache import ArtifactCache
+    from .cache.store import ArtifactCache
     from .checkpoint import Checkpoint
     from .data import Dataset
     from .methods import Method
@@ -84,7 +84,7 @@ def evaluate_subject(
     file.  The report is cached (kind ``"report"``), keyed by the subject, the settings that
     change figures and, for a checkpoint, the file's content.
     """
-    from .cache import file_digest
+    from .cache.store import file_digest
 
     device = settings.torch_device()  # checked even when the report is cached
     path = _subject_file(subject, settings, cache, device, log)
@@ -182,7 +182,7 @@ def _check_data_fits(checkpoint: Checkpoint, dataset: Any, name: str, flag: str)
 
 def _evaluate_file(subject: Subject, path: Path, settings: Settings, cache: ArtifactCache,
                    device: torch.device, log: Log | None) -> Report:
-    from .protocol import accuracy, evaluate
+    from .diagnostics.protocol import accuracy, evaluate
 
     # the path is the evaluated file itself (a fresh subject's run is already trained); the
     # subject stays fresh, so the rule it names on the command line may import
@@ -279,7 +279,7 @@ def seed_groups(reports: Sequence[Report]) -> dict[str, list[Report]]:
 
 def across_seeds(label: str, reports: Sequence[Report], min_margin_pp: float) -> AcrossSeeds:
     """The across-seeds D3 gate of one group; a seed without a D3 margin is a ConfigError."""
-    from .protocol import gate_across_seeds
+    from .diagnostics.protocol import gate_across_seeds
 
     margins = []
     for report in reports:

@@ -226,9 +226,9 @@ def build_settings(given: Mapping[str, Any], *, flag_prefix: str, **extra: Any) 
     except ValueError as exc:  # a combination the flags' own parsers cannot see
         raise ConfigError(str(exc)) from None
     # imported here, not at the top: a plain pytest run with the plugin idle stays light
-    from .cache import default_lock_timeout
+    from .cache.store import default_lock_timeout
     from .limits import check_count, check_training
-    from .threads import env_threads
+    from .training.threads import env_threads
 
     # the flags meet the limits a checkpoint's own fields meet, before any work (not after
     # training, in the file the run wrote); so do the environment variables that shape it

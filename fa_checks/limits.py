@@ -6,7 +6,7 @@ the dataset it names) decides how much memory and time the tool spends on it.  E
 checked here, by type and range, against a :class:`Limits` of sane defaults, so
 ``num_blocks=10**6`` or ``d_hidden=abc`` is refused at once with one sentence naming the field,
 the value, the limit and how to raise it.  Once every keyword is bounded, the whole model is
-cheap to build on the meta device, and :mod:`fa_checks.model_size` measures it there: this
+cheap to build on the meta device, and :mod:`fa_checks.models.size` measures it there: this
 module knows sizes, not architectures (beyond their keywords' defaults).
 
 The defaults suit research on one machine.  Someone who really trains larger models raises them
@@ -243,7 +243,7 @@ def check_arch_options(
     ``options`` may hold ``input_shape`` and ``num_classes`` (a checkpoint's ``arch_kwargs``):
     they are checked too, with an image model's tokens.  The whole model (parameters and
     buffers, hidden elements per sample) is measured afterwards on the meta device by
-    :func:`fa_checks.model_size.check_model_size`, which these bounds keep cheap.  Keywords
+    :func:`fa_checks.models.size.check_model_size`, which these bounds keep cheap.  Keywords
     the architecture does not take, and architectures that are not built in, are left to
     :func:`fa_checks.models.build_model` to refuse.
     ``prefix`` is put before each keyword in messages (``"arch_kwargs."``, ``"--fa-arch-arg "``).

@@ -2,7 +2,7 @@
 
 This module is the vocabulary every face shares and it imports no torch, so the pytest
 controller, ``fa-checks report`` and the HTML page can read reports cheaply.  The diagnostics
-that *compute* these figures live in :mod:`fa_checks.protocol`; both use the judgements here
+that *compute* these figures live in :mod:`.diagnostics.protocol`; both use the judgements here
 (``growth_fires``, ``floor_fires``, ``margin_fires``, ``minimum_fires``), so a verdict read back
 from a file is recomputed from its figures and cannot disagree with them.
 

@@ -17,8 +17,8 @@ from .report import Thresholds
 if TYPE_CHECKING:
     import torch
 
-    from .cache import ArtifactCache
-    from .progress import ProgressSink
+    from .cache.store import ArtifactCache
+    from .training.progress import ProgressSink
 
 DEFAULT_ARCH = "resmlp"
 DEFAULT_DATA = "mnist1d"
@@ -56,9 +56,9 @@ class Settings:
     progress: bool | ProgressSink = False
     #: False skips D3 when no baseline_acc is given, instead of training the baseline
     depth_utility: bool = True
-    #: torch threads per process; None chooses for the work (fa_checks.threads)
+    #: torch threads per process; None chooses for the work (fa_checks.training.threads)
     threads: int | None = None
-    #: the artifact cache; None is the user's cache directory (fa_checks.cache)
+    #: the artifact cache; None is the user's cache directory (fa_checks.cache.store)
     cache_dir: str | None = None
     #: where to evaluate: None in this process; else the Ray cluster at this address
     #: (``auto``, ``host:port`` or ``ray://host:port``), every run a task (fa_checks.cluster)
@@ -120,7 +120,7 @@ class Settings:
         ``log`` hears, in one line each, about damaged artifacts it recomputes."""
         from pathlib import Path
 
-        from .cache import ArtifactCache, default_cache_root
+        from .cache.store import ArtifactCache, default_cache_root
 
         cache = ArtifactCache(Path(self.cache_dir).expanduser() if self.cache_dir
                               else default_cache_root(), log=log)

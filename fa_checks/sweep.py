@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import ConfigError
-from .render import table
+from .output.render import table
 from .report import Report
 from .values import format_key_values, parse_value
 

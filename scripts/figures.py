@@ -47,12 +47,12 @@ DEMO_SEEDS = (0, 1)
 
 def measure(cache_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every figure of the README's tables, from fresh runs in ``cache_dir``."""
-    from fa_checks.cache import ArtifactCache
+    from fa_checks.cache.store import ArtifactCache
     from fa_checks.evaluation import across_seeds, evaluate_subject
-    from fa_checks.render import across_seeds_line, verdict_table
+    from fa_checks.output.render import across_seeds_line, verdict_table
     from fa_checks.settings import Settings
     from fa_checks.subjects import fresh_subjects
-    from fa_checks.threads import use_threads
+    from fa_checks.training.threads import use_threads
 
     use_threads(SETTING["threads"])
     cache = ArtifactCache(cache_dir)

@@ -49,7 +49,7 @@ def subject_entry(
     history: bool = True,
 ) -> dict[str, Any]:
     """A real subject entry: a tiny run evaluated by the protocol, as ``check --json`` writes."""
-    from fa_checks.protocol import evaluate
+    from fa_checks.diagnostics.protocol import evaluate
 
     run = trained_run(method, seed, epochs=epochs, num_blocks=num_blocks)
     x, y = run.data.eval_batch(EVAL_SIZE)
@@ -68,7 +68,7 @@ def diverged_entry() -> dict[str, Any]:
 
     import torch
 
-    from fa_checks.protocol import evaluate
+    from fa_checks.diagnostics.protocol import evaluate
 
     run = trained_run("bp", 0)
     model = copy.deepcopy(run.model)

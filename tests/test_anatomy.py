@@ -8,14 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from fa_checks.anatomy import (
+from fa_checks.models import ModelError, build_model, model_keywords
+from fa_checks.models.anatomy import (
     AnatomyError,
     anatomy_of,
     per_sample_gradients,
     per_sample_loss,
     per_sample_norm,
 )
-from fa_checks.models import ModelError, build_model, model_keywords
 
 TINY = {
     "resmlp": ((12,), {"d_hidden": 8, "num_blocks": 2}),

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fa_checks.cache import (
+from fa_checks.cache.store import (
     CREATED_LOG,
     KEY_LENGTH,
     ArtifactCache,
@@ -474,7 +474,7 @@ def _dead_pid() -> int:
 
 
 def test_temporaries_of_dead_writers_and_old_ones_are_removed_on_the_next_write(tmp_path):
-    from fa_checks.cache import HOST_ID
+    from fa_checks.cache.store import HOST_ID
 
     cache = ArtifactCache(tmp_path)
     folder = tmp_path / "run"
@@ -498,7 +498,7 @@ def test_temporaries_of_dead_writers_and_old_ones_are_removed_on_the_next_write(
 def test_a_killed_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path):
     script = (
         "import os, sys, time\n"
-        "from fa_checks.cache import ArtifactCache\n"
+        "from fa_checks.cache.store import ArtifactCache\n"
         "def create(tmp):\n"
         "    tmp.write_bytes(b'x' * 3_000_000)\n"
         "    print('written', flush=True)\n"

@@ -18,7 +18,7 @@ from fa_checks.errors import ConfigError
 from fa_checks.models import build_model
 from fa_checks.report import Report
 from fa_checks.sweep import sweep_cells
-from fa_checks.training import train
+from fa_checks.training.loop import train
 
 TINY = ["--arch", "resmlp", "--arch-arg", "d_hidden=16", "num_blocks=2", "--data", "synthetic",
         "--data-arg", "num_samples=200", "--batch-size", "32", "--lr", "1e-2", "--device", "cpu",

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from fa_checks.cache import ArtifactCache
+from fa_checks.cache.store import ArtifactCache
 from fa_checks.evaluation import evaluate_subject, load_subject
 from fa_checks.settings import Settings
 from fa_checks.subjects import fresh_subjects

@@ -17,15 +17,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from fa_checks.cache import ArtifactCache
+from fa_checks.cache.store import ArtifactCache
 from fa_checks.checkpoint import CheckpointError, save_checkpoint
 from fa_checks.data import load_data
+from fa_checks.diagnostics.protocol import gate_across_seeds
 from fa_checks.errors import ConfigError, UserError
 from fa_checks.evaluation import across_seeds, evaluate_subject, load_subject
 from fa_checks.files import check_writable, copy_atomic, write_json_atomic
 from fa_checks.methods.bp import BP
 from fa_checks.models import build_model
-from fa_checks.protocol import gate_across_seeds
 from fa_checks.report import (
     DepthUtility,
     ReferenceValidity,
@@ -33,10 +33,10 @@ from fa_checks.report import (
     ScaleStability,
     Thresholds,
 )
-from fa_checks.runs import baseline_subject, frozen_baseline
 from fa_checks.settings import Settings, resolve_device
 from fa_checks.subjects import Subject, checkpoint_subjects, fresh_subjects
-from fa_checks.training import train
+from fa_checks.training.loop import train
+from fa_checks.training.runs import baseline_subject, frozen_baseline
 
 DATA_OPTIONS = {"num_samples": 200}
 ARCH_OPTIONS = {"d_hidden": 16, "num_blocks": 2}
@@ -333,7 +333,7 @@ def test_a_checkpoint_without_data_is_checked_on_the_subjects_dataset(tmp_path):
 
 
 def test_an_edited_user_rule_gets_a_new_cache_key(tmp_path, monkeypatch):
-    from fa_checks.runs import method_source_digest
+    from fa_checks.training.runs import method_source_digest
 
     rules = tmp_path / "edited_rules.py"
     rules.write_text("from fa_checks.methods.bp import BP\n\nclass Rule(BP):\n    name = 'r'\n")

@@ -3,8 +3,8 @@
 Hypothesis mutates a small valid checkpoint two ways: its bytes (overwritten, cut, inserted)
 and its structure (a field, a tensor, a key replaced by a hostile value; saved in the zip or the
 legacy format).  Each mutated file goes to a worker process that does what a user's run does:
-``load_checkpoint`` -> ``build_model`` -> ``build_method`` -> ``fa_checks.protocol.evaluate`` on a
-small batch.  Every case must end in a :class:`~fa_checks.protocol.Report` or a one-line
+``load_checkpoint`` -> ``build_model`` -> ``build_method`` -> ``diagnostics.protocol.evaluate`` on a
+small batch.  Every case must end in a :class:`~fa_checks.diagnostics.protocol.Report` or a one-line
 :class:`~fa_checks.errors.UserError` that names the file, and
 
 * **in bounded memory**: the worker runs under ``RLIMIT_DATA`` (its heap and anonymous maps, torch's
@@ -75,8 +75,8 @@ def _fingerprint(checkpoint: Any) -> str:
 
 def _evaluate_file(path: str) -> tuple[str, str]:
     from fa_checks.checkpoint import load_checkpoint
+    from fa_checks.diagnostics.protocol import Report, evaluate
     from fa_checks.errors import UserError
-    from fa_checks.protocol import Report, evaluate
 
     try:
         checkpoint = load_checkpoint(path)
@@ -102,7 +102,7 @@ def _worker(connection: Any, canary_folder: str) -> None:
 
     torch.set_num_threads(1)
     import fa_checks.checkpoint  # noqa: F401 - loaded before the bound is set
-    import fa_checks.protocol  # noqa: F401
+    import fa_checks.diagnostics.protocol  # noqa: F401
 
     limit = _data_in_use() + MEMORY_HEADROOM
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))

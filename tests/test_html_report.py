@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from report_entries import diverged_entry, error_entry, renamed, subject_entry, table
 
-from fa_checks import figures, html_report
+from fa_checks.output import figures
+from fa_checks.output import html as html_report
 
 pytest.importorskip("matplotlib")
 
@@ -89,7 +90,7 @@ def test_the_verdict_table_comes_first_and_links_every_subject_to_its_section(en
 
 
 def test_the_table_of_the_one_renderer_links_and_marks_each_subject(entries):
-    from fa_checks.render import HEADER, verdict_row
+    from fa_checks.output.render import HEADER, verdict_row
     from fa_checks.report import read_entries
 
     rows = [verdict_row(row) for row in read_entries(entries)]

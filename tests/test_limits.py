@@ -12,7 +12,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fa_checks.anatomy import Anatomy
 from fa_checks.errors import ConfigError
 from fa_checks.limits import (
     ARCH_DEFAULTS,
@@ -26,8 +25,9 @@ from fa_checks.limits import (
     limit_names,
     parse_limits,
 )
-from fa_checks.model_size import build_on_meta, check_model_size, hidden_elements, state_elements
 from fa_checks.models import MODELS, ModelError, build_model
+from fa_checks.models.anatomy import Anatomy
+from fa_checks.models.size import build_on_meta, check_model_size, hidden_elements, state_elements
 
 
 def one_sentence(exc: BaseException) -> str:

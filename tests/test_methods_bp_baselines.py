@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from fa_checks.anatomy import anatomy_of, per_sample_gradients
 from fa_checks.methods import MethodError, get_method, method_class
 from fa_checks.models import build_model
+from fa_checks.models.anatomy import anatomy_of, per_sample_gradients
 
 C = 4
 

@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from fa_checks.anatomy import per_sample_gradients
 from fa_checks.methods import MethodError, get_method
 from fa_checks.methods.feedback import (
     ClassicFA,
@@ -23,6 +22,7 @@ from fa_checks.methods.feedback import (
     feedback_routed,
 )
 from fa_checks.models import build_model
+from fa_checks.models.anatomy import per_sample_gradients
 
 RULES = ["fa", "usf", "brsf", "frsf", "kp"]
 
@@ -493,7 +493,7 @@ def test_alignment_is_the_relative_distance_of_feedback_to_weights():
     expected = float(torch.linalg.norm(b - w.detach()) / torch.linalg.norm(w.detach()))
     assert rule.alignment()[1] == pytest.approx(expected, rel=1e-6)
     assert feedback_alignment(w, w) == 0.0
-    metrics = pytest.importorskip("fa_checks.metrics")
+    metrics = pytest.importorskip("fa_checks.diagnostics.metrics")
     if hasattr(metrics, "alignment"):  # the library's metric takes B shaped like W^T
         assert metrics.alignment(w, b.T).ratio == pytest.approx(expected, rel=1e-6)
 
@@ -534,7 +534,7 @@ ANGLE_TOLERANCE = 8.0  # degrees, for another CPU or torch release
 @pytest.mark.slow
 def test_kp_default_decay_aligns_feedback_with_weights_on_mnist1d_mlp():
     import fa_checks
-    from fa_checks.metrics import alignment
+    from fa_checks.diagnostics.metrics import alignment
 
     def angles(**options):
         run = fa_checks.train("kp", "mlp", "mnist1d", epochs=20, seed=0, method_options=options,

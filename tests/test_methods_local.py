@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from fa_checks.anatomy import anatomy_of, per_sample_gradients
 from fa_checks.methods import MethodError, get_method
 from fa_checks.methods.local import (
     LocalLossMethod,
@@ -23,6 +22,7 @@ from fa_checks.methods.local import (
     rms_normalise,
 )
 from fa_checks.models import build_model
+from fa_checks.models.anatomy import anatomy_of, per_sample_gradients
 
 C = 4
 LOCAL_RULES = ["dfa", "sdfa", "drtp", "fa"]

@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from fa_checks.anatomy import anatomy_of, per_sample_gradients
 from fa_checks.methods import available_methods, get_method
 from fa_checks.methods.base import MethodError
 from fa_checks.methods.local import output_error, rms_normalise
@@ -26,6 +25,7 @@ from fa_checks.methods.vector import (
     vector_net_loss,
 )
 from fa_checks.models import build_model
+from fa_checks.models.anatomy import anatomy_of, per_sample_gradients
 
 D_IN, D, C, L = 12, 16, 4, 2
 
@@ -457,7 +457,7 @@ def test_redraw_feedback_replaces_b_and_keeps_v(schedule):
 def test_no_fresh_feedback_null_while_the_credit_is_v_alone():
     """V's credit does not read B: redrawing it would make a 'null' equal to the method's own
     cosine (zero spread), so there is none; after a switch to DFA there is one."""
-    from fa_checks.metrics import fresh_feedback_null
+    from fa_checks.diagnostics.metrics import fresh_feedback_null
 
     method = set_up(schedule="vec_then_dfa", switch_epoch=1)
     x, y = teacher_data(16)

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from scipy.stats import pearsonr
 from torch import Tensor, nn
 
-from fa_checks import metrics
-from fa_checks.anatomy import anatomy_of, per_sample_gradients, per_sample_loss
+from fa_checks.diagnostics import metrics
 from fa_checks.methods.base import Method
 from fa_checks.models import build_model
+from fa_checks.models.anatomy import anatomy_of, per_sample_gradients, per_sample_loss
 
 TINY = {
     "resmlp": ((12,), {"d_hidden": 16, "num_blocks": 2}),

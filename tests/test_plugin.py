@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from fa_checks.checkpoint import load_checkpoint, save_checkpoint
-from fa_checks.training import train
+from fa_checks.training.loop import train
 
 TINY = {"d_hidden": 16, "num_blocks": 2}
 CACHE = Path("fa-cache")  # each test's own cache, under its pytester folder

@@ -24,8 +24,8 @@ from pytest_fa_checks.records import (
     subject_properties,
 )
 
+from fa_checks.diagnostics.protocol import gate_across_seeds
 from fa_checks.errors import ConfigError
-from fa_checks.protocol import gate_across_seeds
 from fa_checks.report import (
     AcrossSeeds,
     DepthUtility,

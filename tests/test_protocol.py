@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from fa_checks import metrics
-from fa_checks.anatomy import per_sample_gradients
+from fa_checks.diagnostics import metrics
+from fa_checks.diagnostics.protocol import depth_utility, evaluate
 from fa_checks.models import build_model
-from fa_checks.protocol import depth_utility, evaluate
+from fa_checks.models.anatomy import per_sample_gradients
 from fa_checks.report import (
     CreditMetrics,
     DepthUtility,

@@ -21,16 +21,16 @@ import pytest
 import ray_rules
 from ray_cluster import ray_cluster  # noqa: F401 - the session fixture
 
-from fa_checks.cache import ArtifactCache
+from fa_checks.cache.store import ArtifactCache
 from fa_checks.cli import main
 from fa_checks.cluster import RayError, TaskFault, evaluate_on_ray
 from fa_checks.cluster.connect import rules_environment
 from fa_checks.cluster.plan import Missing, StoredOnly, fresh_baseline, plan
 from fa_checks.evaluation import Failure, evaluate_subject
 from fa_checks.report import Report
-from fa_checks.runs import frozen_baseline, train_subject
 from fa_checks.settings import Settings
 from fa_checks.subjects import checkpoint_subjects, fresh_subjects
+from fa_checks.training.runs import frozen_baseline, train_subject
 
 pytestmark = pytest.mark.ray
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from fa_checks.protocol import gate_across_seeds
-from fa_checks.render import across_seeds_line, gated_line, layer_table, verdict_table
+from fa_checks.diagnostics.protocol import gate_across_seeds
+from fa_checks.output.render import across_seeds_line, gated_line, layer_table, verdict_table
 from fa_checks.report import (
     CreditMetrics,
     DepthUtility,

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from report_entries import EVAL_SIZE, diverged_entry, subject_entry, trained_run
 
-from fa_checks import figures
-from fa_checks.protocol import evaluate, gate_across_seeds
+from fa_checks.diagnostics.protocol import evaluate, gate_across_seeds
+from fa_checks.output import figures
 from fa_checks.report import Thresholds, format_number
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -70,7 +70,7 @@ def test_each_epoch_records_the_hidden_norms_and_growth_that_d1_measures():
 
 
 def test_a_blown_up_model_records_non_finite_growth_without_raising():
-    from fa_checks.training import epoch_figures
+    from fa_checks.training.loop import epoch_figures
 
     run = trained_run("bp", 0)
     model = copy.deepcopy(run.model)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fa_checks import threads
 from fa_checks.errors import ConfigError
+from fa_checks.training import threads
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fa_checks.anatomy import anatomy_of, per_sample_norm
 from fa_checks.checkpoint import load_checkpoint
 from fa_checks.data import load_data
+from fa_checks.diagnostics.protocol import evaluate
 from fa_checks.methods import Method, MethodError
 from fa_checks.models import build_model
-from fa_checks.protocol import evaluate
-from fa_checks.training import train
+from fa_checks.models.anatomy import anatomy_of, per_sample_norm
+from fa_checks.training.loop import train
 
 DATA = {"num_samples": 200}  # 160 training samples
 ARCH = {"d_hidden": 16, "num_blocks": 2}
@@ -213,7 +213,7 @@ def test_a_method_step_without_loss_is_a_clear_error():
 def test_progress_redraws_one_line_on_a_terminal():
     import io
 
-    from fa_checks.progress import ProgressClock, StreamProgress
+    from fa_checks.training.progress import ProgressClock, StreamProgress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -231,7 +231,7 @@ def test_progress_redraws_one_line_on_a_terminal():
 
 def test_the_package_name_train_trains_even_after_the_submodule_is_imported():
     import fa_checks
-    import fa_checks.training  # the runs module imports the submodule; the function stays
+    import fa_checks.training.loop  # the runs module imports the submodule; the function stays
 
     run = fa_checks.train("bp", "resmlp", "synthetic", epochs=1, seed=0, device="cpu",
                           data_options=DATA, arch_options=ARCH, progress=False)

@@ -82,7 +82,7 @@ def test_a_rule_that_cannot_be_imported_is_a_one_line_error(tmp_path, capsys):
 def test_a_fresh_run_of_a_named_rule_is_evaluated_with_its_credit(tmp_path):
     # the rule was named by the user (as --fa-method names it), so rebuilding it from its own
     # trained run may import it: no trust flag is needed for the credit metrics
-    from fa_checks.cache import ArtifactCache
+    from fa_checks.cache.store import ArtifactCache
     from fa_checks.evaluation import evaluate_subject
     from fa_checks.settings import Settings
     from fa_checks.subjects import fresh_subjects
@@ -120,7 +120,7 @@ def test_an_exception_through_no_frame_of_the_users_is_a_fault_of_fa_checks(tmp_
 
 
 def test_the_library_says_which_rule_raised_and_keeps_the_exception(tmp_path):
-    from fa_checks.cache import ArtifactCache
+    from fa_checks.cache.store import ArtifactCache
     from fa_checks.evaluation import Failure, outcome
     from fa_checks.settings import Settings
     from fa_checks.subjects import fresh_subjects
@@ -133,7 +133,7 @@ def test_the_library_says_which_rule_raised_and_keeps_the_exception(tmp_path):
     assert isinstance(failure, Failure)
     assert failure.message.startswith("RuntimeError raised in your code (ray_rules, line ")
     # train() itself keeps Python's own exception, with the whole traceback
-    from fa_checks.training import train
+    from fa_checks.training.loop import train
 
     with pytest.raises(RuntimeError, match="fails on purpose"):
         train("ray_rules:RaisesInStep", "resmlp", "synthetic", epochs=1, seed=0, progress=False,

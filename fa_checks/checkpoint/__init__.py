@@ -17,7 +17,7 @@ Loading never runs code from the file unless the caller says the file is trusted
 needs more than plain data is refused, and a method name it holds resolves only to a built-in
 or an entry point, naming the file and the trust flag.  Every size the file declares is checked
 against :mod:`fa_checks.limits` and against the tensors actually present before any work (see
-:mod:`fa_checks.torchfile` for what is checked of the bytes, and what the legacy format cannot
+:mod:`.torchfile` for what is checked of the bytes, and what the legacy format cannot
 promise).  The research code's own files load too: ``{"state_dict", "Bs", "config",
 "test_acc"}`` and a bare ResMLP state_dict, with the dimensions read off the tensor shapes.
 

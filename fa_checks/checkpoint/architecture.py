@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import one_line
 from ..limits import Limits, check_arch_options, default_limits
-from ..model_size import build_on_meta, check_model_size
+from ..models.size import build_on_meta, check_model_size
 from .errors import CheckpointError, machine_fault, preview, short
 
 

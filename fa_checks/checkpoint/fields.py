@@ -17,10 +17,10 @@ from torch import Tensor
 from .. import values
 from ..errors import one_line
 from ..limits import Limits, beyond, check_method_options, check_training, key_name
-from ..torchfile import ALLOWED_DTYPES, FileRefused, check_view
 from .architecture import architecture, checked_arch
 from .errors import CheckpointError, preview, short
 from .rebuild import FORMAT, Checkpoint
+from .torchfile import ALLOWED_DTYPES, FileRefused, check_view
 
 _REQUIRED_KEYS = ("arch", "arch_kwargs", "model_state")
 _MAX_HISTORY_KEYS = 256

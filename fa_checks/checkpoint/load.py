@@ -1,4 +1,4 @@
-"""Reading a checkpoint: the bytes checked (:mod:`fa_checks.torchfile`), ``torch.load`` with
+"""Reading a checkpoint: the bytes checked (:mod:`.torchfile`), ``torch.load`` with
 ``weights_only`` unless the file is trusted, the layout recognised, every field checked, and
 the state compared with the architecture it names.
 """
@@ -16,12 +16,12 @@ from torch import Tensor, nn
 
 from ..errors import UserError, one_line
 from ..limits import Limits, default_limits
-from ..torchfile import FileRefused, read_torch_file
 from .architecture import check_state_fits
 from .errors import TRUST_HINT, CheckpointError, is_allocation_failure, machine_fault, preview
 from .fields import from_fa_checks
 from .rebuild import FORMAT, Checkpoint
 from .seed_formats import from_seed_dict, from_seed_state_dict
+from .torchfile import FileRefused, read_torch_file
 
 
 def load_checkpoint(
@@ -34,7 +34,7 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Read a checkpoint (``fa-checks/1`` or the research code's formats) and validate it.
 
-    Untrusted (the default), the file is data: it is checked as :mod:`fa_checks.torchfile` says
+    Untrusted (the default), the file is data: it is checked as :mod:`.torchfile` says
     (a regular file, bounded, archive CRCs, a pickle that names no code, tensors that fit their
     storage) before ``torch.load(weights_only=True)`` reads it, and every field that sizes work
     (architecture keywords against the tensors actually present, seed, epochs, optimizer

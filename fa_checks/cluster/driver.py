@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cache import ArtifactCache
+from ..cache.store import ArtifactCache
 from ..errors import as_user_error, one_line
 from ..evaluation import Failure, Outcome, evaluate_subject
 from ..report import error_entry

@@ -1,7 +1,7 @@
 """What the driver's cache lacks, as jobs: one per missing run, baseline and evaluation.
 
 The driver asks the library's own functions (:func:`~fa_checks.evaluation.evaluate_subject`,
-:func:`~fa_checks.runs.train_subject`, :func:`~fa_checks.runs.frozen_baseline`) against
+:func:`~..runs.train_subject`, :func:`~..runs.frozen_baseline`) against
 :class:`StoredOnly`, a view of its cache that serves what is stored and raises
 :class:`Missing`, with the artifact's kind and spec, where the library would compute.  So the
 plan uses the library's exact keys without a copy of how they are made, and a subject the
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cache import ArtifactCache
+from ..cache.store import ArtifactCache
 from ..errors import as_user_error, one_line
 from ..evaluation import Failure, Outcome, evaluate_subject
-from ..runs import baseline_subject, frozen_baseline, train_subject
+from ..training.runs import baseline_subject, frozen_baseline, train_subject
 
 if TYPE_CHECKING:
     from ..settings import Settings

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cache import ArtifactCache
+from ..cache.store import ArtifactCache
 from ..errors import as_user_error, one_line
 
 if TYPE_CHECKING:
@@ -126,8 +126,8 @@ def run_task(job: str, subject: Subject, settings: Settings, cache_version: str,
     import ray
 
     from ..evaluation import evaluate_subject
-    from ..runs import frozen_baseline, train_subject
-    from ..threads import use_threads
+    from ..training.runs import frozen_baseline, train_subject
+    from ..training.threads import use_threads
 
     started = time.monotonic()
     ran_on = where()

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..anatomy import Anatomy, anatomy_of
 from ..errors import UserError
+from ..models.anatomy import Anatomy, anatomy_of
 
 ENTRY_POINT_GROUP = "fa_checks.methods"
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..anatomy import anatomy_of
+from ..models.anatomy import anatomy_of
 from .base import Figures, MethodError, register
 from .bp import BP
 

@@ -2,7 +2,7 @@
 
 Rule.  One forward pass through the anatomy, the mean cross-entropy, ``backward``, one optimizer
 step.  Its credit is the true gradient: each sample's own loss gradient at every hidden state
-(:func:`fa_checks.anatomy.per_sample_gradients`, eval mode).
+(:func:`fa_checks.models.anatomy.per_sample_gradients`, eval mode).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..anatomy import Anatomy, eval_mode, per_sample_gradients
+from ..models.anatomy import Anatomy, eval_mode, per_sample_gradients
 from .base import Figures, Method, MethodError, register
 
 

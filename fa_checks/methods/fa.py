@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..anatomy import anatomy_of
+from ..models.anatomy import anatomy_of
 from .base import Figures, Method, MethodError, OptimizerFactory, default_optimizer, register
 from .local import LocalLossMethod, along_features
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..anatomy import eval_mode, per_sample_gradients
+from ..models.anatomy import eval_mode, per_sample_gradients
 from .base import Figures, Method, MethodError
 
 #: weight layers whose backward this module cannot re-route (their use would mix in exact BP)

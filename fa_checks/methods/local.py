@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..anatomy import eval_mode
+from ..models.anatomy import eval_mode
 from .base import Figures, Method, MethodError
 
 RMS_EPS = 1e-6

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..anatomy import Anatomy, per_sample_loss
+from ..models.anatomy import Anatomy, per_sample_loss
 from .base import Figures, MethodError, register
 from .dfa import DFA
 from .local import (

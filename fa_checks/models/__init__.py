@@ -15,11 +15,11 @@ from typing import Any
 from torch import nn
 
 from ..limits import check_arch_options
-from ..model_size import build_on_meta, check_model_size
 from .base import BlockModel, ModelError
 from .mlp import MLP
 from .resmlp import ResMLP
 from .resnet import ResNet
+from .size import build_on_meta, check_model_size
 from .vit import ViT, check_patch_size
 
 MODELS: dict[str, type[BlockModel]] = {"resmlp": ResMLP, "mlp": MLP, "vit": ViT, "resnet": ResNet}

@@ -83,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run = CheckRun(config, request, device=device, run_id=run_id)
     config.stash[RUN_KEY] = run
     if worker or not getattr(config.option, "numprocesses", None):
-        from fa_checks.threads import use_threads
+        from fa_checks.training.threads import use_threads
 
         use_threads(run.settings.threads)  # this process trains and evaluates
         run.settings.progress = progress_sink(config, run, worker)

@@ -24,7 +24,7 @@ from fa_checks.errors import ConfigError, UserError, as_user_error, one_line
 from .flags import PREFIX, Request
 
 if TYPE_CHECKING:
-    from fa_checks.cache import ArtifactCache
+    from fa_checks.cache.store import ArtifactCache
     from fa_checks.evaluation import LoadedSubject
     from fa_checks.report import AcrossSeeds, Report
     from fa_checks.settings import Settings

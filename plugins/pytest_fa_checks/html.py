@@ -35,7 +35,7 @@ class HtmlExtras:
         self._shown.add(subject_id)
         import pytest_html
 
-        from fa_checks.html_report import subject_fragment
+        from fa_checks.output.html import subject_fragment
 
         extra = pytest_html.extras.html(subject_fragment(result.to_dict()))
         report.extras = [*getattr(report, "extras", []), extra]

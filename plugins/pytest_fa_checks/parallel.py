@@ -107,7 +107,7 @@ def make_subject_scheduler(config: pytest.Config, log: Any, subject_ids: list[st
 
 def configure_worker(config: pytest.Config) -> dict[str, Any]:
     """On an xdist worker: its share of the cores; returns the device and the run's id."""
-    from fa_checks.threads import share_cores
+    from fa_checks.training.threads import share_cores
 
     workerinput = config.workerinput  # type: ignore[attr-defined]
     share_cores(int(workerinput.get("workercount", 1)))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # the events' class is imported when the first one arrives
-    from fa_checks.progress import TrainingProgress
+    from fa_checks.training.progress import TrainingProgress
 
 
 #: seconds between two lines of the same subject
@@ -125,7 +125,7 @@ class ProgressWatcher:
             self.poll()
 
     def poll(self) -> None:
-        from fa_checks.progress import TrainingProgress
+        from fa_checks.training.progress import TrainingProgress
 
         for path in sorted(self.folder.glob("*.jsonl")):
             for worker, fields in self._new_events(path):

@@ -3,7 +3,7 @@
 Registered only on the controller (the only process with xdist, or the one process without
 it).  It learns everything from the test reports' ``user_properties``, which cross the worker
 boundary, reads each subject's entry back as a checked report, and draws the table with the
-library's one renderer (:mod:`fa_checks.render`, which imports no torch).
+library's one renderer (:mod:`fa_checks.output.render`, which imports no torch).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class VerdictReporter:
             return
         from fa_checks.errors import as_user_error, one_line
         from fa_checks.files import write_json_atomic
-        from fa_checks.render import write_visual_report
+        from fa_checks.output.render import write_visual_report
 
         data = self.json_data()
         try:
@@ -96,7 +96,7 @@ class VerdictReporter:
 
     def lines(self) -> list[tuple[str, bool]]:
         """The summary's lines, each with whether it reports a failure."""
-        from fa_checks.render import across_seeds_line, gated_line, verdict_table
+        from fa_checks.output.render import across_seeds_line, gated_line, verdict_table
         from fa_checks.report import AcrossSeeds, read_entries
 
         out: list[tuple[str, bool]] = []

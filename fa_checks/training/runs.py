@@ -13,16 +13,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import values
-from .errors import ConfigError
-from .settings import Settings
-from .subjects import Subject
+from .. import values
+from ..errors import ConfigError
+from ..settings import Settings
+from ..subjects import Subject
 
 if TYPE_CHECKING:
     import torch
 
-    from .cache import ArtifactCache
-    from .training import Run
+    from ..cache.store import ArtifactCache
+    from .loop import Run
 
 Log = Callable[[str], None]
 
@@ -43,7 +43,7 @@ def train_fresh(
 
     ``device``: the resolved device (resolved from the settings when None).
     """
-    from .training import train
+    from .loop import train
 
     if subject.kind != "fresh":
         raise ConfigError(f"subject {subject.id!r} is a checkpoint, not a run to train")
@@ -116,8 +116,8 @@ def method_source_digest(name: str) -> str | None:
 
     Built-in rules are versioned with the library (the cache key holds its version): None.
     """
-    from .cache import file_digest
-    from .methods.base import method_class
+    from ..cache.store import file_digest
+    from ..methods.base import method_class
 
     cls = method_class(name)
     if cls.__module__.startswith("fa_checks."):
@@ -131,7 +131,7 @@ def method_source_digest(name: str) -> str | None:
 
 def canonical_arch_options(arch: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
     """``options`` with the architecture's defaults filled in (a cache key's model part)."""
-    from .models import MODELS
+    from ..models import MODELS
 
     merged = dict(options or {})
     cls = MODELS.get(arch)
@@ -146,7 +146,7 @@ def canonical_arch_options(arch: str, options: Mapping[str, Any] | None) -> dict
 
 def canonical_data_options(data: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
     """``options`` with the dataset's defaults filled in (a cache key's data part)."""
-    from .data import DataError, dataset_defaults
+    from ..data import DataError, dataset_defaults
 
     try:
         defaults = dataset_defaults(data)

@@ -1,7 +1,7 @@
 """Credit metrics: how well a training rule's credit signal ``a_l`` stands in for the gradient.
 
 Every figure compares a credit signal ``a_l`` (shaped like the hidden state ``h_l``) with the
-true per-sample loss gradient ``g_l`` (:func:`fa_checks.anatomy.per_sample_gradients`), either
+true per-sample loss gradient ``g_l`` (:func:`~..anatomy.per_sample_gradients`), either
 directly (cosines) or through the loss itself (perturbation correlation, nudging):
 
 * :func:`cosine` -- per-sample cosine in float64 with a true epsilon (no 1e-8 clamp, which would
@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients, per_sample_loss
+from ..models.anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients, per_sample_loss
 
 #: smallest positive float64: the denominator guard of the cosines.  It only matters when a
 #: norm is exactly zero (the cosine is then 0), never for a small but nonzero gradient.

@@ -23,13 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .anatomy import eval_mode, per_sample_gradients
-from .data import Dataset, load_data
-from .methods import Method, MethodError, get_method, method_class, method_reference
-from .models import build_model
-from .progress import ProgressClock, ProgressSink, progress_sink
-from .protocol import accuracy, reference_validity, scale_stability
-from .settings import (
+from ..data import Dataset, load_data
+from ..diagnostics.protocol import accuracy, reference_validity, scale_stability
+from ..methods import Method, MethodError, get_method, method_class, method_reference
+from ..models import build_model
+from ..models.anatomy import eval_mode, per_sample_gradients
+from ..settings import (
     DEFAULT_ARCH,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DATA,
@@ -39,8 +38,9 @@ from .settings import (
     DEFAULT_WEIGHT_DECAY,
     resolve_device,
 )
+from ..values import SCHEDULES
+from .progress import ProgressClock, ProgressSink, progress_sink
 from .threads import choose_threads, step_madds, torch_threads
-from .values import SCHEDULES
 
 #: the generator for batch order and augmentation is seeded apart from the method's one, so the
 #: same seed gives every method the same stream of batches
@@ -155,8 +155,8 @@ def train(
     the method's ``step`` returns.
 
     ``progress``: a line per epoch on stderr (redrawn in place on a terminal) unless False; or
-    a callable that receives each :class:`~fa_checks.progress.TrainingProgress`.  ``threads``:
-    torch threads while training (None: chosen for the work, see :mod:`fa_checks.threads`).
+    a callable that receives each :class:`~.progress.TrainingProgress`.  ``threads``:
+    torch threads while training (None: chosen for the work, see :mod:`fa_checks.training.threads`).
     ``label`` names the run in the progress line (the method's name by default).
     ``checkpoint``: where to write the ``fa-checks/1`` checkpoint.
     """
@@ -273,7 +273,7 @@ def _fit(rule: Method, model: nn.Module, dataset: Dataset, x_eval: Tensor, y_eva
 
 
 def _write_checkpoint(path: Path, run: Run, method_name: str) -> Path:
-    from .checkpoint import save_checkpoint
+    from ..checkpoint import save_checkpoint
 
     optimizer = {
         "name": "AdamW",

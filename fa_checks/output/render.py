@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .report import (
+from ..report import (
     ERROR_VERDICT,
     AcrossSeeds,
     Report,
@@ -161,8 +161,8 @@ def write_visual_report(
     """The visual report of subjects' JSON entries: one HTML page (its verdict table drawn by
     this module, as the terminal's) and/or the figures as PNG files; the paths written.
     matplotlib is imported only here, when a report is asked for."""
-    from .html_report import write_html, write_pngs
-    from .report import read_entries
+    from ..report import read_entries
+    from .html import write_html, write_pngs
 
     written = []
     if html is not None:

@@ -8,7 +8,7 @@
 * ``<artifact>.lock.holder``: who holds the artifact's lock (pid, host, since), so a process
   that waits too long can say whom it waited for.
 
-:mod:`fa_checks.cache` decides when each is written and read.  Imports no torch.
+:mod:`fa_checks.cache.store` decides when each is written and read.  Imports no torch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .files import read_json
+from ..files import read_json
 
 #: what may follow an artifact's key in its file name (``.pt``, ``.json``, ``.pt.sha256``)
 SUFFIX_PATTERN = re.compile(r"(\.[A-Za-z0-9_-]+)*")

@@ -36,10 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import metrics
-from .anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients
-from .credit import credit_metrics
-from .report import (
+from ..models.anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients
+from ..report import (
     DEFAULT_GRAD_FLOOR,
     DEFAULT_MAX_GROWTH,
     DEFAULT_MIN_MARGIN_PP,
@@ -59,6 +57,8 @@ from .report import (
     margin_fires,
     minimum_fires,
 )
+from . import metrics
+from .credit import credit_metrics
 
 _fmt = format_number  # short names for the sentences below
 _pct = format_percent

@@ -3,7 +3,7 @@
 The page opens with the verdict table (header and rows come from the caller's one table
 renderer, so the page and the terminal agree), each subject linking to its section; then the
 across-seeds gate, then one section per subject with the failing sentences and the figures of
-:mod:`fa_checks.figures` as inline SVG.  The page fetches nothing (no script, stylesheet, font
+:mod:`.figures` as inline SVG.  The page fetches nothing (no script, stylesheet, font
 or image from anywhere), reads the same with JavaScript off (it has none), and is byte-stable:
 the same entries give the same bytes.
 
@@ -25,8 +25,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..files import write_atomic
 from . import figures
-from .files import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -178,7 +178,7 @@ def anchors(entries: Sequence[Entry]) -> list[str]:
 
 def is_error(entry: Entry) -> bool:
     """A subject that could not be evaluated (verdict ``ERROR``, or an ``error`` sentence)."""
-    from .report import is_error_entry
+    from ..report import is_error_entry
 
     return is_error_entry(entry) or bool(entry.get("error"))
 

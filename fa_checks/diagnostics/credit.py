@@ -2,7 +2,7 @@
 
 For every hidden state h_l where a method gives a credit signal a_l: the mean per-sample cosine
 with the BP gradient, the pooled cosine, the perturbation correlation rho, nudging, and (given
-the method) the fresh-feedback null; see :mod:`fa_checks.metrics` for each figure.  The opt-in
+the method) the fresh-feedback null; see :mod:`.metrics` for each figure.  The opt-in
 gates (``--min-cosine``, ``--min-rho``) compare the means over the deep layers h_1..h_L.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..models.anatomy import Anatomy, anatomy_of
+from ..report import CreditMetrics, Thresholds, format_number, format_signed
 from . import metrics
-from .anatomy import Anatomy, anatomy_of
-from .report import CreditMetrics, Thresholds, format_number, format_signed
 
 
 def credit_metrics(

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .errors import ConfigError
-from .limits import Limits, Refusal, check_total, default_limits
+from ..errors import ConfigError
+from ..limits import Limits, Refusal, check_total, default_limits
 
 #: torch.nn.init's initialisers: those that draw values hand themselves to the active
 #: torch-function mode, the others only fill, which the meta device does without Python

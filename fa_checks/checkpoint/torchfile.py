@@ -12,7 +12,7 @@ be refused or read as the plain data it declares:
   checkpoint would otherwise be read as weights), and the members, their data descriptors, the
   central directory and the end record tile the file with no byte left over (so the reader in
   zipfile and torch's own see the same archive).
-* **The pickle is scanned** (untrusted files only; :mod:`fa_checks.pickle_scan`) by an
+* **The pickle is scanned** (untrusted files only; :mod:`fa_checks.checkpoint.pickle_scan`) by an
   unpickler that imports nothing and builds nothing: every global it names must be one a plain
   state dict needs (tensor rebuilders, storage types, ``OrderedDict``, numpy scalars), every
   storage must fit in the bytes present, and every tensor must fit its storage (a tensor whose
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .limits import LIMITS_VARIABLE, Limits
+from ..limits import LIMITS_VARIABLE, Limits
 from .pickle_scan import (
     ALLOWED_DTYPES,
     FileRefused,

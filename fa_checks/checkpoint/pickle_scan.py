@@ -5,7 +5,7 @@ names resolves only when a plain state dict needs it (tensor rebuilders, storage
 ``OrderedDict``, numpy scalars); any other name is collected, and the file is refused as one
 that needs trust.  Storages are recorded by key, dtype and element count without allocating
 them, and every tensor's view is checked against its storage (:func:`check_view`) before
-``torch.load`` sees the file.  :mod:`fa_checks.torchfile` runs the scan on the pickle of a zip
+``torch.load`` sees the file.  :mod:`.torchfile` runs the scan on the pickle of a zip
 archive or of the legacy format; :class:`FileRefused` is what every check of the file raises.
 """
 
@@ -17,8 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .errors import UserError
-from .limits import LIMITS_VARIABLE, Limits
+from ..errors import UserError
+from ..limits import LIMITS_VARIABLE, Limits
 
 #: dtypes a checkpoint's tensors may have (storage type name -> (dtype name, bytes per element))
 STORAGE_TYPES: dict[str, tuple[str, int]] = {

@@ -42,7 +42,7 @@ WIDTH = 6.4  # inches: one column of a page or a slide
 def number(value: Any) -> float | None:
     """A figure of the JSON form as a float ("NaN", "Infinity" included); None when absent or
     not a number."""
-    from ..files import decode_non_finite
+    from ...files import decode_non_finite
 
     value = decode_non_finite(value) if isinstance(value, str) else value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -91,7 +91,7 @@ def _plotted(values: Sequence[float | None], *, log: bool = False) -> list[float
 
 def fmt(x: float | None) -> str:
     """A figure as the sentences write it (the report's one formatter): 1.293, 3.60e-09."""
-    from ..report import format_number
+    from ...report import format_number
 
     return format_number(x)
 

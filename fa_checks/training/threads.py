@@ -54,8 +54,8 @@ def env_threads() -> int | None:
     (OpenMP's nested ``"4,2"``) are left to them.  A count above the limit ``max_threads`` is a
     ConfigError from any of them: torch would crash on it.
     """
-    from .errors import ConfigError
-    from .limits import beyond, default_limits
+    from ..errors import ConfigError
+    from ..limits import beyond, default_limits
 
     for name in ENV_VARIABLES:
         text = os.environ.get(name, "").strip()
@@ -119,7 +119,7 @@ def step_madds(model: Any, x: Any, batch_size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .anatomy import eval_mode
+    from ..models.anatomy import eval_mode
 
     counter = FlopCounterMode(display=False)
     with eval_mode(model), torch.no_grad(), counter:

@@ -25,7 +25,7 @@ time beside the lock (``<artifact>.lock.holder``); a process that waits longer t
 :class:`CacheError` naming the artifact and that process.
 
 The files beside each artifact (digest, temporaries, lock holder) are written, read and tidied
-by :mod:`fa_checks.cache_files`.  Neither module imports torch: artifacts are whatever files the
+by :mod:`fa_checks.cache.files`.  Neither module imports torch: artifacts are whatever files the
 ``create`` callbacks write.
 """
 
@@ -44,7 +44,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from .cache_files import (
+from ..errors import UserError, one_line
+from ..files import read_json
+from .files import (
     DEFAULT_STALE_AFTER,
     DIGEST_SUFFIX,
     HOLDER_SUFFIX,
@@ -59,8 +61,6 @@ from .cache_files import (
     temporary_name,
     write_digest,
 )
-from .errors import UserError, one_line
-from .files import read_json
 
 CREATED_LOG = "created.jsonl"
 KEY_LENGTH = 20
@@ -145,7 +145,7 @@ class ArtifactCache:
         stale_after: float = DEFAULT_STALE_AFTER,
     ) -> None:
         if version is None:
-            from . import __version__ as version
+            from .. import __version__ as version
         self.root = Path(root)
         self.version = str(version)
         self.log = log
@@ -472,7 +472,7 @@ def default_lock_timeout() -> float:
     text = os.environ.get(LOCK_TIMEOUT_VARIABLE, "").strip()
     if not text:
         return DEFAULT_LOCK_TIMEOUT
-    from . import values
+    from .. import values
 
     try:
         return values.positive_float(text)
