@@ -84,14 +84,12 @@ def evaluate_subject(
     file.  The report is cached (kind ``"report"``), keyed by the subject, the settings that
     change figures and, for a checkpoint, the file's content.
     """
-    from .cache.store import file_digest
-
+    cached = cached_report(subject, settings, cache)
+    if cached is not None:
+        return cached
     device = settings.torch_device()  # checked even when the report is cached
     path = _subject_file(subject, settings, cache, device, log)
-    # a trained run's key already pins its content; a checkpoint's is its bytes
-    content = file_digest(path) if subject.kind == "checkpoint" else None
-    spec = {"kind": subject.kind, "subject": training_spec(subject), "content": content,
-            **settings.evaluation_key()}
+    spec = report_spec(subject, settings, path)
     computed: dict[str, Report] = {}
 
     def compute() -> dict[str, Any]:
@@ -100,10 +98,43 @@ def evaluate_subject(
 
     stored = cache.get_or_create_json("report", spec, compute, refresh=settings.retrain,
                                       validate=Report.from_dict)
-    report = computed.get("report") or Report.from_dict(stored)
+    return _as_subject(computed.get("report") or Report.from_dict(stored), subject, path)
+
+
+def _as_subject(report: Report, subject: Subject, path: Path) -> Report:
     # the same file may be reached by another path: who was checked is always this subject
     report.subject.update(id=subject.id, kind=subject.kind, path=str(path))
     return report
+
+
+def report_spec(subject: Subject, settings: Settings, path: Path) -> dict[str, Any]:
+    """The cache key of a subject's report: the subject, the settings that change figures and,
+    for a checkpoint, the file's content (a trained run's key already pins its content)."""
+    from .cache.store import file_digest
+
+    content = file_digest(path) if subject.kind == "checkpoint" else None
+    return {"kind": subject.kind, "subject": training_spec(subject), "content": content,
+            **settings.evaluation_key()}
+
+
+#: devices that need no check (and so no torch) before a cached report is served: ``auto``
+#: falls back to the CPU, and the CPU is always there
+_UNCHECKED_DEVICES = ("auto", "cpu")
+
+
+def cached_report(subject: Subject, settings: Settings, cache: ArtifactCache) -> Report | None:
+    """A checkpoint's report when the cache holds it, decided from the file's digest and the
+    settings alone, without importing torch (a cached CI rerun stays a few file reads); None
+    when it must be computed: absent or damaged (the computing path says which), asked to
+    recompute, a fresh subject (its run's key names a rule, which imports it), or a device
+    that must be checked first (``cuda``)."""
+    if (subject.kind != "checkpoint" or subject.path is None or settings.retrain
+            or str(settings.device).strip().lower() not in _UNCHECKED_DEVICES):
+        return None
+    path = regular_file(subject.path, what="checkpoint")
+    stored = cache.read_json("report", report_spec(subject, settings, path),
+                             validate=Report.from_dict, quiet=True)
+    return None if stored is None else _as_subject(Report.from_dict(stored), subject, path)
 
 
 def load_subject(
@@ -297,9 +328,11 @@ __all__ = [
     "LoadedSubject",
     "Outcome",
     "across_seeds",
+    "cached_report",
     "evaluate_subject",
     "load_subject",
     "outcome",
+    "report_spec",
     "seed_group",
     "seed_groups",
 ]
