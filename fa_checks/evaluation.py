@@ -11,7 +11,7 @@ one subject that cannot be evaluated never stops the others.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,11 +63,12 @@ Outcome = Report | Failure
 
 
 def outcome(subject: Subject, settings: Settings, cache: ArtifactCache, *,
-            log: Log | None = None) -> Outcome:
+            log: Log | None = None, on_compute: Callable[[], object] | None = None) -> Outcome:
     """The subject's report, or a :class:`Failure` for an error a user can cause (a bad file,
-    a missing dataset, a full disk, memory that ran out).  A fault of the tool propagates."""
+    a missing dataset, a full disk, memory that ran out).  A fault of the tool propagates.
+    ``on_compute``: see :func:`evaluate_subject`."""
     try:
-        return evaluate_subject(subject, settings, cache, log=log)
+        return evaluate_subject(subject, settings, cache, log=log, on_compute=on_compute)
     except Exception as exc:
         error = as_user_error(exc)
         if error is None:
@@ -76,17 +77,22 @@ def outcome(subject: Subject, settings: Settings, cache: ArtifactCache, *,
 
 
 def evaluate_subject(
-    subject: Subject, settings: Settings, cache: ArtifactCache, *, log: Log | None = None
+    subject: Subject, settings: Settings, cache: ArtifactCache, *, log: Log | None = None,
+    on_compute: Callable[[], object] | None = None,
 ) -> Report:
     """The protocol's report for ``subject``; every expensive step is cached.
 
     A checkpoint's errors (missing, corrupt, untrusted) propagate as a UserError naming the
     file.  The report is cached (kind ``"report"``), keyed by the subject, the settings that
-    change figures and, for a checkpoint, the file's content.
+    change figures and, for a checkpoint, the file's content.  A cached checkpoint report is
+    served without importing torch (:func:`cached_report`); otherwise ``on_compute`` is called
+    first (a face sets torch's threads there, so a cached rerun never imports torch).
     """
     cached = cached_report(subject, settings, cache)
     if cached is not None:
         return cached
+    if on_compute is not None:
+        on_compute()
     device = settings.torch_device()  # checked even when the report is cached
     path = _subject_file(subject, settings, cache, device, log)
     spec = report_spec(subject, settings, path)

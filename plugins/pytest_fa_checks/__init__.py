@@ -83,10 +83,8 @@ def pytest_configure(config: pytest.Config) -> None:
     run = CheckRun(config, request, device=device, run_id=run_id)
     config.stash[RUN_KEY] = run
     if worker or not getattr(config.option, "numprocesses", None):
-        from fa_checks.training.threads import use_threads
-
-        use_threads(run.settings.threads)  # this process trains and evaluates
-        run.settings.progress = progress_sink(config, run, worker)
+        run.computes = True  # this process trains and evaluates: torch's threads are set
+        run.settings.progress = progress_sink(config, run, worker)  # before its first work
     # the built-in suite runs when the user named no test paths (ini testpaths do not count)
     run_suite = config.args_source != pytest.Config.ArgsSource.ARGS
     config.stash[RUN_SUITE_KEY] = run_suite

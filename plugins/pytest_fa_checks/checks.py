@@ -98,12 +98,13 @@ def build_subjects(request: Request, settings: Settings, cwd: Path) -> list[Subj
 
 def _checkpoint_subjects(request: Request, cwd: Path) -> list[Subject]:
     """Checkpoints; ``--fa-data`` / ``--fa-epochs`` fill in what older files do not record."""
-    from fa_checks.data import DataError, dataset_defaults
     from fa_checks.subjects import checkpoint_subjects
 
     subjects = checkpoint_subjects(request.checkpoints, cwd=cwd, what=f"{PREFIX}checkpoint")
     fill: dict[str, Any] = {}
     if request.get("data") is not None:
+        from fa_checks.data import DataError, dataset_defaults  # imports torch: only when asked
+
         try:
             dataset_defaults(request.get("data"))
         except DataError as exc:
@@ -152,6 +153,9 @@ class CheckRun:
         #: subjects whose model could not be loaded for ``fa_model`` (and why)
         self._load_errors: dict[str, SubjectError] = {}
         self._gates: dict[str, AcrossSeeds | SubjectError] = {}
+        #: whether this process trains and evaluates (not an xdist controller)
+        self.computes = False
+        self._threads_set = False
 
     @property
     def cache(self) -> ArtifactCache:
@@ -173,6 +177,7 @@ class CheckRun:
             if self.settings.ray_address is not None:
                 from .cluster import evaluate_on_cluster
 
+                self.prepare_compute()
                 self._reports.update(evaluate_on_cluster(self))  # every subject, in one call
             else:
                 self._reports[subject_id] = self._evaluate(self.subjects[subject_id])
@@ -187,10 +192,20 @@ class CheckRun:
         try:
             with self._retrain_claim(subject) as retrain:
                 settings = dataclasses.replace(self.settings, retrain=retrain)
-                result = outcome(subject, settings, self.cache, log=log.info)
+                result = outcome(subject, settings, self.cache, log=log.info,
+                                 on_compute=self.prepare_compute)
         except Exception as exc:
             return internal_error(exc)
         return SubjectError(result.message) if isinstance(result, Failure) else result
+
+    def prepare_compute(self) -> None:
+        """Set torch's threads before this process's first real work, not at start-up: a
+        rerun whose reports are all cached never imports torch."""
+        if self.computes and not self._threads_set:
+            from fa_checks.training.threads import use_threads
+
+            use_threads(self.settings.threads)
+            self._threads_set = True
 
     @contextlib.contextmanager
     def _retrain_claim(self, subject: Subject) -> Iterator[bool]:
@@ -250,6 +265,7 @@ class CheckRun:
 
         subject = self.subjects[subject_id]
         settings = self.settings
+        self.prepare_compute()
         try:
             if settings.ray_address is not None or (subject.kind == "fresh" and settings.retrain):
                 # retrains at most once per test run (see _retrain_claim); with --fa-ray the
