@@ -143,6 +143,23 @@ def cached_report(subject: Subject, settings: Settings, cache: ArtifactCache) ->
     return None if stored is None else _as_subject(Report.from_dict(stored), subject, path)
 
 
+def cached_reports(subjects: Sequence[Subject], settings: Settings,
+                   cache: ArtifactCache) -> dict[str, Report] | None:
+    """Every subject's cached report by id, or None when any one must be computed (or cannot
+    be looked up: the evaluation says why), without importing torch.  A face decides from it
+    that a rerun has no work to spread over processes."""
+    served: dict[str, Report] = {}
+    for subject in subjects:
+        try:
+            report = cached_report(subject, settings, cache)
+        except Exception:  # a missing or unreadable file: evaluating it says so, in one line
+            return None
+        if report is None:
+            return None
+        served[subject.id] = report
+    return served
+
+
 def load_subject(
     subject: Subject,
     settings: Settings,
@@ -335,6 +352,7 @@ __all__ = [
     "Outcome",
     "across_seeds",
     "cached_report",
+    "cached_reports",
     "evaluate_subject",
     "load_subject",
     "outcome",

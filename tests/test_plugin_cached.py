@@ -38,9 +38,9 @@ def _probes(folder: Path) -> list[dict]:
     return found
 
 
-@pytest.mark.parametrize("xdist", [False, True], ids=["n0", "n2"])
-def test_a_cached_rerun_never_imports_torch(pytester: pytest.Pytester,
-                                            monkeypatch: pytest.MonkeyPatch, xdist: bool):
+def _rerun(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+           *args: str) -> tuple[list[dict], list[dict]]:
+    """Run ``args`` twice on two checkpoints; the probes of each run."""
     for seed in (0, 1):
         _checkpoint(pytester.path / f"run{seed}.pt", seed)
     pytester.makepyfile(probe=PROBE)
@@ -49,16 +49,37 @@ def test_a_cached_rerun_never_imports_torch(pytester: pytest.Pytester,
     monkeypatch.setenv("PROBE_DIR", str(probes))
     monkeypatch.setenv("FA_CHECKS_CACHE", str(pytester.path / "cache"))
     monkeypatch.setenv("PYTHONPATH", str(pytester.path))
-    args = ["-p", "probe", "--fa-checkpoint", "run*.pt", "--fa-baseline-acc", "0.1",
-            "--fa-device", "cpu", *(["-n", "2"] if xdist else ["-p", "no:xdist"])]
-    first = pytester.runpytest_subprocess(*args, timeout=300)
-    assert first.ret == 0, first.stdout.str()[-2000:]
-    computed = _probes(probes)
-    assert any(p["torch"] for p in computed), computed  # the first run evaluated with torch
-    again = pytester.runpytest_subprocess(*args, timeout=300)
-    assert again.ret == 0, again.stdout.str()[-2000:]
-    assert "run0.pt" in again.stdout.str() and "PASS" in again.stdout.str()
-    rerun = _probes(probes)
-    roles = sorted(p["role"] for p in rerun)
-    assert roles == (["controller", "worker", "worker"] if xdist else ["controller"])
-    assert not any(p["torch"] for p in rerun), rerun
+    common = ["-p", "probe", "--fa-checkpoint", "run*.pt", "--fa-baseline-acc", "0.1",
+              "--fa-device", "cpu"]
+    runs = []
+    for _ in range(2):
+        result = pytester.runpytest_subprocess(*args, *common, timeout=300)
+        assert result.ret == 0, result.stdout.str()[-2000:]
+        assert "run0.pt" in result.stdout.str() and "run1.pt" in result.stdout.str()
+        runs.append(_probes(probes))
+    return runs[0], runs[1]
+
+
+def test_a_cached_rerun_never_imports_torch(pytester, monkeypatch):
+    first, again = _rerun(pytester, monkeypatch, "-p", "no:xdist")
+    assert [p["torch"] for p in first] == [True]  # the first run evaluated: it needed torch
+    assert again == [{"role": "controller", "torch": False}]
+
+
+@pytest.mark.slow  # two runs with two xdist workers each
+def test_a_cached_rerun_with_workers_asked_starts_none(pytester, monkeypatch):
+    # every report is cached: reading them costs less than starting a worker
+    first, again = _rerun(pytester, monkeypatch, "-n", "2")
+    assert sorted(p["role"] for p in first) == ["controller", "worker", "worker"]
+    assert again == [{"role": "controller", "torch": False}]
+
+
+@pytest.mark.slow  # two runs with two xdist workers each
+def test_workers_that_only_read_cached_reports_never_import_torch(pytester, monkeypatch):
+    # the user's own tests: the workers start, and each reads its subject's cached report
+    pytester.makepyfile(test_user="def test_accuracy(fa_report):\n"
+                                  "    assert 0 <= fa_report.test_acc <= 1\n")
+    first, again = _rerun(pytester, monkeypatch, "test_user.py", "-n", "2")
+    assert any(p["torch"] for p in first)
+    assert sorted(p["role"] for p in again) == ["controller", "worker", "worker"]
+    assert not any(p["torch"] for p in again), again

@@ -82,11 +82,16 @@ def pytest_configure(config: pytest.Config) -> None:
         device, run_id = adopted["device"], adopted["run_id"]
     run = CheckRun(config, request, device=device, run_id=run_id)
     config.stash[RUN_KEY] = run
+    # the built-in suite runs when the user named no test paths (ini testpaths do not count)
+    run_suite = config.args_source != pytest.Config.ArgsSource.ARGS
+    if (not worker and run_suite and getattr(config.option, "numprocesses", None)
+            and run.serve_cached()):
+        # every report is cached: reading them takes less than starting one worker (xdist's
+        # own pytest_configure runs after this one and then starts none)
+        config.option.numprocesses, config.option.dist, config.option.tx = 0, "no", []
     if worker or not getattr(config.option, "numprocesses", None):
         run.computes = True  # this process trains and evaluates: torch's threads are set
         run.settings.progress = progress_sink(config, run, worker)  # before its first work
-    # the built-in suite runs when the user named no test paths (ini testpaths do not count)
-    run_suite = config.args_source != pytest.Config.ArgsSource.ARGS
     config.stash[RUN_SUITE_KEY] = run_suite
     if run_suite:
         config.args[:] = []  # collect nothing else; the suite is added in modifyitems

@@ -198,6 +198,19 @@ class CheckRun:
             return internal_error(exc)
         return SubjectError(result.message) if isinstance(result, Failure) else result
 
+    def serve_cached(self) -> bool:
+        """Whether every subject's report is cached (decided without torch); if so they are
+        this process's outcomes already, and no xdist worker need start to read them."""
+        from fa_checks.evaluation import cached_reports
+
+        if self.settings.retrain or self.settings.ray_address is not None:
+            return False
+        served = cached_reports(list(self.subjects.values()), self.settings, self.cache)
+        if not served:
+            return False
+        self._reports.update(served)
+        return True
+
     def prepare_compute(self) -> None:
         """Set torch's threads before this process's first real work, not at start-up: a
         rerun whose reports are all cached never imports torch."""
