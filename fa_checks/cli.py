@@ -20,14 +20,24 @@ from . import __version__
 from .errors import UsageError, classify, one_line
 from .evaluation import Failure, Outcome, across_seeds, seed_groups
 from .files import check_writable, check_writable_folder, copy_atomic
-from .flags import EVALUATION, OUTPUTS, SHARED, TRAINING, Flag, add_to_argparse, build_settings
-from .output.render import across_seeds_line, subject_lines, verdict_table
+from .flags import (
+    EVALUATION,
+    FRESH_ONLY,
+    OUTPUTS,
+    SHARED,
+    TRAINING,
+    Flag,
+    add_to_argparse,
+    build_settings,
+    fresh_only_error,
+)
+from .output.render import across_seeds_line, outcome_lines, verdict_table
 from .report import AcrossSeeds, Report, is_error_entry
 from .session import CheckSession, Outputs, describe_failure, fill_checkpoints, prepare
 from .session.reports import load_report_files
 from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
 from .subjects import check_data_root, checkpoint_subjects, fresh_subjects
-from .values import counted, parse_key_values, seed
+from .values import counted, non_empty_text, parse_key_values, seed
 
 PROG = "fa-checks"
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -55,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train one method with one seed and write a "
                                             "fa-checks/1 checkpoint (kept in the cache too, "
                                             "so pytest --fa-method reuses it).")
-    train.add_argument("--method", required=True, type=_text,
+    train.add_argument("--method", required=True, type=_argparse(non_empty_text),
                        help="bp, fa, dfa, ... or module:Class")
     train.add_argument("--seed", type=_argparse(seed), default=0, metavar="N",
                        help="seed of the run (default 0)")
@@ -74,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_to_argparse(check, EVALUATION.values())
     add_to_argparse(check, _pick(TRAINING, "data", "data-arg", "data-root", "epochs",
                                  "schedule", "lr", "batch-size", "weight-decay"))
+    add_to_argparse(check, _pick(TRAINING, *FRESH_ONLY))  # refused with a sentence
     _add_check_outputs(check)
     check.set_defaults(handler=_cmd_check)
 
@@ -92,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="train and check a grid of methods and seeds",
                                 description="Train every method x option value x seed, check "
                                             "each run, print mean and std over seeds per cell.")
-    sweep.add_argument("--methods", nargs="+", required=True, metavar="METHOD", type=_text)
+    sweep.add_argument("--methods", nargs="+", required=True, metavar="METHOD",
+                       type=_argparse(non_empty_text))
     add_to_argparse(sweep, [f for f in TRAINING.values() if f.name != "method-arg"])
     sweep.add_argument("--method-arg", action="extend", nargs="+", default=[], metavar="K=V[,V]",
                        help="a method option; comma-separated values each make a cell, e.g. "
@@ -127,12 +139,6 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
 def _add_check_outputs(parser: argparse.ArgumentParser) -> None:
     add_to_argparse(parser, OUTPUTS.values())
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-layer figures")
-
-
-def _text(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("it must not be empty")
-    return text.strip()
 
 
 def _argparse(parse: Any) -> Any:
@@ -211,16 +217,11 @@ def _exit_code(outcomes: Sequence[Outcome],
 
 
 def print_outcomes(outcomes: Sequence[Outcome], *, quiet: bool = False) -> None:
-    """The verdict table, then each subject's sentences and per-layer figures (nothing when no
-    subject could be evaluated: the errors, on stderr, say it all)."""
-    if not any(isinstance(o, Report) for o in outcomes):
-        return
+    """The verdict table, then each subject's sentences and per-layer figures."""
     rows = [o.to_dict() if isinstance(o, Failure) else o for o in outcomes]
-    print("\n".join(verdict_table(rows)))
-    for item in outcomes:
-        if isinstance(item, Report) and not (quiet and item.passed):
-            print()
-            print("\n".join(subject_lines(item, layers=not quiet)))
+    lines = outcome_lines(rows, quiet=quiet)
+    if lines:
+        print("\n".join(lines))
 
 
 def print_gates(gates: Sequence[tuple[str, AcrossSeeds | Failure]]) -> None:
@@ -282,6 +283,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    for name in FRESH_ONLY:
+        if getattr(args, name.replace("-", "_")) is not None:
+            raise fresh_only_error(name, "--", "train one with fa-checks train or sweep")
     settings = _settings(args)
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
     subjects = fill_checkpoints(checkpoint_subjects(args.checkpoints, what="checkpoint"),
@@ -301,12 +305,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     settings = _settings(args, ready=False)  # nothing is computed: no device, no Ray
     session = CheckSession(settings, [], _outputs(args))
     items = load_report_files(args.reports)
-    print("\n".join(verdict_table(items)))
+    # the table even when every entry is an error: the file's own errors are the news
+    print("\n".join(outcome_lines(items, quiet=args.quiet) or verdict_table(items)))
     reports = [item for item in items if isinstance(item, Report)]
-    for report in reports:
-        if not (args.quiet and report.passed):
-            print()
-            print("\n".join(subject_lines(report, layers=not args.quiet)))
     gates = [(label, across_seeds(label, group, settings.thresholds.min_margin_pp))
              for label, group in seed_groups(reports).items()]
     print_gates(gates)

@@ -182,6 +182,17 @@ EVALUATION = _flags(
 #: every flag both faces share, by name
 SHARED = {**TRAINING, **EVALUATION}
 
+#: flags that name what a fresh run is: a checkpoint records its own method, options,
+#: architecture and seed, so both faces refuse them without a method to train
+FRESH_ONLY = ("method-arg", "seeds", "arch", "arch-arg")
+
+
+def fresh_only_error(name: str, flag_prefix: str, fix: str) -> ConfigError:
+    """The one sentence both faces refuse a :data:`FRESH_ONLY` flag with (``fix``: how to
+    train a fresh run in that face)."""
+    return ConfigError(f"{flag_prefix}{name} applies to fresh runs (a checkpoint records its "
+                       f"own method, options, architecture and seed): {fix}")
+
 #: what a run writes, in both faces (the plugin spells them --fa-json, --fa-html, --fa-plots)
 OUTPUTS = _flags(
     Flag("json", "write every subject's report (and the across-seeds gates) as JSON to FILE",
@@ -265,5 +276,5 @@ def build_settings(given: Mapping[str, Any], *, flag_prefix: str, **extra: Any) 
     return Settings(thresholds=thresholds, flag_prefix=flag_prefix, **fields, **extra)
 
 
-__all__ = ["EVALUATION", "OUTPUTS", "SHARED", "TRAINING", "Flag", "add_to_argparse",
-           "build_settings"]
+__all__ = ["EVALUATION", "FRESH_ONLY", "OUTPUTS", "SHARED", "TRAINING", "Flag",
+           "add_to_argparse", "build_settings", "fresh_only_error"]

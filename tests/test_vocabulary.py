@@ -16,7 +16,7 @@ from pytest_fa_checks.session import build_subjects
 from fa_checks.cli import build_parser, given_flags
 from fa_checks.cli import main as cli_main
 from fa_checks.errors import UsageError
-from fa_checks.flags import SHARED, build_settings
+from fa_checks.flags import FRESH_ONLY, OUTPUTS, SHARED, build_settings
 from fa_checks.settings import Settings
 from fa_checks.subjects import fresh_subjects
 from fa_checks.values import parse_key_values
@@ -225,3 +225,23 @@ def test_a_checkpoints_data_is_filled_in_by_one_rule_in_both_faces(
         build_subjects(bad, plugin_settings(bad), tmp_path)
     with pytest.raises(ValueError, match="^--data-arg: "):
         fill_checkpoints(cli, data_options={"colour": "red"})
+
+
+@pytest.mark.parametrize("name", FRESH_ONLY)
+def test_a_flag_of_fresh_runs_is_refused_for_checkpoints_by_both_faces_with_one_sentence(
+        pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    value = {"seeds": "3", "arch": "mlp"}.get(name, "k=1")
+    assert cli_main(["check", "x.pt", f"--{name}", value]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said.startswith(f"fa-checks: error: --{name} applies to fresh runs (a checkpoint "
+                           "records its own method, options, architecture and seed)")
+    with pytest.raises(pytest.UsageError) as plugin:
+        read_request(pytester.parseconfig("--fa-checkpoint", "x.pt", f"--fa-{name}", value))
+    assert str(plugin.value).startswith(f"--fa-{name} applies to fresh runs (a checkpoint "
+                                        "records its own method")
+
+
+def test_check_has_every_shared_flag() -> None:
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    options = {o for action in commands["check"]._actions for o in action.option_strings}
+    assert {f"--{name}" for name in SHARED} | {f"--{name}" for name in OUTPUTS} <= options

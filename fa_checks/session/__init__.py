@@ -13,11 +13,20 @@ and the :class:`Outputs` asked for.  It owns what both faces used to do each in 
 - the seed groups and the across-seeds gate (:func:`group_subjects`): fresh subjects and
   checkpoints with the same method, options, architecture, data and training that differ only
   in seed form a group, in both faces;
-- the outputs (:meth:`Outputs.write`: JSON, HTML, plots).
+- the outputs (:meth:`Outputs.write`: JSON, HTML, plots; a Markdown summary or a comparison
+  with an earlier run is one more writer there) and the saved reports read back
+  (:func:`.reports.load_report_files`).
+
+Rooms: :mod:`.check` (the session, the checks before work, a checkpoint's data),
+:mod:`.groups` (seed groups), :mod:`.outputs`, :mod:`.reports`.
 
 Nothing here imports torch at module level: a face that only looks a report up in the cache
 need not pay for it; torch comes in on the compute path (evaluation, training, loading a
-checkpoint to learn its seed group).
+checkpoint to learn its seed group).  Two places still resolve the device (and so import torch)
+before any cache lookup: :func:`prepare` with ``device=True`` (the command line) and the first
+line of :func:`fa_checks.evaluation.evaluate_subject`; a torch-free lookup of a cached report
+(its key: the file's digest and :meth:`Settings.evaluation_key`) belongs in
+:meth:`CheckSession.outcome`, before ``_evaluate``.
 """
 
 from __future__ import annotations

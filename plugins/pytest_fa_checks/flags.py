@@ -19,7 +19,7 @@ import pytest
 
 from fa_checks import values
 from fa_checks.errors import ConfigError
-from fa_checks.flags import OUTPUTS, SHARED, Flag
+from fa_checks.flags import FRESH_ONLY, OUTPUTS, SHARED, Flag, fresh_only_error
 
 PREFIX = "--fa-"
 GROUP = "fa-checks"
@@ -34,9 +34,6 @@ PLUGIN_ONLY = {flag.name: flag for flag in (
 )}
 FLAGS: dict[str, Flag] = {**PLUGIN_ONLY, **OUTPUTS, **SHARED}
 
-#: flags that only make sense with --fa-method (a checkpoint records its method, options and
-#: seed; --fa-data-arg fills in a checkpoint's data as --data-arg does for fa-checks check)
-FRESH_ONLY = ("method-arg", "seeds", "arch-arg")
 #: earlier spellings that keep working
 ALIASES = {"trust": ("--fa-trust-checkpoint",), "json": ("--fa-report",)}
 
@@ -144,8 +141,8 @@ def read_request(config: pytest.Config) -> Request:
     report_path, html_path, plots_dir = given.pop("json"), given.pop("html"), given.pop("plots")
     for name in FRESH_ONLY:
         if given.get(name) and not methods:
-            raise pytest.UsageError(
-                f"{PREFIX}{name} applies to fresh runs: give {PREFIX}method NAME too")
+            raise pytest.UsageError(str(fresh_only_error(name, PREFIX,
+                                                         f"give {PREFIX}method NAME too")))
     if given.get("seeds"):
         given["seeds"] = tuple(dict.fromkeys(given["seeds"]))
     return Request(checkpoints=tuple(checkpoints), methods=tuple(dict.fromkeys(methods)),
