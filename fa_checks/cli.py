@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the verdicts of saved JSON reports",
                                  description="Print the verdict table (and per-layer figures) "
                                              "of JSON reports written by check --json or "
-                                             "pytest --fa-report; verdicts are recomputed "
+                                             "pytest --fa-json; verdicts are recomputed "
                                              "from the figures.")
     report.add_argument("reports", nargs="+", metavar="REPORT_JSON")
     # the across-seeds gate is judged by the threshold in force, never by a file's

@@ -28,7 +28,7 @@ def load_report_files(paths: Sequence[str]) -> list[Report | dict[str, Any]]:
             raise ConfigError(f"{path}: expected {{\"subjects\": [report, ...]}}")
         if not entries:  # a gate over nothing must not read as a pass
             raise ConfigError(f"{path}: holds no subjects, so there is nothing to gate; give "
-                              "a report that fa-checks check or pytest --fa-report wrote")
+                              "a report that fa-checks check or pytest --fa-json wrote")
         try:
             found = read_entries(entries)
         except (TypeError, ValueError) as exc:
