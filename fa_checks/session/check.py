@@ -26,10 +26,13 @@ if TYPE_CHECKING:
 Claim = Callable[[Subject], contextlib.AbstractContextManager[bool]]
 
 
-def prepare(settings: Settings, *, device: bool = True, threads: bool = True) -> None:
+def prepare(settings: Settings, *, device: bool | None = True, threads: bool = True) -> None:
     """The checks made before any work: Ray, its address and resources (``--ray``), else the
-    device (``device``: resolved now, which imports torch; False leaves it to the first
-    evaluation), and the torch threads of this process (``threads``)."""
+    device (``device``: resolved now, which imports torch; None: only a device that can fail,
+    not ``auto`` or ``cpu``; False leaves it to the first evaluation), and the torch threads
+    of this process (``threads``)."""
+    if device is None:
+        device = settings.device.strip().lower() not in ("auto", "cpu")
     if settings.ray_address is not None:
         from ..cluster import check_settings
 
