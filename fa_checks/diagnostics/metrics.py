@@ -199,7 +199,6 @@ def perturbation_correlation(
     predicted, actual = [], []
     with torch.no_grad():
         base = loss_fn(h)
-        # one buffer for every chunk: a CPU pays for each fresh buffer this size (page faults)
         buffer = torch.empty((k, *h.shape), dtype=h.dtype, device=h.device)
         for start in range(0, M, k):
             count = min(k, M - start)
