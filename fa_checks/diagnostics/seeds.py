@@ -40,10 +40,10 @@ def gate_across_seeds(
             "Run two or more seeds."
         )
     else:
-        from scipy import stats
+        from scipy.special import stdtrit  # t.ppf's own kernel, without scipy.stats' import
 
         std = math.sqrt(math.fsum((m - mean) ** 2 for m in margins) / (n - 1))
-        t = float(stats.t.ppf(confidence, n - 1))
+        t = float(stdtrit(n - 1, confidence))
         # rounded as D3 rounds one margin: a bound of exactly the threshold must pass
         bound = round(mean - t * std / math.sqrt(n), MARGIN_DECIMALS)
         relation = "below" if minimum_fires(bound, min_margin_pp) else "at or above"
