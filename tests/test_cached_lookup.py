@@ -100,3 +100,40 @@ def test_a_cached_evaluation_in_a_fresh_process_never_imports_torch(tmp_path):
     )
     answer = json.loads(result.stdout)
     assert answer == {"torch": False, "test_acc": computed.test_acc}
+
+
+SESSION = """
+import json, sys
+from fa_checks.cache.store import ArtifactCache
+from fa_checks.report import Thresholds
+from fa_checks.session import CheckSession
+from fa_checks.settings import Settings
+from fa_checks.subjects import checkpoint_subjects
+settings = Settings(**json.loads(sys.argv[3]), thresholds=Thresholds())
+session = CheckSession(settings, checkpoint_subjects(sys.argv[2:3] + sys.argv[4:]),
+                       cache=ArtifactCache(sys.argv[1]))
+gates = session.gates()
+print(json.dumps({"torch": "torch" in sys.modules,
+                  "gates": [[label, gate.n] for label, gate in gates]}))
+"""
+
+
+def test_seed_groups_of_cached_checkpoints_are_read_without_torch(tmp_path):
+    # a file's method and seed are read once (torch), then kept in the cache by its digest
+    from fa_checks.session import CheckSession
+    from fa_checks.training.loop import train
+
+    paths = [str(tmp_path / f"dfa{seed}.pt") for seed in (0, 1)]
+    for seed, path in enumerate(paths):
+        train("dfa", "resmlp", "synthetic", epochs=1, seed=seed, device="cpu", progress=False,
+              arch_options={"d_hidden": 16, "num_blocks": 2}, data_options={"num_samples": 200},
+              checkpoint=path)
+    cache = ArtifactCache(tmp_path / "cache")
+    session = CheckSession(_settings(), checkpoint_subjects(paths), cache=cache)
+    assert [(label, gate.n) for label, gate in session.gates()] == [("dfa", 2)]
+    result = subprocess.run(
+        [sys.executable, "-c", SESSION, str(tmp_path / "cache"), paths[0], json.dumps(SETTINGS),
+         *paths[1:]],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert json.loads(result.stdout) == {"torch": False, "gates": [["dfa", 2]]}
