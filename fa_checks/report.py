@@ -10,9 +10,10 @@ One JSON shape for a subject (``Report.to_dict``), the same from the library, th
 the plugin and the cache::
 
     id, method, seed, path        who was checked
-    verdict, mode1                derived from the figures (never trusted when read back)
+    verdict, mode1, mode2         derived from the figures (never trusted when read back)
     test_acc, num_samples         accuracy (a fraction) and the diagnostic batch size
-    D1, D2, D3, credit            each diagnostic's figures, threshold, fires and sentence
+    D1, D2, D3, D4, credit        each diagnostic's figures, threshold, fires and sentence
+                                  (D4 is absent from reports written before it existed)
     history                       the checkpoint's per-epoch record, or null
     subject                       everything else known about the subject (arch, data, epochs)
 
@@ -28,6 +29,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .direction import (
+    DEFAULT_D4_ALPHA,
+    DEFAULT_D4_FLOOR,
+    DEFAULT_D4_SHARE,
+    DirectionQuality,
+    direction_from,
+)
 from .files import decode_non_finite, json_safe
 from .values import describe_annotation, fits_annotation
 
@@ -36,7 +44,7 @@ DEFAULT_GRAD_FLOOR = 10 * 1e-8 * 128
 DEFAULT_MAX_GROWTH = 50.0
 DEFAULT_MIN_MARGIN_PP = 2.0
 
-DIAGNOSTIC_IDS = ("D1", "D2", "D3", "COS", "RHO")
+DIAGNOSTIC_IDS = ("D1", "D2", "D3", "D4", "COS", "RHO")
 ERROR_VERDICT = "ERROR"
 
 #: D3's margin in pp is rounded to this many decimals before it is compared
@@ -113,6 +121,8 @@ class Thresholds:
 
     The credit gates compare the mean over the deep layers ``h_1..h_L`` (the embedding's layer
     ``h_0`` is left out, as in the research code) and add ``COS`` / ``RHO`` to the verdict.
+    D4 (:mod:`fa_checks.direction`) is always computed with ``d4_alpha``, ``d4_share`` and
+    ``d4_floor`` and joins the verdict only when ``gate_d4``.
     """
 
     max_growth: float = DEFAULT_MAX_GROWTH
@@ -120,6 +130,10 @@ class Thresholds:
     min_margin_pp: float = DEFAULT_MIN_MARGIN_PP
     min_cosine: float | None = None
     min_rho: float | None = None
+    gate_d4: bool = False
+    d4_alpha: float = DEFAULT_D4_ALPHA
+    d4_share: float = DEFAULT_D4_SHARE
+    d4_floor: float = DEFAULT_D4_FLOOR
 
     def __post_init__(self) -> None:
         checks = {
@@ -128,7 +142,12 @@ class Thresholds:
             "min_margin_pp": (self.min_margin_pp, lambda v: True, "a finite number of pp"),
             "min_cosine": (self.min_cosine, lambda v: -1 <= v <= 1, "None or within [-1, 1]"),
             "min_rho": (self.min_rho, lambda v: -1 <= v <= 1, "None or within [-1, 1]"),
+            "d4_alpha": (self.d4_alpha, lambda v: 0 < v < 1, "a level between 0 and 1"),
+            "d4_share": (self.d4_share, lambda v: 0 < v <= 1, "a share in (0, 1]"),
+            "d4_floor": (self.d4_floor, lambda v: -1 <= v <= 1, "within [-1, 1]"),
         }
+        if not isinstance(self.gate_d4, bool):
+            raise ValueError(f"Thresholds.gate_d4 must be true or false, got {self.gate_d4!r}")
         for name, (value, ok, what) in checks.items():
             if value is None and name in ("min_cosine", "min_rho"):
                 continue
@@ -159,13 +178,27 @@ class ScaleStability:
 
 @dataclass
 class ReferenceValidity:
-    """D2: the size of the BP reference, each sample's own loss gradient, at every layer."""
+    """D2: the size of the BP reference, each sample's own loss gradient, at every layer.
+
+    D2 fires on h_L alone (the paper's protocol); ``valid[l]`` says whether the floor holds at
+    each h_l, since a layer's credit figures mean something only where it does (D4 judges only
+    those layers).  Derived from the norms; filled in when a report older than it is read.
+    """
 
     g_L: float  # noqa: N815 - the paper's symbol
     grad_norms: list[float]
     floor: float
     fires: bool
     explanation: str
+    valid: list[bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.valid is None:
+            self.valid = self.layer_validity()
+
+    def layer_validity(self) -> list[bool]:
+        """Whether each h_l's per-sample BP gradient is finite and at or above the floor."""
+        return [is_finite(g) and not floor_fires(g, self.floor) for g in self.grad_norms]
 
     def judged(self) -> bool:
         non_finite = not all(is_finite(g) for g in self.grad_norms)
@@ -216,6 +249,9 @@ class CreditMetrics:
     cosine_fires: bool | None = None
     rho_fires: bool | None = None
     explanation: str = ""
+    #: rho with freshly drawn feedback, along the same directions (D4's null of rho)
+    null_rho_mean: list[float | None] | None = None
+    null_rho_std: list[float | None] | None = None
 
     def judge(self) -> None:
         """Set the opt-in gates' flags from the figures and the minimums."""
@@ -267,6 +303,9 @@ def divergence_of(d1: ScaleStability, d2: ReferenceValidity) -> str | None:
 
 
 _SECTIONS: dict[str, type] = {"D1": ScaleStability, "D2": ReferenceValidity, "D3": DepthUtility}
+MODE2_SENTENCE = ("mode 2: the scale is contained (D1) and the BP reference valid (D2), yet the "
+                  "credit that trains the deep blocks is no better than freshly drawn feedback "
+                  "(D4)")
 _ATTRIBUTES = {"D1": "d1", "D2": "d2", "D3": "d3"}
 
 
@@ -274,9 +313,10 @@ _ATTRIBUTES = {"D1": "d1", "D2": "d2", "D3": "d3"}
 class Report:
     """Everything the protocol found about one model (a checkpoint or a method + seed).
 
-    ``verdict`` and ``mode1`` are derived from the diagnostics, so they cannot disagree with
-    them.  ``subject`` says who was checked (id, kind, path, method, seed, arch, data, epochs);
-    ``history`` is the checkpoint's per-epoch record, when it has one.
+    ``verdict``, ``mode1`` and ``mode2`` are derived from the diagnostics, so they cannot
+    disagree with them.  ``d4`` is None when the rule gives no credit signal (and in reports
+    written before D4).  ``subject`` says who was checked (id, kind, path, method, seed,
+    arch, data, epochs); ``history`` is the checkpoint's per-epoch record, when it has one.
     """
 
     test_acc: float
@@ -287,6 +327,7 @@ class Report:
     num_samples: int | None = None
     subject: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] | None = None
+    d4: DirectionQuality | None = None
 
     @property
     def failures(self) -> list[str]:
@@ -295,6 +336,7 @@ class Report:
             "D1": self.d1.fires,
             "D2": self.d2.fires,
             "D3": bool(self.d3.fires),
+            "D4": bool(self.d4 and self.d4.gated and self.d4.fires),
             "COS": bool(self.credit and self.credit.cosine_fires),
             "RHO": bool(self.credit and self.credit.rho_fires),
         }
@@ -322,6 +364,13 @@ class Report:
         return self.d1.fires and self.d2.fires and self.divergence is None
 
     @property
+    def mode2(self) -> bool:
+        """The second failure: D1 and D2 pass, and D4 fires (gated or not): the blocks learn
+        from a signal no better than freshly drawn feedback."""
+        return (not self.d1.fires and not self.d2.fires and self.d4 is not None
+                and bool(self.d4.fires) and self.divergence is None)
+
+    @property
     def id(self) -> str:
         return str(self.subject.get("id") or "?")
 
@@ -331,11 +380,13 @@ class Report:
         entry.update({
             "verdict": self.verdict,
             "mode1": self.mode1,
+            "mode2": self.mode2,
             "test_acc": self.test_acc,
             "num_samples": self.num_samples,
             "D1": asdict(self.d1),
             "D2": asdict(self.d2),
             "D3": asdict(self.d3),
+            "D4": None if self.d4 is None else asdict(self.d4),
             "credit": None if self.credit is None else asdict(self.credit),
             "history": self.history,
             "subject": dict(self.subject),
@@ -359,6 +410,8 @@ class Report:
                     for key, section_cls in _SECTIONS.items()}
         credit = data.get("credit")
         credit_metrics = None if credit is None else _section("credit", CreditMetrics, credit)
+        d4 = data.get("D4")  # absent from reports written before D4
+        direction = None if d4 is None else _section("D4", DirectionQuality, d4)
         subject = data.get("subject") or {}
         if not isinstance(subject, Mapping):
             raise ValueError("bad subject section in report: not an object")
@@ -386,6 +439,7 @@ class Report:
             num_samples=num_samples,
             subject=subject,
             history=None if history is None else [dict(decode_non_finite(e)) for e in history],
+            d4=direction,
         )
         report.check_consistent()
         return report
@@ -403,6 +457,16 @@ class Report:
         if growth and all(is_finite(g) for g in growth) and max(growth) != self.d1.max_growth:
             raise ValueError(f"{self.id}: D1 max_growth {self.d1.max_growth!r} is not the "
                              f"largest of its per-block growths (edited or damaged)")
+        if self.d2.valid != self.d2.layer_validity():
+            raise ValueError(f"{self.id}: D2's per-layer validity disagrees with its norms and "
+                             "floor (edited or damaged)")
+        if self.d4 is not None:
+            again = direction_from(self.credit, self.d2.valid or [], alpha=self.d4.alpha,
+                                   max_share=self.d4.max_share, floor=self.d4.floor,
+                                   gated=self.d4.gated)
+            if again is None or not self.d4.same_judgement(again):
+                raise ValueError(f"{self.id}: D4 disagrees with the credit figures it judges "
+                                 "(edited or damaged)")
         if self.credit is not None:
             stored = (self.credit.cosine_fires, self.credit.rho_fires)
             self.credit.judge()
@@ -426,6 +490,11 @@ class Report:
             f"  D2 reference validity {mark(self.d2.fires)}  {self.d2.explanation}",
             f"  D3 depth utility      {mark(self.d3.fires)}  {self.d3.explanation}",
         ]
+        if self.d4 is not None:
+            lines.append(f"  D4 direction quality  {mark(self.d4.fires)}  {self.d4.explanation}")
+        if self.mode2:
+            lines[0] += "  [mode 2]"
+            lines.append(f"  {MODE2_SENTENCE}")
         if self.credit is not None:
             lines.append(f"  credit                {self.credit.explanation}")
         return "\n".join(lines)
@@ -437,6 +506,8 @@ class Report:
             section = getattr(self, attribute)
             if section.fires:
                 lines.append(f"{key}: {section.explanation}")
+        if self.d4 is not None and self.d4.gated and self.d4.fires:
+            lines.append(f"D4: {self.d4.explanation}")
         if self.credit is not None and (self.credit.cosine_fires or self.credit.rho_fires):
             lines.append(f"credit: {self.credit.explanation}")
         return lines
@@ -480,6 +551,7 @@ def read_entries(entries: Sequence[Mapping[str, Any]]) -> list[Report | dict[str
 __all__ = [
     "DEFAULT_GRAD_FLOOR",
     "DIAGNOSTIC_IDS",
+    "MODE2_SENTENCE",
     "ERROR_VERDICT",
     "AcrossSeeds",
     "CreditMetrics",

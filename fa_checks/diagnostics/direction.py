@@ -1,0 +1,134 @@
+"""The figures D4 judges: rho along shared directions, the fresh-feedback null of cosine and rho.
+
+D4 asks whether the signal that trains each block beats what freshly drawn random feedback
+would give (:mod:`fa_checks.direction` judges it).  That needs the null of *both* figures the
+research code used, the cosine and the perturbation correlation rho.  A rho of a redrawn
+signal is cheap when it is taken along the same random directions as the rule's own: the true
+loss changes along them (the forward passes, rho's whole cost) are computed once per layer by a
+:class:`DirectionProbe`, and each further signal only regenerates the directions from their
+seed and projects itself onto them.  Sharing the directions also pairs the comparison: the
+noise of a finite M falls on the rule and on the null alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import metrics
+from .metrics import FeedbackNull, LossFn
+
+
+class DirectionProbe:
+    """rho at one hidden state for any number of signals, along one set of random directions.
+
+    ``rho(a)`` equals :func:`~.metrics.perturbation_correlation` ``(h, a, loss_fn, epsilon, M,
+    generator seeded seed)``: the same directions in the same order (one draw per direction,
+    so chunking changes no number), the same true loss changes, computed here once.
+    """
+
+    def __init__(self, h: Tensor, loss_fn: LossFn, *, epsilon: float = 1e-3, M: int = 32,  # noqa: N803
+                 seed: int = 0, chunk_size: int | None = None) -> None:
+        if M < 2:
+            raise ValueError(f"perturbation correlation needs at least 2 directions, got M={M}")
+        self.h = h.detach()
+        self.epsilon, self.M, self.seed = float(epsilon), int(M), int(seed)
+        self.chunk = metrics._chunk_size(self.h, self.M, chunk_size)
+        actual = []
+        with torch.no_grad():
+            base = loss_fn(self.h)
+            for steps in self._directions():
+                actual.append(metrics._losses_along(loss_fn, steps.add_(self.h)) - base)
+        self.actual = torch.cat(actual)  # (M, N): small, kept for every later signal
+
+    def _directions(self) -> Iterator[Tensor]:
+        """``epsilon`` x unit directions, ``(k, *h.shape)`` per chunk, from the probe's seed."""
+        h = self.h
+        n = h.shape[0]
+        generator = torch.Generator(device=h.device).manual_seed(self.seed)
+        for start in range(0, self.M, self.chunk):
+            count = min(self.chunk, self.M - start)
+            steps = torch.empty((count, *h.shape), dtype=h.dtype, device=h.device)
+            for j in range(count):
+                steps[j].normal_(generator=generator)
+            flat = steps.view(count, n, -1)
+            flat.mul_((self.epsilon / flat.norm(dim=2)).unsqueeze(2))
+            yield steps
+
+    def rho(self, a: Tensor) -> float:
+        """Pearson correlation of ``<a_i, epsilon v>`` with the true loss change."""
+        metrics._check_pair(self.h, a, "perturbation_correlation")
+        n = self.h.shape[0]
+        a_flat = a.detach().reshape(n, -1).to(self.h.dtype)
+        with torch.no_grad():
+            predicted = [torch.einsum("knd,nd->kn", steps.view(steps.shape[0], n, -1), a_flat)
+                         for steps in self._directions()]
+        return metrics.pearson(torch.cat(predicted), self.actual)
+
+
+def feedback_null(
+    method: Any,
+    x: Tensor,
+    y: Tensor,
+    reference: Sequence[Tensor],
+    probes: Sequence[DirectionProbe | None],
+    *,
+    draws: int = 10,
+    seed: int = 0,
+) -> tuple[FeedbackNull, list[list[float | None]]] | None:
+    """The fresh-feedback null of the cosine (as :func:`~.metrics.fresh_feedback_null`, the same
+    draws from the same seed) and of rho at every layer with a probe: ``(null, rho_draws)``,
+    ``rho_draws[k][l]`` None where layer l has no probe.  None when the rule has no random
+    feedback to redraw or no credit signal."""
+    if draws < 2:
+        raise ValueError(f"the fresh-feedback null needs at least 2 draws for a spread, got "
+                         f"{draws}")
+    device = next(iter(method.model.parameters()), torch.empty(0)).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    clone = metrics._shared_copy(method)
+    cosines: list[list[float]] = []
+    rhos: list[list[float | None]] = []
+    for _ in range(draws):
+        if not clone.redraw_feedback(generator):
+            return None
+        credit = clone.credit(x, y)
+        if credit is None:
+            return None
+        cosines.append([math.nan if c is None else c
+                        for c in metrics.mean_cosines(credit, reference)])
+        rhos.append([None if p is None or a is None else p.rho(a)
+                     for p, a in zip(probes, credit, strict=True)])
+    per_layer = torch.tensor(cosines, dtype=torch.float64)  # (draws, L+1)
+    deep = per_layer[:, 1:].mean(dim=1) if per_layer.shape[1] > 1 else None
+    null = FeedbackNull(
+        cosines=cosines,
+        mean=per_layer.mean(dim=0).tolist(),
+        std=per_layer.std(dim=0).tolist(),
+        deep_mean=None if deep is None else float(deep.mean()),
+        deep_std=None if deep is None else float(deep.std()),
+    )
+    return null, rhos
+
+
+def spread(draws: Sequence[Sequence[float | None]], layers: int
+           ) -> tuple[list[float | None], list[float | None]]:
+    """Mean and std (ddof 1) over draws of each layer's figure; None where a layer has none."""
+    means: list[float | None] = []
+    stds: list[float | None] = []
+    for l in range(layers):
+        column = [d[l] for d in draws if l < len(d) and d[l] is not None]
+        if len(column) < 2:
+            means.append(None)
+            stds.append(None)
+            continue
+        values = torch.tensor(column, dtype=torch.float64)
+        means.append(float(values.mean()))
+        stds.append(float(values.std()))
+    return means, stds
+
+
+__all__ = ["DirectionProbe", "feedback_null", "spread"]
