@@ -142,7 +142,7 @@ class Thresholds:
             "min_margin_pp": (self.min_margin_pp, lambda v: True, "a finite number of pp"),
             "min_cosine": (self.min_cosine, lambda v: -1 <= v <= 1, "None or within [-1, 1]"),
             "min_rho": (self.min_rho, lambda v: -1 <= v <= 1, "None or within [-1, 1]"),
-            "d4_alpha": (self.d4_alpha, lambda v: 0 < v < 1, "a level between 0 and 1"),
+            "d4_alpha": (self.d4_alpha, lambda v: 0 < v <= 1, "a level in (0, 1]"),
             "d4_share": (self.d4_share, lambda v: 0 < v <= 1, "a share in (0, 1]"),
             "d4_floor": (self.d4_floor, lambda v: -1 <= v <= 1, "within [-1, 1]"),
         }
