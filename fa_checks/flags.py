@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import values
-from .errors import ConfigError
 from .direction import DEFAULT_D4_ALPHA, DEFAULT_D4_FLOOR, DEFAULT_D4_SHARE
+from .errors import ConfigError
 from .report import DEFAULT_GRAD_FLOOR, DEFAULT_MAX_GROWTH, DEFAULT_MIN_MARGIN_PP, Thresholds
 from .settings import (
     DEFAULT_ARCH,
