@@ -110,7 +110,7 @@ def measure(cache_dir: Path, log: Callable[[str], None] = print) -> dict[str, An
         assert r.d4 is not None
         results["direction_by_eval_size"][str(size)] = {
             "at_chance": r.d4.chance_layers, "share": r.d4.share, "fires": r.d4.fires,
-            "mode2": r.mode2}
+            "mode2": r.mode2, "cosine": r.credit.cosine, "null_std": r.credit.null_std}
     demo = [report(method, {}, seed, "constant") for method in ("bp", "dfa")
             for seed in DEMO_SEEDS]
     lines = verdict_table(demo)
@@ -216,10 +216,11 @@ def agree_direction(recorded: dict[str, Any], measured: dict[str, Any]) -> list[
 
 def direction_tables(results: dict[str, Any]) -> str:
     """The README's mode-2 block: per layer, both runs, the research code's bands beside D4."""
-    from fa_checks.report import format_number
-
     def signed(x: float | None) -> str:
         return "-" if x is None else f"{x:+.3f}"
+
+    def null(mean: float | None, std: float | None) -> str:
+        return "-" if mean is None or std is None else f"{mean:+.3f} ± {std:.3f}"
 
     lines = ["| run | layer | ‖g_l‖ | ref | cosine | null (mean ± std) | band | rho | "
              "rho null | p(cos) | p(rho) | D4 |", "|---|---|---|---|---|---|---|---|---|---|"
@@ -237,9 +238,8 @@ def direction_tables(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {label} | {row['layer']} | {row['g_norm']:.1e} | "
                 f"{'ok' if row['reference_valid'] else 'below'} | {signed(row['cosine'])} | "
-                f"{signed(row['null_mean'])} ± {format_number(row['null_std'])} | {row['band']} | "
-                f"{signed(row['rho'])} | {signed(row['rho_null_mean'])} ± "
-                f"{format_number(row['rho_null_std'])} | "
+                f"{null(row['null_mean'], row['null_std'])} | {row['band']} | "
+                f"{signed(row['rho'])} | {null(row['rho_null_mean'], row['rho_null_std'])} | "
                 f"{'-' if p_cos is None else f'{p_cos:.2g}'} | "
                 f"{'-' if p_rho is None else f'{p_rho:.2g}'} | {verdict} |")
     return "\n".join(lines)
@@ -253,7 +253,8 @@ def predictions_block(results: dict[str, Any]) -> str:
     sizes = results["direction_by_eval_size"]
     by_size = "; ".join(
         f"N={n}: at chance {', '.join(f'h_{l}' for l in f['at_chance']) or 'none'}, "
-        f"{'fires' if f['fires'] else 'passes'}" for n, f in sizes.items())
+        f"{'fires' if f['fires'] else 'passes'} (null std "
+        f"{min(f['null_std'][1:]):.3f}-{max(f['null_std'][1:]):.3f})" for n, f in sizes.items())
     return "\n".join([
         "| experiment | predicted (pre-registered) | measured | by the research code's rule |",
         "|---|---|---|---|",
