@@ -114,6 +114,36 @@ def feedback_null(
     return null, rhos
 
 
+#: the training history's direction figures: a slice of the eval batch and a few null draws
+#: (the cosine means converge with N and the null's spread comes from the draw, so a slice
+#: tells the trend; the verdict uses the whole batch and 10 draws).  Cost: benchmarks/README.md
+HISTORY_SAMPLES = 128
+HISTORY_NULL_DRAWS = 3
+
+
+def credit_history(method: Any, x: Tensor, y: Tensor, grads: Sequence[Tensor], *,
+                   samples: int = HISTORY_SAMPLES, draws: int = HISTORY_NULL_DRAWS,
+                   seed: int = 0) -> dict[str, Any]:
+    """One epoch's direction figures: the mean cosine of the rule's credit with each sample's
+    gradient per layer, and the fresh-feedback null (mean, std over ``draws``) where the rule
+    has feedback to redraw; on the first ``samples`` of the eval batch.  Empty for a rule with
+    no credit signal.  The global random state is left as found, so recording this changes no
+    training run."""
+    n = min(int(samples), int(x.shape[0]))
+    x, y = x[:n], y[:n]
+    reference = [g[:n] for g in grads]
+    with torch.random.fork_rng(devices=[]):
+        credit = method.credit(x, y)
+        if credit is None:
+            return {}
+        figures: dict[str, Any] = {"credit_cosine": metrics.mean_cosines(credit, reference)}
+        null = metrics.fresh_feedback_null(method, x, y, draws=draws, seed=seed,
+                                           reference=reference)
+    if null is not None:
+        figures.update(credit_null_mean=null.mean, credit_null_std=null.std)
+    return figures
+
+
 def spread(draws: Sequence[Sequence[float | None]], layers: int
            ) -> tuple[list[float | None], list[float | None]]:
     """Mean and std (ddof 1) over draws of each layer's figure; None where a layer has none."""
@@ -131,4 +161,5 @@ def spread(draws: Sequence[Sequence[float | None]], layers: int
     return means, stds
 
 
-__all__ = ["DirectionProbe", "feedback_null", "spread"]
+__all__ = ["HISTORY_NULL_DRAWS", "HISTORY_SAMPLES", "DirectionProbe", "credit_history",
+           "feedback_null", "spread"]
