@@ -230,3 +230,41 @@ def test_judging_is_a_function_of_the_figures(cosine, share):
     judged = [c for c in a.at_chance if c is not None]
     assert a.judged == len(judged) and a.chance_count == sum(judged)
     assert a.fires == (None if not judged else sum(judged) / len(judged) >= share)
+
+
+# -- over training ---------------------------------------------------------------------------------
+def test_the_history_records_each_layers_cosine_against_the_null():
+    run = trained_run("dfa", 0)
+    last = run.history[-1]
+    layers = len(last["hidden_norms"])
+    assert len(last["credit_cosine"]) == len(last["credit_null_mean"]) == layers
+    assert all(s > 0 for s in last["credit_null_std"])
+    # the same figure as the protocol's cosine, on the slice of the eval batch it records
+    from fa_checks.diagnostics.direction import HISTORY_SAMPLES, credit_history
+
+    x, y = run.data.eval_batch(EVAL_SIZE)
+    _, grads, _ = metrics.per_sample_gradients(run.model.eval(), x, y)
+    again = credit_history(run.method, x, y, grads)
+    n = min(HISTORY_SAMPLES, EVAL_SIZE)
+    expected = metrics.mean_cosines(run.method.credit(x[:n], y[:n]), [g[:n] for g in grads])
+    assert again["credit_cosine"] == pytest.approx(expected)
+    bp = trained_run("bp", 0).history[-1]
+    assert bp["credit_cosine"] == pytest.approx([1.0] * layers) and "credit_null_mean" not in bp
+    assert "credit_cosine" not in trained_run("frozen", 0).history[-1]
+
+
+def test_the_history_figure_draws_the_cosines_over_the_null_band():
+    from fa_checks.output import figures
+
+    entry = subject_entry("dfa", 0)
+    figure = figures.training_history(entry)
+    history = entry["history"]
+    lines = {a.get_gid(): a for ax in figure.axes for a in ax.get_children() if a.get_gid()}
+    assert "history_null_band" in lines
+    for l in range(1, len(history[-1]["credit_cosine"])):
+        drawn = [float(v) for v in lines[f"credit_cosine_h{l}"].get_ydata()]
+        assert drawn == pytest.approx([e["credit_cosine"][l] for e in history])
+    del entry["history"][0]["credit_cosine"]  # an epoch (or a checkpoint) without them
+    for epoch in entry["history"]:
+        epoch.pop("credit_cosine", None)
+    assert len(figures.training_history(entry).axes) == 3
