@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files import write_atomic
+from ..report import MODE2_SENTENCE
 from . import figures
 
 if TYPE_CHECKING:
@@ -194,6 +195,9 @@ def failing_sentences(entry: Entry) -> list[str]:
         section = entry.get(key)
         if isinstance(section, Mapping) and section.get("fires") is True:
             out.append(f"{key}: {section.get('explanation', '')}")
+    d4 = entry.get("D4")  # D4 fails the subject only where it gated
+    if isinstance(d4, Mapping) and d4.get("fires") is True and d4.get("gated") is True:
+        out.append(f"D4: {d4.get('explanation', '')}")
     credit = entry.get("credit")
     if isinstance(credit, Mapping) and (credit.get("cosine_fires") is True
                                         or credit.get("rho_fires") is True):
@@ -204,7 +208,7 @@ def failing_sentences(entry: Entry) -> list[str]:
 def all_sentences(entry: Entry) -> list[tuple[str, str]]:
     """Every diagnostic's sentence, fired or not: ``[(name, sentence), ...]``."""
     out = []
-    for key in DIAGNOSTICS:
+    for key in (*DIAGNOSTICS, "D4"):
         section = entry.get(key)
         if isinstance(section, Mapping) and section.get("explanation"):
             out.append((key, str(section["explanation"])))
@@ -333,6 +337,10 @@ def subject_section(entry: Entry, anchor: str, *, index: int = 0, heading: str =
         out.append('<p class="meta"><strong>Mode 1:</strong> the residual stream exploded (D1) '
                    "and the BP reference collapsed (D2): a cosine against BP means nothing "
                    "here.</p>")
+    if entry.get("mode2") is True:
+        meaning = _e(MODE2_SENTENCE.split(": ", 1)[1])
+        out.append(f'<p class="meta"><strong>Mode 2:</strong> {meaning}; the credit figure '
+                   "crosses the blocks at chance.</p>")
     failing = failing_sentences(entry)
     if failing:
         out.append('<ul class="failing">' + "".join(f"<li>{_e(s)}</li>" for s in failing)
