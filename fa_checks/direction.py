@@ -113,6 +113,13 @@ class DirectionQuality:
     def chance_layers(self) -> list[int]:
         return [l for l, c in enumerate(self.at_chance) if c]
 
+    def agrees_with(self, credit: Any, valid: Sequence[bool]) -> bool:
+        """Whether this record is what its own settings make of ``credit`` and ``valid`` (a
+        record read from a file is checked so: a flag edited by hand is refused)."""
+        again = direction_from(credit, valid, alpha=self.alpha, max_share=self.max_share,
+                               floor=self.floor, gated=self.gated)
+        return again is not None and self.same_judgement(again)
+
     def same_judgement(self, other: DirectionQuality) -> bool:
         """Whether two records judge alike (a stored one against one recomputed)."""
         def p_equal(a: Sequence[float | None], b: Sequence[float | None]) -> bool:

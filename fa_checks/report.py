@@ -23,20 +23,25 @@ Non-finite numbers are written as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 
 from __future__ import annotations
 
-import math
 import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .direction import (
-    DEFAULT_D4_ALPHA,
-    DEFAULT_D4_FLOOR,
-    DEFAULT_D4_SHARE,
-    DirectionQuality,
-    direction_from,
-)
+from .direction import DEFAULT_D4_ALPHA, DEFAULT_D4_FLOOR, DEFAULT_D4_SHARE, DirectionQuality
 from .files import decode_non_finite, json_safe
+from .judgements import (
+    MARGIN_DECIMALS,
+    depth_margin,
+    floor_fires,
+    format_number,
+    format_percent,
+    format_signed,
+    growth_fires,
+    is_finite,
+    margin_fires,
+    minimum_fires,
+)
 from .values import describe_annotation, fits_annotation
 
 #: the research code's D2 floor at its eval batch: 10 x the 1e-8 cosine clamp x 128 samples
@@ -47,71 +52,9 @@ DEFAULT_MIN_MARGIN_PP = 2.0
 DIAGNOSTIC_IDS = ("D1", "D2", "D3", "D4", "COS", "RHO")
 ERROR_VERDICT = "ERROR"
 
-#: D3's margin in pp is rounded to this many decimals before it is compared
-MARGIN_DECIMALS = 9
 
 #: the fields that say who a subject is, at the top level of its JSON entry
 IDENTITY = ("id", "method", "seed", "path")
-
-
-# -- numbers in sentences and tables -------------------------------------------------------------
-def format_number(x: float | None) -> str:
-    """A compact number for a sentence or a table: 1.293, 8433, 1.02e+04, 3.60e-09, NaN, Inf."""
-    if x is None:
-        return "n/a"
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "Inf" if x > 0 else "-Inf"
-    if x == 0 or 1e-2 <= abs(x) < 1e4:
-        return f"{x:.4g}"
-    return f"{x:.2e}"
-
-
-def format_percent(fraction: float | None) -> str:
-    """An accuracy: 0.9625 -> 96.2%; None -> n/a; NaN -> NaN."""
-    if fraction is None:
-        return "n/a"
-    return f"{100 * fraction:.1f}%" if math.isfinite(fraction) else format_number(fraction)
-
-
-def format_signed(x: float | None) -> str:
-    """A figure in [-1, 1] (a cosine, a correlation): +0.031."""
-    return f"{x:+.3f}" if is_finite(x) else format_number(x)
-
-
-def is_finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-# -- judgements: whether a figure fails its threshold (NaN always fails) -------------------------
-def growth_fires(max_growth: float, limit: float) -> bool:
-    """D1: the largest growth is above the limit, or not a number."""
-    return not max_growth <= limit
-
-
-def floor_fires(g_last: float, floor: float) -> bool:
-    """D2: the per-sample BP gradient at h_L is below the floor, or not a number."""
-    return not g_last >= floor
-
-
-def depth_margin(test_acc: float, baseline_acc: float) -> float:
-    """D3's margin in percentage points, rounded to 1e-9 pp (far below any accuracy's
-    resolution): accuracies are fractions k/n, and unrounded ``100 * (0.03 - 0.01)`` is
-    1.9999999999999998, which would fail a 2 pp margin."""
-    return round(100.0 * (test_acc - baseline_acc), MARGIN_DECIMALS)
-
-
-def margin_fires(margin_pp: float | None, threshold_pp: float) -> bool | None:
-    """D3: None when there is no margin (no baseline), else below the threshold or NaN."""
-    return None if margin_pp is None else not margin_pp >= threshold_pp
-
-
-def minimum_fires(value: float | None, minimum: float | None) -> bool | None:
-    """An opt-in gate (credit cosine, rho, the across-seeds bound): None when off or unknown."""
-    if minimum is None or value is None:
-        return None
-    return not value >= minimum
 
 
 # -- thresholds ----------------------------------------------------------------------------------
@@ -460,13 +403,9 @@ class Report:
         if self.d2.valid != self.d2.layer_validity():
             raise ValueError(f"{self.id}: D2's per-layer validity disagrees with its norms and "
                              "floor (edited or damaged)")
-        if self.d4 is not None:
-            again = direction_from(self.credit, self.d2.valid or [], alpha=self.d4.alpha,
-                                   max_share=self.d4.max_share, floor=self.d4.floor,
-                                   gated=self.d4.gated)
-            if again is None or not self.d4.same_judgement(again):
-                raise ValueError(f"{self.id}: D4 disagrees with the credit figures it judges "
-                                 "(edited or damaged)")
+        if self.d4 is not None and not self.d4.agrees_with(self.credit, self.d2.valid or []):
+            raise ValueError(f"{self.id}: D4 disagrees with the credit figures it judges "
+                             "(edited or damaged)")
         if self.credit is not None:
             stored = (self.credit.cosine_fires, self.credit.rho_fires)
             self.credit.judge()
@@ -551,8 +490,9 @@ def read_entries(entries: Sequence[Mapping[str, Any]]) -> list[Report | dict[str
 __all__ = [
     "DEFAULT_GRAD_FLOOR",
     "DIAGNOSTIC_IDS",
-    "MODE2_SENTENCE",
     "ERROR_VERDICT",
+    "MARGIN_DECIMALS",
+    "MODE2_SENTENCE",
     "AcrossSeeds",
     "CreditMetrics",
     "DepthUtility",
@@ -566,7 +506,9 @@ __all__ = [
     "floor_fires",
     "format_number",
     "format_percent",
+    "format_signed",
     "growth_fires",
+    "is_finite",
     "margin_fires",
     "minimum_fires",
     "read_entries",

@@ -118,7 +118,7 @@ def test_a_plain_run_collects_nothing_of_ours_and_imports_no_torch(
         # the flags' vocabulary, which imports no torch, is all the plugin loads of fa_checks
         VOCABULARY = {"fa_checks", "fa_checks.errors", "fa_checks.values", "fa_checks.flags",
                       "fa_checks.report", "fa_checks.settings", "fa_checks.files",
-                      "fa_checks.direction"}
+                      "fa_checks.direction", "fa_checks.judgements"}
 
         def test_nothing_heavy_was_imported():
             assert "torch" not in sys.modules and "matplotlib" not in sys.modules
