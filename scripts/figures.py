@@ -1,7 +1,7 @@
 """Measure the README's figure tables, record them in docs/figures.json and write them into
 README.md, so every figure the README shows comes from one run of one script.
 
-    .venv/bin/python scripts/figures.py            # measure (about 3 minutes on 2 cores)
+    .venv/bin/python scripts/figures.py            # measure (about 6 minutes on 2 cores)
     .venv/bin/python scripts/figures.py --check    # measure and compare with docs/figures.json
 
 The setting (also written into the file): MNIST-1D (10,000 samples, 80/20 split), ResMLP d=256

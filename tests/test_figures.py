@@ -116,7 +116,8 @@ def test_only_constant_rate_bp_has_its_own_wider_band():
 
 @pytest.mark.slow
 def test_the_figures_reproduce_within_the_stated_tolerance(tmp_path):
-    """Every run of the README's tables trained again (about 3 minutes on 2 cores)."""
+    """Every run of the README's tables trained again, and the mode-2 experiments measured at
+    three eval sizes (about 6 minutes on 2 cores)."""
     script = figures_script()
     measured = script.measure(tmp_path / "cache", log=lambda _: None)
     assert script.agree(recorded()["figures"], measured) == []
