@@ -268,3 +268,20 @@ def test_the_history_figure_draws_the_cosines_over_the_null_band():
     for epoch in entry["history"]:
         epoch.pop("credit_cosine", None)
     assert len(figures.training_history(entry).axes) == 3
+
+
+def test_the_null_gives_the_same_rho_whether_it_keeps_the_signals_or_not(monkeypatch):
+    import fa_checks.diagnostics.direction as direction
+
+    run = trained_run("dfa", 0)
+    x, y = run.data.eval_batch(EVAL_SIZE)
+    model = run.model.eval()
+    hidden, grads, _ = metrics.per_sample_gradients(model, x, y)
+    probes = [None] + [DirectionProbe(hidden[l], metrics.layer_loss(model, l, y), M=4, seed=l)
+                       for l in range(1, len(hidden))]
+    _, kept = feedback_null(run.method, x, y, grads, probes, draws=3, seed=1)
+    monkeypatch.setattr(direction, "NULL_SIGNAL_ELEMENTS", hidden[1].numel())  # keeps one
+    _, again = feedback_null(run.method, x, y, grads, probes, draws=3, seed=1)
+    for row, row_again in zip(kept, again, strict=True):
+        assert row[0] is None and row_again[0] is None
+        assert row_again[1:] == pytest.approx(row[1:], abs=1e-12)
