@@ -50,6 +50,9 @@ DEFAULT_D4_SHARE = 0.5
 DEFAULT_D4_FLOOR = 0.05
 #: the research code's bands for a cosine at a layer with a valid reference
 POOR, MEDIOCRE = 0.05, 0.20
+MODE2_SENTENCE = ("mode 2: the scale is contained (D1) and the BP reference valid (D2), yet the "
+                  "credit that trains the deep blocks is no better than freshly drawn feedback "
+                  "(D4)")
 
 
 def _finite(x: Any) -> bool:
@@ -230,6 +233,7 @@ __all__ = [
     "DEFAULT_D4_FLOOR",
     "DEFAULT_D4_SHARE",
     "MEDIOCRE",
+    "MODE2_SENTENCE",
     "POOR",
     "DirectionQuality",
     "band",

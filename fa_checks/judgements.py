@@ -2,13 +2,17 @@
 
 Whether a figure fails its threshold is decided here, once, for the diagnostics that compute
 the figures and for :mod:`fa_checks.report` that recomputes verdicts from a file: NaN always
-fails.  Nothing here imports torch.
+fails.  The across-seeds gate's record lives here too.  Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from .files import decode_non_finite, json_safe
 
 #: D3's margin in pp is rounded to this many decimals before it is compared
 MARGIN_DECIMALS = 9
@@ -74,8 +78,42 @@ def minimum_fires(value: float | None, minimum: float | None) -> bool | None:
     return not value >= minimum
 
 
+@dataclass
+class AcrossSeeds:
+    """D3 over seeds: a one-sided Student-t lower confidence bound on the mean margin."""
+
+    method: str
+    n: int
+    margins_pp: list[float]
+    mean_margin_pp: float
+    std_margin_pp: float
+    lower_bound_pp: float
+    confidence: float
+    threshold_pp: float
+    fires: bool
+    explanation: str
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AcrossSeeds:
+        known = {f.name for f in fields(cls)}
+        values = decode_non_finite({k: v for k, v in data.items() if k in known})
+        try:
+            gate = cls(**values)
+        except TypeError as exc:
+            raise ValueError(f"not an across-seeds record: {exc}") from None
+        if minimum_fires(gate.lower_bound_pp, gate.threshold_pp) is not gate.fires:
+            raise ValueError(f"across-seeds record {gate.label or gate.method!r}: its verdict "
+                             "disagrees with its bound and threshold")
+        return gate
+
+
 __all__ = [
     "MARGIN_DECIMALS",
+    "AcrossSeeds",
     "depth_margin",
     "floor_fires",
     "format_number",

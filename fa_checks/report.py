@@ -28,10 +28,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .direction import DEFAULT_D4_ALPHA, DEFAULT_D4_FLOOR, DEFAULT_D4_SHARE, DirectionQuality
+from .direction import (
+    DEFAULT_D4_ALPHA,
+    DEFAULT_D4_FLOOR,
+    DEFAULT_D4_SHARE,
+    MODE2_SENTENCE,
+    DirectionQuality,
+)
 from .files import decode_non_finite, json_safe
 from .judgements import (
     MARGIN_DECIMALS,
+    AcrossSeeds,
     depth_margin,
     floor_fires,
     format_number,
@@ -121,12 +128,9 @@ class ScaleStability:
 
 @dataclass
 class ReferenceValidity:
-    """D2: the size of the BP reference, each sample's own loss gradient, at every layer.
-
-    D2 fires on h_L alone (the paper's protocol); ``valid[l]`` says whether the floor holds at
-    each h_l, since a layer's credit figures mean something only where it does (D4 judges only
-    those layers).  Derived from the norms; filled in when a report older than it is read.
-    """
+    """D2: the size of the BP reference, each sample's own loss gradient, at every layer.  It
+    fires on h_L alone (the paper's protocol); ``valid[l]``: the floor holds at h_l (a layer's
+    credit figures mean something only there; filled in for a report older than it)."""
 
     g_L: float  # noqa: N815 - the paper's symbol
     grad_norms: list[float]
@@ -202,39 +206,6 @@ class CreditMetrics:
         self.rho_fires = minimum_fires(self.deep_rho, self.min_rho)
 
 
-@dataclass
-class AcrossSeeds:
-    """D3 over seeds: a one-sided Student-t lower confidence bound on the mean margin."""
-
-    method: str
-    n: int
-    margins_pp: list[float]
-    mean_margin_pp: float
-    std_margin_pp: float
-    lower_bound_pp: float
-    confidence: float
-    threshold_pp: float
-    fires: bool
-    explanation: str
-    label: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AcrossSeeds:
-        known = {f.name for f in fields(cls)}
-        values = decode_non_finite({k: v for k, v in data.items() if k in known})
-        try:
-            gate = cls(**values)
-        except TypeError as exc:
-            raise ValueError(f"not an across-seeds record: {exc}") from None
-        if minimum_fires(gate.lower_bound_pp, gate.threshold_pp) is not gate.fires:
-            raise ValueError(f"across-seeds record {gate.label or gate.method!r}: its verdict "
-                             "disagrees with its bound and threshold")
-        return gate
-
-
 def divergence_of(d1: ScaleStability, d2: ReferenceValidity) -> str | None:
     """The sentence saying where a model diverged (the first non-finite hidden state, else
     the first non-finite gradient), or None when every norm is finite."""
@@ -246,9 +217,6 @@ def divergence_of(d1: ScaleStability, d2: ReferenceValidity) -> str | None:
 
 
 _SECTIONS: dict[str, type] = {"D1": ScaleStability, "D2": ReferenceValidity, "D3": DepthUtility}
-MODE2_SENTENCE = ("mode 2: the scale is contained (D1) and the BP reference valid (D2), yet the "
-                  "credit that trains the deep blocks is no better than freshly drawn feedback "
-                  "(D4)")
 _ATTRIBUTES = {"D1": "d1", "D2": "d2", "D3": "d3"}
 
 
@@ -257,9 +225,9 @@ class Report:
     """Everything the protocol found about one model (a checkpoint or a method + seed).
 
     ``verdict``, ``mode1`` and ``mode2`` are derived from the diagnostics, so they cannot
-    disagree with them.  ``d4`` is None when the rule gives no credit signal (and in reports
-    written before D4).  ``subject`` says who was checked (id, kind, path, method, seed,
-    arch, data, epochs); ``history`` is the checkpoint's per-epoch record, when it has one.
+    disagree with them (``d4``: None without a credit signal, and in reports before D4).
+    ``subject`` says who was checked (id, kind, path, method, seed, arch, data, epochs);
+    ``history`` is the checkpoint's per-epoch record, when it has one.
     """
 
     test_acc: float
@@ -308,8 +276,7 @@ class Report:
 
     @property
     def mode2(self) -> bool:
-        """The second failure: D1 and D2 pass, and D4 fires (gated or not): the blocks learn
-        from a signal no better than freshly drawn feedback."""
+        """D1 and D2 pass and D4 fires (gated or not): the blocks learn from chance."""
         return (not self.d1.fires and not self.d2.fires and self.d4 is not None
                 and bool(self.d4.fires) and self.divergence is None)
 

@@ -44,7 +44,7 @@ FIGURE_TITLES = {
     "seeds": "D3 margin across seeds",
 }
 
-DIAGNOSTICS = ("D1", "D2", "D3")
+DIAGNOSTICS = ("D1", "D2", "D3", "D4")
 
 
 # -- SVG ---------------------------------------------------------------------------------------
@@ -185,30 +185,20 @@ def is_error(entry: Entry) -> bool:
 
 
 def failing_sentences(entry: Entry) -> list[str]:
-    """The sentences of what fired, worded as :meth:`fa_checks.report.Report.failing_sentences`
-    words them (``D1: ...``, ``credit: ...``), read from the plain entry so that a damaged one
-    still renders; an ERROR subject's one sentence."""
+    """The sentences of what fired, as :meth:`fa_checks.report.Report.failing_sentences` words
+    them (the entries reaching the page were read as reports already); an ERROR subject's one
+    sentence."""
+    from ..report import Report
+
     if is_error(entry):
         return [f"ERROR: {entry.get('error') or 'the subject could not be evaluated'}"]
-    out = []
-    for key in DIAGNOSTICS:
-        section = entry.get(key)
-        if isinstance(section, Mapping) and section.get("fires") is True:
-            out.append(f"{key}: {section.get('explanation', '')}")
-    d4 = entry.get("D4")  # D4 fails the subject only where it gated
-    if isinstance(d4, Mapping) and d4.get("fires") is True and d4.get("gated") is True:
-        out.append(f"D4: {d4.get('explanation', '')}")
-    credit = entry.get("credit")
-    if isinstance(credit, Mapping) and (credit.get("cosine_fires") is True
-                                        or credit.get("rho_fires") is True):
-        out.append(f"credit: {credit.get('explanation', '')}")
-    return out
+    return Report.from_dict(entry).failing_sentences()
 
 
 def all_sentences(entry: Entry) -> list[tuple[str, str]]:
     """Every diagnostic's sentence, fired or not: ``[(name, sentence), ...]``."""
     out = []
-    for key in (*DIAGNOSTICS, "D4"):
+    for key in DIAGNOSTICS:
         section = entry.get(key)
         if isinstance(section, Mapping) and section.get("explanation"):
             out.append((key, str(section["explanation"])))
@@ -337,10 +327,8 @@ def subject_section(entry: Entry, anchor: str, *, index: int = 0, heading: str =
         out.append('<p class="meta"><strong>Mode 1:</strong> the residual stream exploded (D1) '
                    "and the BP reference collapsed (D2): a cosine against BP means nothing "
                    "here.</p>")
-    if entry.get("mode2") is True:
-        meaning = _e(MODE2_SENTENCE.split(": ", 1)[1])
-        out.append(f'<p class="meta"><strong>Mode 2:</strong> {meaning}; the credit figure '
-                   "crosses the blocks at chance.</p>")
+    if entry.get("mode2") is True:  # MODE2_SENTENCE without its "mode 2: "
+        out.append(f'<p class="meta"><strong>Mode 2:</strong> {_e(MODE2_SENTENCE[8:])}.</p>')
     failing = failing_sentences(entry)
     if failing:
         out.append('<ul class="failing">' + "".join(f"<li>{_e(s)}</li>" for s in failing)
@@ -388,7 +376,7 @@ def _seeds_section(summaries: Sequence[Entry]) -> str:
         kind = "fail" if fires else "pass"
         name = str(summary.get("label") or summary.get("method") or "?")
         sentence = str(summary.get("explanation") or "")
-        if not sentence.startswith(f"{name}:"):  # the engine's sentences name the method
+        if not sentence.startswith(f"{name}:"):  # the gate's own sentences name the method
             sentence = f"{name}: {sentence}"
         items.append(f'<li><span class="verdict {kind}">{"FAIL" if fires else "PASS"}</span> '
                      f"{_e(sentence)}</li>")
