@@ -388,6 +388,24 @@ def _seeds_section(summaries: Sequence[Entry]) -> str:
             + _figure_block("seeds", svg) + "</section>")
 
 
+def comparison_section(data: Mapping[str, Any] | None) -> str:
+    """The comparison against a base report (``Comparison.to_dict()``: text cells)."""
+    if not data:
+        return ""
+    header, rows = list(data.get("header") or []), list(data.get("rows") or [])
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        ('<tr class="fail">' if any(str(c).endswith(" !") for c in row) else "<tr>")
+        + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    notes = "".join(f"<li>{_e(n)}</li>" for n in data.get("notes") or [])
+    found = "".join(f'<li><span class="verdict fail">REGRESSION</span> {_e(r)}</li>'
+                    for r in data.get("regressions") or [])
+    return (f'<section id="comparison"><h2>Comparison: {_e(data.get("new"))} against '
+            f'{_e(data.get("base"))}</h2><table class="verdicts comparison"><thead><tr>{head}'
+            f"</tr></thead><tbody>{body}</tbody></table><ul>{notes}</ul>"
+            f'<p class="meta">{_e(data.get("summary"))}</p><ul>{found}</ul></section>')
+
+
 def render_html(
     entries: Sequence[Entry],
     across_seeds: Sequence[Entry] = (),
@@ -395,6 +413,7 @@ def render_html(
     table_header: Sequence[str],
     table_rows: Sequence[Sequence[str]],
     title: str = DEFAULT_TITLE,
+    comparison: Mapping[str, Any] | None = None,
 ) -> str:
     """The page: the verdict table (``table_header`` / ``table_rows``, cells as text; a cell
     equal to a subject's id links to its section), the across-seeds gate, then a section per
@@ -417,6 +436,7 @@ def render_html(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(summary)}</p>",
         _table(table_header, table_rows, links),
+        comparison_section(comparison),
         _seeds_section(list(across_seeds)),
     ]
     parts += [subject_section(entry, anchor, index=index)
@@ -433,10 +453,11 @@ def write_html(
     table_header: Sequence[str],
     table_rows: Sequence[Sequence[str]],
     title: str = DEFAULT_TITLE,
+    comparison: Mapping[str, Any] | None = None,
 ) -> Path:
     """:func:`render_html` written atomically to ``path`` (UTF-8)."""
     page = render_html(entries, across_seeds, table_header=table_header,
-                       table_rows=table_rows, title=title)
+                       table_rows=table_rows, title=title, comparison=comparison)
     return write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"),
                         suffix=".html")
 
@@ -468,6 +489,7 @@ def write_pngs(
 __all__ = [
     "DEFAULT_TITLE",
     "anchors",
+    "comparison_section",
     "failing_sentences",
     "figure_png",
     "figure_svg",

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from .checks import CheckRun, SubjectError, check_output
+from .ci import add_ci_flags, configure_ci
 from .flags import Request, add_flags, read_request
 from .parallel import XdistController, choose_dist_mode, configure_worker
 from .progress import shows_progress
@@ -50,6 +51,7 @@ NO_SUBJECT = ("no fa-checks subject: run pytest with --fa-checkpoint PATH or --f
 # -- flags and configuration -----------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_flags(parser)
+    add_ci_flags(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -74,6 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         config.addinivalue_line("markers", "xdist_group(name): run in one xdist worker")
     if not request.active:
+        if not hasattr(config, "workerinput"):
+            configure_ci(config, active=False)  # a CI flag with nothing to check: refused
         return
     device = run_id = None
     worker = hasattr(config, "workerinput")
@@ -100,9 +104,12 @@ def pytest_configure(config: pytest.Config) -> None:
                    for flag, path in (("report", request.report_path),
                                       ("html", request.html_path),
                                       ("plots", request.plots_dir)) if path is not None}
-        config.pluginmanager.register(
-            VerdictReporter(config, list(run.subjects), outputs), "fa-checks-verdicts"
-        )
+        configure_ci(config, active=True)  # registered first: its summary follows the table
+        reporter = VerdictReporter(config, list(run.subjects), outputs)
+        ci_loop = config.pluginmanager.get_plugin("fa-checks-ci")
+        if ci_loop is not None:
+            ci_loop.reporter = reporter
+        config.pluginmanager.register(reporter, "fa-checks-verdicts")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(
                 XdistController(config, run),
