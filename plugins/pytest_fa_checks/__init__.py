@@ -77,7 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", "xdist_group(name): run in one xdist worker")
     if not request.active:
         if not hasattr(config, "workerinput"):
-            configure_ci(config, active=False)  # a CI flag with nothing to check: refused
+            configure_ci(config, None)  # a CI flag with nothing to check: refused
         return
     device = run_id = None
     worker = hasattr(config, "workerinput")
@@ -104,12 +104,9 @@ def pytest_configure(config: pytest.Config) -> None:
                    for flag, path in (("report", request.report_path),
                                       ("html", request.html_path),
                                       ("plots", request.plots_dir)) if path is not None}
-        configure_ci(config, active=True)  # registered first: its summary follows the table
         reporter = VerdictReporter(config, list(run.subjects), outputs)
-        ci_loop = config.pluginmanager.get_plugin("fa-checks-ci")
-        if ci_loop is not None:
-            ci_loop.reporter = reporter
         config.pluginmanager.register(reporter, "fa-checks-verdicts")
+        configure_ci(config, reporter)  # registered after: its summary follows the table
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(
                 XdistController(config, run),

@@ -2,7 +2,7 @@
 ``--fa-store`` and ``--fa-md``, adapting :mod:`fa_checks.compare.ci` (the command line's
 ``--compare`` ... take the same path).
 
-Registered on the controller only, before the verdict reporter, so its summary follows the
+Registered on the controller only, after the verdict reporter, so its summary follows the
 verdict table.  A base report that cannot be read is a usage error while pytest configures
 (exit 4); a regression turns a passing session into exit 1.  Nothing here imports torch.
 """
@@ -92,23 +92,24 @@ class CiLoop:
             terminalreporter.write_line(command)
 
 
-def configure_ci(config: pytest.Config, active: bool) -> None:
-    """Check the CI flags now (a usage error before any work) and register :class:`CiLoop`."""
+def configure_ci(config: pytest.Config, reporter: Any) -> None:
+    """Check the CI flags now (a usage error before any work) and register :class:`CiLoop`
+    beside the controller's verdict ``reporter`` (None: nothing to check)."""
     from fa_checks.compare.ci import prepare
     from fa_checks.errors import ConfigError
 
     request = ci_request(config)
     given = request.autosave or request.compare or request.md or request.compare_fail
-    if given and not active:
+    if given and reporter is None:
         raise pytest.UsageError("--fa-compare, --fa-autosave and --fa-md work on a run's "
                                 "report: give --fa-checkpoint PATH or --fa-method NAME too")
-    if not (active and request.active):
+    if reporter is None or not request.active:
         return
     try:
         plan = prepare(request, config.invocation_params.dir)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.pluginmanager.register(CiLoop(config, plan, None), "fa-checks-ci")
+    config.pluginmanager.register(CiLoop(config, plan, reporter), "fa-checks-ci")
 
 
 __all__ = ["CiLoop", "add_ci_flags", "ci_request", "configure_ci"]
