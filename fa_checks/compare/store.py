@@ -132,9 +132,8 @@ class ReportStore:
                               "save one first with --autosave, or give a report file")
         if text == LAST:
             return saved[-1]
-        if text.isdigit():
-            found = [p for p in saved if int(NAME.match(p.name)[1]) == int(text)]
-        else:
+        found = [p for p in saved if text.isdigit() and int(NAME.match(p.name)[1]) == int(text)]
+        if not found:
             found = [p for p in saved if p.name == text or p.name.startswith(text)]
         if len(found) == 1:
             return found[0]
