@@ -36,7 +36,9 @@ def welch_worse_p(before: Sequence[float], after: Sequence[float], *,
     se2 = v_before + v_after
     if se2 == 0:
         return 0.0 if worse > 0 else 1.0
-    df = se2 ** 2 / (v_before ** 2 / (len(before) - 1) + v_after ** 2 / (len(after) - 1))
+    # Welch-Satterthwaite, written in shares of se2 so tiny variances cannot underflow to 0/0
+    share_before, share_after = v_before / se2, v_after / se2
+    df = 1.0 / (share_before ** 2 / (len(before) - 1) + share_after ** 2 / (len(after) - 1))
     from scipy import stats
 
     return float(stats.t.sf(worse / math.sqrt(se2), df))
