@@ -99,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="train and check a grid of methods and seeds",
                                 description="Train every method x option value x seed, check "
                                             "each run, print mean and std over seeds per cell.")
-    sweep.add_argument("--methods", nargs="+", required=True, metavar="METHOD", type=_text)
+    sweep.add_argument("--methods", nargs="+", metavar="METHOD", type=_text,
+                       help="the methods (required, here or in --config)")
+    sweep.add_argument("--config", metavar="TOML",
+                       help="the sweep in a file: methods, method_args (lists make cells), "
+                            "seeds, arch, arch_args, data, data_args, epochs, lr, batch_size, "
+                            "weight_decay, schedule; flags given here win")
     add_to_argparse(sweep, [f for f in TRAINING.values() if f.name != "method-arg"])
     sweep.add_argument("--method-arg", action="extend", nargs="+", default=[], metavar="K=V[,V]",
                        help="a method option; comma-separated values each make a cell, e.g. "
@@ -110,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ci_flags(sweep)
     sweep.add_argument("-o", "--output", required=True, metavar="DIR",
                        help="folder for the checkpoints (named by cell and seed)")
+    sweep.add_argument("-j", "--jobs", type=_argparse(_jobs), default=1, metavar="N",
+                       help="run N subjects at a time in parallel processes on this machine "
+                            "(one cache; the cores divided among them); default 1")
     sweep.set_defaults(handler=_cmd_sweep)
 
     compare = commands.add_parser("compare", help="compare a report with an accepted one",
@@ -282,10 +290,21 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _jobs(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise ValueError("give 1 or more processes")
+    return count
+
+
 def _evaluate(subjects: Sequence[Subject], settings: Settings, cache: Any,
-              log: Any) -> list[Outcome]:
-    """Each subject's outcome, in order: one after the other in this process, or all in one
-    call as tasks on the Ray cluster ``--ray`` names."""
+              log: Any, jobs: int = 1) -> list[Outcome]:
+    """Each subject's outcome, in order: one after the other in this process, in ``jobs``
+    parallel processes, or all in one call as tasks on the Ray cluster ``--ray`` names."""
+    if settings.ray_address is None and jobs > 1 and len(subjects) > 1:
+        from .parallel import evaluate_in_processes
+
+        return evaluate_in_processes(subjects, settings, jobs, log=log)
     if settings.ray_address is None:
         return [outcome(subject, settings, cache, log=log) for subject in subjects]
     from .cluster import evaluate_on_ray
@@ -464,9 +483,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_PASS if all(r.passed for r in reports) else EXIT_FAIL
 
 
+def _apply_config(args: argparse.Namespace) -> None:
+    """Fill the sweep's flags that were not given from ``--config`` (each value read by the
+    flag's own parser, so the file meets the same checks as the command line)."""
+    if args.config:
+        from .sweep_config import KEYS, read_sweep_config
+
+        for key, value in read_sweep_config(args.config).items():
+            name = KEYS[key][1].removeprefix("--")
+            dest = name.replace("-", "_")
+            if getattr(args, dest, None) not in (None, []):
+                continue  # the command line wins
+            flag = TRAINING.get(name)
+            if flag is not None and flag.parse is not None and not key.endswith("_args"):
+                try:
+                    value = ([flag.parse(str(v)) for v in value] if isinstance(value, list)
+                             else flag.parse(str(value)))
+                except ValueError as exc:
+                    raise ConfigError(f"{args.config}: {key}: {one_line(exc)}") from None
+            setattr(args, dest, value)
+    if not args.methods:
+        raise UsageError(f"{PROG}: error: sweep needs --methods, or methods in --config (see "
+                         f"{PROG} sweep --help)")
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import cell_name, sweep_cells, sweep_table
 
+    _apply_config(args)
     arch_options = parse_key_values(args.arch_arg or [], what="--arch-arg")
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
     cells = sweep_cells(args.methods, args.method_arg)
@@ -490,8 +534,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     failures: dict[str, int] = {}
     everything: list[Outcome] = []
     every = [subject for _, subjects in plan for subject in subjects]
-    results = dict(zip([s.id for s in every], _evaluate(every, settings, cache, log),
-                       strict=True))
+    if args.jobs > 1 and settings.ray_address is not None:
+        raise UsageError(f"{PROG}: error: -j runs processes on this machine and --ray tasks on "
+                         "a cluster; give one of them")
+    results = dict(zip([s.id for s in every],
+                       _evaluate(every, settings, cache, log, jobs=args.jobs), strict=True))
     for name, subjects in plan:
         reports = []
         for subject in subjects:
