@@ -245,7 +245,7 @@ tr.fail td{background:#fbeaea}tr.error td{background:#fff4d6}
 .verdict.error{color:#8a5a00}
 ul.failing li{color:#8d1c21}p.missing{color:#555;font-style:italic}
 p.meta{color:#444;font-size:.9rem}
-figure{margin:.6rem 0}figure svg{max-width:100%;height:auto;display:block}
+figure{margin:.6rem 0}figure svg{width:100%;height:auto;display:block}
 figcaption{font-size:.85rem;color:#444}
 details{font-size:.9rem;margin:.6rem 0}nav a,a.back{font-size:.85rem}
 """.strip()
@@ -361,7 +361,7 @@ def subject_section(entry: Entry, anchor: str, *, index: int = 0, heading: str =
 def subject_fragment(entry: Entry) -> str:
     """One subject's section as a stand-alone fragment (own styling, no ids shared with a
     page), e.g. for ``pytest_html.extras.html``."""
-    style = ("<style>.fa-checks figure svg{max-width:100%;height:auto;display:block}"
+    style = ("<style>.fa-checks figure svg{width:100%;height:auto;display:block}"
              ".fa-checks .failing li{color:#8d1c21}.fa-checks .missing{font-style:italic}"
              "</style>")
     anchor = "fa-" + anchors([entry])[0]

@@ -114,7 +114,7 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
         norms_ax.axvspan(epoch - 0.5, epoch + 0.5, color=RED, alpha=0.12, linewidth=0)
     if diverged:
         missing.append(f"diverged in epoch {', '.join(f'{e:g}' for e in diverged)}")
-    _legend(norms_ax, ncols=2)
+    _legend(norms_ax)
     if missing:
         _note(norms_ax, ["not drawn: " + "; ".join(missing)])
 
@@ -147,7 +147,7 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
     if not any(_fraction(v) for v in [*acc, baseline]):  # nothing to scale to
         acc_ax.set_ylim(0, 1)
     acc_ax.set_ylabel("test accuracy")
-    _legend(acc_ax, ncols=1)
+    _legend(acc_ax)
     if acc_missing:
         _note(acc_ax, acc_missing)
 
@@ -173,7 +173,7 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
                 mark = growth_ax.axvline(blew, color=RED, linestyle=":", linewidth=1,
                                          label=f"over the limit from epoch {blew:g}")
                 mark.set_gid("limit_crossed")
-        _legend(growth_ax, ncols=2)
+        _legend(growth_ax)
         bad = [f"{fmt(v)} at epoch {ep:g}" for ep, v in zip(epochs, largest, strict=True)
                if v is not None and not _drawable(v, log=True)]
         if bad:

@@ -12,6 +12,8 @@ from .drawing import (
     BLUE,
     GREEN,
     RED,
+    STYLE,
+    WIDTH,
     _empty,
     _finite,
     _legend,
@@ -79,11 +81,17 @@ def across_seeds(summaries: Sequence[Mapping[str, Any]]) -> Figure:
     ax.set_xticks(range(len(summaries)))
     ax.set_xticklabels([f"{s.get('label') or s.get('method') or i}\nn={s.get('n')}"
                         for i, s in enumerate(summaries)])
+    # labels too long for their slot (a sweep's "redraw-dfa-penalty=0.01") stand upright
+    longest = max(len(line) for s in summaries
+                  for line in str(s.get("label") or s.get("method") or "").split("\n"))
+    fits = longest * 0.6 * float(STYLE["xtick.labelsize"]) <= 0.8 * WIDTH * 72 / len(summaries)
     for label in ax.get_xticklabels():
         label.set_parse_math(False)
+        if not fits:
+            label.set_rotation(90)
     ax.set_xlim(-0.6, len(summaries) - 0.4)
     ax.set_ylabel("D3 margin (pp)")
-    _legend(ax, ncols=2)
+    _legend(ax)
     if missing:
         _note(ax, missing)
     return figure
