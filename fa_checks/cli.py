@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
+from .cli_loop import add_ci_flags, add_compare_command, apply_sweep_config, ci_finish, ci_plan_of
 from .cluster.driver import TaskFault
 from .errors import ConfigError, as_user_error, one_line
 from .evaluation import Failure, Outcome, across_seeds, outcome, seed_groups
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_to_argparse(check, _pick(TRAINING, "data", "data-arg", "data-root", "epochs",
                                  "schedule", "lr", "batch-size", "weight-decay"))
     _add_check_outputs(check)
-    _add_ci_flags(check)
+    add_ci_flags(check)
     check.set_defaults(handler=_cmd_check)
 
     report = commands.add_parser("report", help="print the verdicts of saved JSON reports",
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_to_argparse(sweep, EVALUATION.values())
     _add_progress(sweep)
     _add_check_outputs(sweep)
-    _add_ci_flags(sweep)
+    add_ci_flags(sweep)
     sweep.add_argument("-o", "--output", required=True, metavar="DIR",
                        help="folder for the checkpoints (named by cell and seed)")
     sweep.add_argument("-j", "--jobs", type=_argparse(_jobs), default=1, metavar="N",
@@ -120,17 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(one cache; the cores divided among them); default 1")
     sweep.set_defaults(handler=_cmd_sweep)
 
-    compare = commands.add_parser("compare", help="compare a report with an accepted one",
-                                  description="Compare NEW against BASE: subjects matched by "
-                                              "id, methods across their seeds; exit 1 on a "
-                                              "regression. Each is a report file, a saved "
-                                              "name (or its number) or 'last'.")
-    compare.add_argument("base", metavar="BASE")
-    compare.add_argument("new", metavar="NEW")
-    _add_ci_flags(compare, run=False)
-    compare.add_argument("--html", metavar="FILE",
-                         help="write NEW's visual report with the comparison as a section")
-    compare.set_defaults(handler=_cmd_compare)
+    add_compare_command(commands)
 
     cache = commands.add_parser("cache", help="show or clear the cache of runs and reports",
                                 description="The artifact cache fa-checks and pytest share: "
@@ -150,52 +141,6 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
                           help="a line per epoch on stderr, redrawn on a terminal (default)")
     progress.add_argument("--no-progress", dest="progress", action="store_false",
                           help="no progress lines")
-
-
-def _add_ci_flags(parser: argparse.ArgumentParser, *, run: bool = True) -> None:
-    """The CI loop's flags (fa_checks.compare.ci): the same names as pytest's without ``fa-``."""
-    from .compare.rules import DEFAULT_SPEC
-
-    if run:
-        parser.add_argument("--compare", metavar="BASE",
-                            help="compare this run with BASE (a report file, a saved name or "
-                                 "'last'); a regression exits 1")
-        parser.add_argument("--autosave", action="store_true",
-                            help="save this run's report in the store (see --store)")
-    parser.add_argument("--compare-fail", metavar="SPEC",
-                        help=f"what counts as a regression (default {DEFAULT_SPEC}; 'none': "
-                             "report only)")
-    parser.add_argument("--store", metavar="DIR",
-                        help="the store of saved reports (default $FA_CHECKS_STORE, else "
-                             ".fa-checks/reports here)")
-    parser.add_argument("--md", metavar="FILE",
-                        help="write the job page (Markdown verdicts and comparison); it is "
-                             "also appended to $GITHUB_STEP_SUMMARY when that is set")
-
-
-def _ci_plan(args: argparse.Namespace) -> Any:
-    from .compare.ci import CiRequest, prepare
-
-    request = CiRequest(autosave=bool(getattr(args, "autosave", False)), store=args.store,
-                        compare=getattr(args, "compare", None), compare_fail=args.compare_fail,
-                        md=args.md)
-    return prepare(request) if request.active else None
-
-
-def _ci_finish(plan: Any, data: dict[str, Any], code: int) -> int:
-    """Compare, save and write the job page; a regression turns a pass into exit 1."""
-    if plan is None:
-        return code
-    from .compare.ci import finish
-
-    result = finish(plan, data)
-    lines = result.lines()
-    if lines:
-        print()
-        print("\n".join(lines))
-    for command in result.commands:
-        print(command)
-    return EXIT_FAIL if code == EXIT_PASS and result.regressed else code
 
 
 def _add_check_outputs(parser: argparse.ArgumentParser) -> None:
@@ -410,7 +355,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
     subjects = checkpoint_subjects(args.checkpoints, what="checkpoint")
     _check_outputs(args)
-    ci_plan = _ci_plan(args)
+    ci_plan = ci_plan_of(args)
     fill: dict[str, Any] = {}
     if args.data or data_options:  # for checkpoints that record no data spec
         fill.update(data=args.data or DEFAULT_DATA, data_options=data_options)
@@ -423,7 +368,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     entries = [o.to_dict() for o in outcomes]
     _write_outputs(args, entries)
     _report_errors(outcomes)
-    return _ci_finish(ci_plan, {"subjects": entries}, _exit_code(outcomes))
+    return ci_finish(ci_plan, {"subjects": entries}, _exit_code(outcomes))
 
 
 def _filled(subject: Subject, fill: dict[str, Any]) -> Subject:
@@ -483,34 +428,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_PASS if all(r.passed for r in reports) else EXIT_FAIL
 
 
-def _apply_config(args: argparse.Namespace) -> None:
-    """Fill the sweep's flags that were not given from ``--config`` (each value read by the
-    flag's own parser, so the file meets the same checks as the command line)."""
-    if args.config:
-        from .sweep_config import KEYS, read_sweep_config
-
-        for key, value in read_sweep_config(args.config).items():
-            name = KEYS[key][1].removeprefix("--")
-            dest = name.replace("-", "_")
-            if getattr(args, dest, None) not in (None, []):
-                continue  # the command line wins
-            flag = TRAINING.get(name)
-            if flag is not None and flag.parse is not None and not key.endswith("_args"):
-                try:
-                    value = ([flag.parse(str(v)) for v in value] if isinstance(value, list)
-                             else flag.parse(str(value)))
-                except ValueError as exc:
-                    raise ConfigError(f"{args.config}: {key}: {one_line(exc)}") from None
-            setattr(args, dest, value)
-    if not args.methods:
-        raise UsageError(f"{PROG}: error: sweep needs --methods, or methods in --config (see "
-                         f"{PROG} sweep --help)")
-
-
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import cell_name, sweep_cells, sweep_table
 
-    _apply_config(args)
+    apply_sweep_config(args)
     arch_options = parse_key_values(args.arch_arg or [], what="--arch-arg")
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
     cells = sweep_cells(args.methods, args.method_arg)
@@ -527,7 +448,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     check_data_root(args.data or DEFAULT_DATA, settings.data_root)
     out_dir = check_writable_folder(args.output, what="-o")
     _check_outputs(args)
-    ci_plan = _ci_plan(args)
+    ci_plan = ci_plan_of(args)
     cache = settings.open_cache(_stderr)
     log = None if args.quiet else _stderr
     table_cells: list[tuple[str, list[Report]]] = []
@@ -561,39 +482,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _write_outputs(args, entries, [g.to_dict() for g in gates])
     _report_errors(everything)
     data = {"subjects": entries, "across_seeds": [g.to_dict() for g in gates]}
-    return _ci_finish(ci_plan, data, _exit_code(everything))
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    """Exit 0 no regression, 1 a regression, 2 a file that is not a report."""
-    from .compare import comparison_lines, parse_fail_rule, read_report_file
-    from .compare.diff import compare_reports
-    from .compare.store import ReportStore, store_root
-    from .output.markdown import write_job_page
-
-    rule = parse_fail_rule(args.compare_fail)
-    if args.html:
-        check_writable(args.html, what="--html")
-    if args.md:
-        check_writable(args.md, what="--md")
-    store = ReportStore(store_root(args.store))
-    base, new = (read_report_file(store.resolve(ref)) for ref in (args.base, args.new))
-    comparison = compare_reports(base.items, new.items, rule=rule, base_name=base.name,
-                                 new_name=new.name)
-    print("\n".join(comparison_lines(comparison)))
-    entries = [i.to_dict() if isinstance(i, Report) else i for i in new.items]
-    if args.html:
-        from .output.render import write_visual_report
-
-        write_visual_report(entries, new.across_seeds, html=args.html,
-                            comparison=comparison.to_dict())
-        _stderr(f"{PROG}: wrote the visual report to {args.html}")
-    written, commands = write_job_page(entries, comparison, md_path=args.md)
-    for command in commands:
-        print(command)
-    if any(is_error_entry(i) for i in new.items if isinstance(i, dict)):
-        return EXIT_INPUT
-    return EXIT_FAIL if comparison.regressed else EXIT_PASS
+    return ci_finish(ci_plan, data, _exit_code(everything))
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
