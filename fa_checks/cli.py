@@ -17,8 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__
-from .cli_loop import add_ci_flags, add_compare_command, apply_sweep_config, ci_finish, ci_plan_of
+from . import __version__, cli_loop
 from .cluster.driver import TaskFault
 from .errors import ConfigError, as_user_error, one_line
 from .evaluation import Failure, Outcome, across_seeds, outcome, seed_groups
@@ -81,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_to_argparse(check, _pick(TRAINING, "data", "data-arg", "data-root", "epochs",
                                  "schedule", "lr", "batch-size", "weight-decay"))
     _add_check_outputs(check)
-    add_ci_flags(check)
+    cli_loop.add_ci_flags(check)
     check.set_defaults(handler=_cmd_check)
 
     report = commands.add_parser("report", help="print the verdicts of saved JSON reports",
@@ -113,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_to_argparse(sweep, EVALUATION.values())
     _add_progress(sweep)
     _add_check_outputs(sweep)
-    add_ci_flags(sweep)
+    cli_loop.add_ci_flags(sweep)
     sweep.add_argument("-o", "--output", required=True, metavar="DIR",
                        help="folder for the checkpoints (named by cell and seed)")
     sweep.add_argument("-j", "--jobs", type=_argparse(_jobs), default=1, metavar="N",
@@ -121,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(one cache; the cores divided among them); default 1")
     sweep.set_defaults(handler=_cmd_sweep)
 
-    add_compare_command(commands)
+    cli_loop.add_compare_command(commands)
 
     cache = commands.add_parser("cache", help="show or clear the cache of runs and reports",
                                 description="The artifact cache fa-checks and pytest share: "
@@ -299,7 +298,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def _write_outputs(args: argparse.Namespace, entries: list[dict[str, Any]],
-                   across: Sequence[dict[str, Any]] = ()) -> None:
+                   across: Sequence[dict[str, Any]] = (), ci: Any = None) -> None:
     """The JSON report (also when every subject failed, so no earlier run's file is left to
     be read) and the visual report, each when asked for."""
     if getattr(args, "json", None):
@@ -307,7 +306,8 @@ def _write_outputs(args: argparse.Namespace, entries: list[dict[str, Any]],
     if args.html or args.plots:
         from .output.render import write_visual_report
 
-        for path in write_visual_report(entries, across, html=args.html, plots=args.plots):
+        for path in write_visual_report(entries, across, html=args.html, plots=args.plots,
+                                        comparison=cli_loop.ci_comparison(ci, entries)):
             if path.suffix == ".html":
                 _stderr(f"{PROG}: wrote the visual report to {path}")
         if args.plots:
@@ -355,7 +355,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
     subjects = checkpoint_subjects(args.checkpoints, what="checkpoint")
     _check_outputs(args)
-    ci_plan = ci_plan_of(args)
+    ci_plan = cli_loop.ci_plan_of(args)
     fill: dict[str, Any] = {}
     if args.data or data_options:  # for checkpoints that record no data spec
         fill.update(data=args.data or DEFAULT_DATA, data_options=data_options)
@@ -366,9 +366,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     outcomes = _evaluate([_filled(s, fill) for s in subjects], settings, cache, log)
     print_outcomes(outcomes, quiet=args.quiet)
     entries = [o.to_dict() for o in outcomes]
-    _write_outputs(args, entries)
+    _write_outputs(args, entries, ci=ci_plan)
     _report_errors(outcomes)
-    return ci_finish(ci_plan, {"subjects": entries}, _exit_code(outcomes))
+    return cli_loop.ci_finish(ci_plan, {"subjects": entries}, _exit_code(outcomes))
 
 
 def _filled(subject: Subject, fill: dict[str, Any]) -> Subject:
@@ -431,7 +431,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import cell_name, sweep_cells, sweep_table
 
-    apply_sweep_config(args)
+    cli_loop.apply_sweep_config(args)
     arch_options = parse_key_values(args.arch_arg or [], what="--arch-arg")
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
     cells = sweep_cells(args.methods, args.method_arg)
@@ -448,7 +448,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     check_data_root(args.data or DEFAULT_DATA, settings.data_root)
     out_dir = check_writable_folder(args.output, what="-o")
     _check_outputs(args)
-    ci_plan = ci_plan_of(args)
+    ci_plan = cli_loop.ci_plan_of(args)
     cache = settings.open_cache(_stderr)
     log = None if args.quiet else _stderr
     table_cells: list[tuple[str, list[Report]]] = []
@@ -479,10 +479,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print_outcomes(everything, quiet=True)
     gates = _across_seeds([o for o in everything if isinstance(o, Report)])
     entries = [o.to_dict() for o in everything]
-    _write_outputs(args, entries, [g.to_dict() for g in gates])
+    _write_outputs(args, entries, [g.to_dict() for g in gates], ci=ci_plan)
     _report_errors(everything)
     data = {"subjects": entries, "across_seeds": [g.to_dict() for g in gates]}
-    return ci_finish(ci_plan, data, _exit_code(everything))
+    return cli_loop.ci_finish(ci_plan, data, _exit_code(everything))
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:

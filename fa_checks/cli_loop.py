@@ -61,6 +61,17 @@ def ci_plan_of(args: argparse.Namespace) -> Any:
     return prepare(request) if request.active else None
 
 
+def ci_comparison(plan: Any, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The comparison as the HTML page's section (None without ``--compare``)."""
+    if plan is None or plan.base is None:
+        return None
+    from .compare.diff import compare_reports
+    from .report import read_entries
+
+    return compare_reports(plan.base.items, read_entries(entries), rule=plan.rule,
+                           base_name=plan.base.name, new_name="this run").to_dict()
+
+
 def ci_finish(plan: Any, data: dict[str, Any], code: int) -> int:
     """Compare, save and write the job page; a regression turns a pass into exit 1."""
     if plan is None:
@@ -133,5 +144,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_FAIL if comparison.regressed else EXIT_PASS
 
 
-__all__ = ["add_ci_flags", "add_compare_command", "apply_sweep_config", "ci_finish",
+__all__ = ["add_ci_flags", "add_compare_command", "apply_sweep_config", "ci_comparison",
+           "ci_finish",
            "ci_plan_of", "cmd_compare"]

@@ -67,7 +67,8 @@ def test_a_rule_made_worse_fails_the_second_job_naming_the_regression(
     assert "| myrule:MyRule-seed0 |" in main_page.replace("\\_", "_")
 
     pytester.makepyfile(myrule=textwrap.dedent(RULE.format(scale=0.3)))  # the change
-    pr, pr_page = ci_job(pytester, monkeypatch, "pr", "--fa-compare", "last")
+    pr, pr_page = ci_job(pytester, monkeypatch, "pr", "--fa-compare", "last",
+                         "--fa-html", "fa.html")
     out = pr.stdout.str()
     assert pr.ret == 1, out
     regressions = [line for line in out.splitlines() if line.lstrip().startswith("REGRESSION")]
@@ -80,6 +81,10 @@ def test_a_rule_made_worse_fails_the_second_job_naming_the_regression(
     assert "### Comparison: this run against 0001" in pr_page.replace("\\_", "_")
     assert "| subject | seeds | test accuracy |" in pr_page
     assert pr_page.count("- REGRESSION ") == len(regressions)
+    # and the visual report has the comparison as a section
+    page = (pytester.path / "fa.html").read_text()
+    assert '<section id="comparison">' in page and page.count("REGRESSION</span>") == len(
+        regressions)
 
 
 def test_a_base_that_is_not_a_report_is_a_usage_error(pytester: pytest.Pytester) -> None:

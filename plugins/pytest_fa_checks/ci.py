@@ -56,8 +56,8 @@ class CiLoop:
         self.result: Any = None
         self.error: str | None = None
 
-    @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        # before the verdict reporter's (trylast): its HTML page shows the comparison
         if not self.reporter.subjects:
             return
         from fa_checks.compare.ci import finish
@@ -75,6 +75,8 @@ class CiLoop:
                          f"{one_line(error)}"
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
             return
+        if self.result.comparison is not None:
+            self.reporter.comparison = self.result.comparison.to_dict()
         if self.result.regressed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

@@ -35,6 +35,8 @@ class VerdictReporter:
         self.gated: set[str] = set()
         self.written: list[Path] = []
         self.write_error: str | None = None
+        #: the comparison with a base report (--fa-compare), a section of the HTML page
+        self.comparison: dict[str, Any] | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         absorb(report.user_properties, self.subjects, self.groups, self.gated)
@@ -74,7 +76,7 @@ class VerdictReporter:
                 self.written += write_visual_report(
                     data["subjects"], [g for g in data["across_seeds"] if "error" not in g],
                     html=self.outputs.get("html"), plots=self.outputs.get("plots"),
-                    gated=gated)
+                    gated=gated, comparison=self.comparison)
         except Exception as exc:  # checked while configuring; the disk may still fill up
             error = as_user_error(exc)
             if error is None:
