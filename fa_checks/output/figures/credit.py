@@ -156,7 +156,7 @@ def credit_per_layer(entry: Mapping[str, Any]) -> Figure:
         heights = [v if _finite(v) else 0.0 for v in nudging]
         nudge_ax.bar(layers, heights, width=0.5,
                             color=[GREEN if h < 0 else GREY for h in heights],
-                            label="nudging: loss change after a step along the signal")
+                            label="nudging: loss change\nafter a step along the signal")
 
         nudge_ax.axhline(0, color="black", linewidth=0.5)
         nudge_ax.set_ylabel("loss change")

@@ -89,6 +89,8 @@ def across_seeds(summaries: Sequence[Mapping[str, Any]]) -> Figure:
         label.set_parse_math(False)
         if not fits:
             label.set_rotation(90)
+    if not fits:  # room for the upright labels under an axes of the usual height
+        figure.set_figheight(2.8 + min(3.0, longest * 0.6 * float(STYLE["xtick.labelsize"]) / 72))
     ax.set_xlim(-0.6, len(summaries) - 0.4)
     ax.set_ylabel("D3 margin (pp)")
     _legend(ax)
