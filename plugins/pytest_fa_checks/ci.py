@@ -96,16 +96,20 @@ class CiLoop:
 
 def configure_ci(config: pytest.Config, reporter: Any) -> None:
     """Check the CI flags now (a usage error before any work) and register :class:`CiLoop`
-    beside the controller's verdict ``reporter`` (None: nothing to check)."""
+    beside the controller's verdict ``reporter`` (None: nothing to check; then nothing of
+    fa_checks.compare is imported, so an idle plugin stays light)."""
+    given = any(config.getoption("fa_ci_" + name, default=None)
+                for name in ("autosave", "compare", "compare_fail", "md", "store"))
+    if given and reporter is None:
+        raise pytest.UsageError("--fa-compare, --fa-autosave and --fa-md work on a run's "
+                                "report: give --fa-checkpoint PATH or --fa-method NAME too")
+    if reporter is None:
+        return
     from fa_checks.compare.ci import prepare
     from fa_checks.errors import ConfigError
 
     request = ci_request(config)
-    given = request.autosave or request.compare or request.md or request.compare_fail
-    if given and reporter is None:
-        raise pytest.UsageError("--fa-compare, --fa-autosave and --fa-md work on a run's "
-                                "report: give --fa-checkpoint PATH or --fa-method NAME too")
-    if reporter is None or not request.active:
+    if not request.active:
         return
     try:
         plan = prepare(request, config.invocation_params.dir)
