@@ -8,7 +8,7 @@ import argparse
 import sys
 from typing import Any
 
-from .errors import ConfigError, one_line
+from .errors import ConfigError, UsageError, one_line
 from .files import check_writable
 from .flags import TRAINING
 from .report import Report, is_error_entry
@@ -31,9 +31,20 @@ def add_compare_command(commands: Any) -> None:
     compare.set_defaults(handler=cmd_compare)
 
 
-def add_ci_flags(parser: argparse.ArgumentParser, *, run: bool = True) -> None:
-    """The CI loop's flags (fa_checks.compare.ci): the same names as pytest's without ``fa-``."""
+def add_ci_flags(parser: argparse.ArgumentParser, *, run: bool = True,
+                 sweep: bool = False) -> None:
+    """The CI loop's flags (fa_checks.compare.ci): the same names as pytest's without ``fa-``;
+    ``sweep``: also ``--config`` and ``-j``."""
     from .compare.rules import DEFAULT_SPEC
+
+    if sweep:
+        parser.add_argument("--config", metavar="TOML",
+                            help="the sweep in a file: methods, method_args (lists make cells), "
+                                 "seeds, arch, arch_args, data, data_args, epochs, lr, "
+                                 "batch_size, weight_decay, schedule; flags given here win")
+        parser.add_argument("-j", "--jobs", type=_jobs, default=1, metavar="N",
+                            help="run N subjects at a time in parallel processes on this "
+                                 "machine (one cache; the cores divided among them); default 1")
 
     if run:
         parser.add_argument("--compare", metavar="BASE",
@@ -50,6 +61,25 @@ def add_ci_flags(parser: argparse.ArgumentParser, *, run: bool = True) -> None:
     parser.add_argument("--md", metavar="FILE",
                         help="write the job page (Markdown verdicts and comparison); it is "
                              "also appended to $GITHUB_STEP_SUMMARY when that is set")
+
+
+def _jobs(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: give 1 or more processes")
+    return count
+
+
+def jobs_of(args: argparse.Namespace, settings: Any) -> int:
+    """``-j``, refused beside ``--ray`` (processes here, or tasks on a cluster: one of them)."""
+    jobs = int(getattr(args, "jobs", 1) or 1)
+    if jobs > 1 and settings.ray_address is not None:
+        raise ConfigError("-j runs processes on this machine and --ray tasks on a cluster; "
+                          "give one of them")
+    return jobs
 
 
 def ci_plan_of(args: argparse.Namespace) -> Any:
@@ -108,7 +138,7 @@ def apply_sweep_config(args: argparse.Namespace) -> None:
                     raise ConfigError(f"{args.config}: {key}: {one_line(exc)}") from None
             setattr(args, dest, value)
     if not args.methods:
-        raise ConfigError("sweep needs --methods, or methods in --config (see "
+        raise UsageError("sweep needs --methods, or methods in --config (see "
                          "fa-checks sweep --help)")
 
 
@@ -146,4 +176,4 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 __all__ = ["add_ci_flags", "add_compare_command", "apply_sweep_config", "ci_comparison",
            "ci_finish",
-           "ci_plan_of", "cmd_compare"]
+           "ci_plan_of", "cmd_compare", "jobs_of"]

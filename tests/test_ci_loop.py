@@ -59,7 +59,7 @@ def test_a_rule_made_worse_fails_the_second_job_naming_the_regression(
     pytester.syspathinsert()
     pytester.makepyfile(myrule=textwrap.dedent(RULE.format(scale=1.0)))
     main, main_page = ci_job(pytester, monkeypatch, "main", "--fa-autosave",
-                             "--fa-report", "fa.json")
+                             "--fa-json", "fa.json")
     assert main.ret == 0, main.stdout.str()
     saved = sorted((pytester.path / ".fa-checks" / "reports").iterdir())
     assert len(saved) == 1 and saved[0].name.startswith("0001_")

@@ -63,7 +63,7 @@ class CiLoop:
         from fa_checks.compare.ci import finish
         from fa_checks.errors import as_user_error, one_line
 
-        report = self.reporter.outputs.get("report")
+        report = self.reporter.outputs.json
         try:
             self.result = finish(self.plan, self.reporter.json_data(),
                                  new_name=report.name if report is not None else "this run")
