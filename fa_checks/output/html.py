@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..files import write_atomic
 from . import figures
+from .comparison import comparison_section
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -381,24 +382,6 @@ def _seeds_section(summaries: Sequence[Entry]) -> str:
             + _figure_block("seeds", svg) + "</section>")
 
 
-def comparison_section(data: Mapping[str, Any] | None) -> str:
-    """The comparison against a base report (``Comparison.to_dict()``: text cells)."""
-    if not data:
-        return ""
-    header, rows = list(data.get("header") or []), list(data.get("rows") or [])
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        ('<tr class="fail">' if any(str(c).endswith(" !") for c in row) else "<tr>")
-        + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    notes = "".join(f"<li>{_e(n)}</li>" for n in data.get("notes") or [])
-    found = "".join(f'<li><span class="verdict fail">REGRESSION</span> {_e(r)}</li>'
-                    for r in data.get("regressions") or [])
-    return (f'<section id="comparison"><h2>Comparison: {_e(data.get("new"))} against '
-            f'{_e(data.get("base"))}</h2><table class="verdicts comparison"><thead><tr>{head}'
-            f"</tr></thead><tbody>{body}</tbody></table><ul>{notes}</ul>"
-            f'<p class="meta">{_e(data.get("summary"))}</p><ul>{found}</ul></section>')
-
-
 def render_html(
     entries: Sequence[Entry],
     across_seeds: Sequence[Entry] = (),
@@ -445,8 +428,7 @@ def write_html(
     *,
     table_header: Sequence[str],
     table_rows: Sequence[Sequence[str]],
-    title: str = DEFAULT_TITLE,
-    comparison: Mapping[str, Any] | None = None,
+    title: str = DEFAULT_TITLE, comparison: Mapping[str, Any] | None = None,
 ) -> Path:
     """:func:`render_html` written atomically to ``path`` (UTF-8)."""
     page = render_html(entries, across_seeds, table_header=table_header,
@@ -482,7 +464,6 @@ def write_pngs(
 __all__ = [
     "DEFAULT_TITLE",
     "anchors",
-    "comparison_section",
     "failing_sentences",
     "figure_png",
     "figure_svg",
