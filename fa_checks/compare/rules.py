@@ -41,13 +41,11 @@ def _finite(x: float | None) -> float | None:
 
 
 def _d4(report: Report) -> float | None:
-    """D4's figure once reports carry it (another engineer adds mode 2); None before."""
-    d4 = getattr(report, "d4", None)
-    for name in ("margin_pp", "margin", "gap", "score"):
-        value = getattr(d4, name, None)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return None
+    """D4's share of judged blocks whose credit is at chance, in pp (None without D4)."""
+    share = getattr(getattr(report, "d4", None), "share", None)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not math.isfinite(share):
+        return None
+    return 100.0 * float(share)
 
 
 @dataclass(frozen=True)
@@ -85,8 +83,8 @@ FIGURES: dict[str, Figure] = {f.key: f for f in (
     Figure("D2", "D2 g_L", True, "ratio", lambda r: _log10(r.d2.g_L), format_number),
     Figure("D3", "D3 margin", True, "pp", lambda r: _finite(r.d3.margin_pp),
            lambda v: "n/a" if v is None else f"{v:+.1f} pp"),
-    Figure("D4", "D4 margin", True, "pp", _d4,
-           lambda v: "n/a" if v is None else f"{v:+.3g}"),
+    Figure("D4", "D4 blocks at chance", False, "pp", _d4,
+           lambda v: "n/a" if v is None else f"{v:.0f}%"),
 )}
 
 #: default tolerances on each figure's scale (pp, or log10 of the factor)
