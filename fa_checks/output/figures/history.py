@@ -229,6 +229,6 @@ def _direction_panel(ax: Any, epochs: Sequence[float], history: Sequence[Mapping
         line.set_gid(f"credit_cosine_h{l}")
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_ylabel("credit cosine")
-    add_legend(ax, ncols=3)
+    add_legend(ax)
     add_note(ax, ["per epoch on a slice of the eval batch, a few null draws: a trend; D4 "
                   "judges the final model"])
