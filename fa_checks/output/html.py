@@ -389,10 +389,8 @@ def render_html(
     entries: Sequence[Entry],
     across_seeds: Sequence[Entry] = (),
     *,
-    table_header: Sequence[str],
-    table_rows: Sequence[Sequence[str]],
-    title: str = DEFAULT_TITLE,
-    comparison: Mapping[str, Any] | None = None,
+    table_header: Sequence[str], table_rows: Sequence[Sequence[str]],
+    title: str = DEFAULT_TITLE, comparison: Mapping[str, Any] | None = None,
 ) -> str:
     """The page: the verdict table (``table_header`` / ``table_rows``, cells as text; a cell
     equal to a subject's id links to its section), the across-seeds gate, then a section per
@@ -436,8 +434,7 @@ def write_html(
     """:func:`render_html` written atomically to ``path`` (UTF-8)."""
     page = render_html(entries, across_seeds, table_header=table_header,
                        table_rows=table_rows, title=title, comparison=comparison)
-    return write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"),
-                        suffix=".html")
+    return write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"), suffix=".html")
 
 
 def write_pngs(
