@@ -1,4 +1,5 @@
-"""The ``fa-checks`` command line: ``train``, ``check``, ``report``, ``sweep`` and ``cache``.
+"""The ``fa-checks`` command line: ``train``, ``check``, ``report``, ``sweep``, ``compare``
+and ``cache`` (the CI loop's flags, ``compare`` and ``sweep --config`` in :mod:`.cli_loop`).
 
 Exit codes, the contract CI reads: 0 when every subject passes, 1 when a diagnostic failed,
 2 for a usage or input error (a bad flag, a bad or missing file, a dataset that is not there,
@@ -16,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, cli_loop
 from .errors import UsageError, classify, one_line
 from .evaluation import Failure, Outcome, across_seeds, seed_groups
 from .files import check_writable, check_writable_folder, copy_atomic
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "schedule", "lr", "batch-size", "weight-decay"))
     add_to_argparse(check, _pick(TRAINING, *FRESH_ONLY))  # refused with a sentence
     _add_check_outputs(check)
+    cli_loop.add_ci_flags(check)
     check.set_defaults(handler=_cmd_check)
 
     report = commands.add_parser("report", help="print the verdicts of saved JSON reports",
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="train and check a grid of methods and seeds",
                                 description="Train every method x option value x seed, check "
                                             "each run, print mean and std over seeds per cell.")
-    sweep.add_argument("--methods", nargs="+", required=True, metavar="METHOD",
+    sweep.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                        type=_argparse(non_empty_text))
     add_to_argparse(sweep, [f for f in TRAINING.values() if f.name != "method-arg"])
     sweep.add_argument("--method-arg", action="extend", nargs="+", default=[], metavar="K=V[,V]",
@@ -112,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_to_argparse(sweep, EVALUATION.values())
     _add_progress(sweep)
     _add_check_outputs(sweep)
+    cli_loop.add_ci_flags(sweep, sweep=True)
     sweep.add_argument("-o", "--output", required=True, metavar="DIR",
                        help="folder for the checkpoints (named by cell and seed)")
     sweep.set_defaults(handler=_cmd_sweep)
 
+    cli_loop.add_compare_command(commands)
     cache = commands.add_parser("cache", help="show or clear the cache of runs and reports",
                                 description="The artifact cache fa-checks and pytest share: "
                                             "trained runs, baselines, reports.")
@@ -242,10 +246,10 @@ def _report_errors(failures: Sequence[Outcome | AcrossSeeds]) -> None:
 
 
 def _write_outputs(session: CheckSession, entries: list[dict[str, Any]] | None = None,
-                   across: Sequence[dict[str, Any]] | None = None) -> None:
+                   across: Sequence[dict[str, Any]] | None = None, **more: Any) -> None:
     """The JSON report and the visual report, each when asked for."""
     outputs = session.outputs
-    for path in session.write_outputs(entries, across):
+    for path in session.write_outputs(entries, across, **more):
         if path.suffix == ".html":
             _stderr(f"{PROG}: wrote the visual report to {path}")
     if outputs.plots is not None:
@@ -292,13 +296,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
                                 data=args.data, data_options=data_options, epochs=args.epochs)
     session = CheckSession(settings, subjects, _outputs(args), log=None if args.quiet else _stderr,
                            on_compute=lambda: prepare(settings, device=False))
+    ci = cli_loop.ci_plan_of(args)
     outcomes = session.outcomes()
     print_outcomes(outcomes, quiet=args.quiet)
     gates = session.gates()
     print_gates(gates)
-    _write_outputs(session)
+    entries = [o.to_dict() for o in outcomes]
+    _write_outputs(session, comparison=cli_loop.ci_comparison(ci, entries))
     _report_errors([*outcomes, *(gate for _, gate in gates)])
-    return _exit_code(outcomes, gates)
+    return cli_loop.ci_finish(ci, {"subjects": entries}, _exit_code(outcomes, gates))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -321,6 +327,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import cell_name, sweep_cells, sweep_table
 
+    cli_loop.apply_sweep_config(args)
     arch_options = parse_key_values(args.arch_arg or [], what="--arch-arg")
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
     cells = sweep_cells(args.methods, args.method_arg)
@@ -337,8 +344,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     check_data_root(args.data or DEFAULT_DATA, settings.data_root)
     out_dir = check_writable_folder(args.output, what="-o")
     every = [subject for _, subjects in plan for subject in subjects]
-    session = CheckSession(settings, every, _outputs(args),
+    session = CheckSession(settings, every, _outputs(args), jobs=cli_loop.jobs_of(args, settings),
                            log=None if args.quiet else _stderr)
+    ci = cli_loop.ci_plan_of(args)
     table_cells: list[tuple[str, list[Report]]] = []
     failures: dict[str, int] = {}
     everything: list[Outcome] = []
@@ -360,35 +368,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if not args.quiet:
         print()
         print_outcomes(everything, quiet=True)
-    _write_outputs(session, [o.to_dict() for o in everything])
+    entries = [o.to_dict() for o in everything]
+    _write_outputs(session, entries, comparison=cli_loop.ci_comparison(ci, entries))
     _report_errors(everything)
-    return _exit_code(everything)
+    return cli_loop.ci_finish(ci, {"subjects": entries}, _exit_code(everything))
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from .output.render import table
+    from .cache.summary import cache_summary
 
     cache = _settings(args, ready=False).open_cache(_stderr)
-    if args.action == "clear":
-        left = cache.clear(args.kind)
-        print(f"cleared {args.kind + ' artifacts' if args.kind else 'every artifact'} in "
-              f"{cache.root}")
-        if left:
-            shown = ", ".join(str(path) for path in left[:3])
-            print(f"left {len(left)} entr{'y' if len(left) == 1 else 'ies'} fa-checks did not "
-                  f"write: {shown}{', ...' if len(left) > 3 else ''}")
-        return EXIT_PASS
-    kinds = cache.info()
-    print(f"cache: {cache.root}" + ("" if kinds else " (empty)"))
-    if kinds:
-        rows = [[kind, str(k["artifacts"]), _megabytes(k["bytes"]), str(k["temporary_files"])]
-                for kind, k in kinds.items()]
-        print("\n".join(table(["kind", "artifacts", "size", "temporary files"], rows)))
+    print("\n".join(cache_summary(cache, args.action, args.kind)))
     return EXIT_PASS
-
-
-def _megabytes(count: int) -> str:
-    return f"{count / 2**20:.1f} MB"
 
 
 def _file_name(text: str) -> str:

@@ -280,9 +280,13 @@ def test_the_page_in_headless_chromium(dozen, tmp_path, javascript):
         assert select("script") == []
         figures_ = select("figure svg")
         assert len(figures_) == Page(text).all("svg").__len__() == 12 * 3 + 1
+        (body,) = select("body")
+        page_width = browser.send("DOM.getBoxModel", {"nodeId": body})["model"]["width"]
         for node in figures_:
             model = browser.send("DOM.getBoxModel", {"nodeId": node})["model"]
             assert model["width"] > 100 and model["height"] > 50
+            # the page's full width (the body's content box), not the half a newcomer saw
+            assert model["width"] >= 0.9 * page_width, (model["width"], page_width)
             x, y = model["content"][0], model["content"][1]
             shot = browser.send("Page.captureScreenshot", {
                 "format": "png", "captureBeyondViewport": True,

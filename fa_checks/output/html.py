@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..files import write_atomic
 from ..report import MODE2_SENTENCE
 from . import figures
+from .comparison import comparison_section
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -239,7 +240,7 @@ tr.fail td{background:#fbeaea}tr.error td{background:#fff4d6}
 .verdict.error{color:#8a5a00}
 ul.failing li{color:#8d1c21}p.missing{color:#555;font-style:italic}
 p.meta{color:#444;font-size:.9rem}
-figure{margin:.6rem 0}figure svg{max-width:100%;height:auto;display:block}
+figure{margin:.6rem 0}figure svg{width:100%;height:auto;display:block}
 figcaption{font-size:.85rem;color:#444}
 details{font-size:.9rem;margin:.6rem 0}nav a,a.back{font-size:.85rem}
 """.strip()
@@ -357,7 +358,7 @@ def subject_section(entry: Entry, anchor: str, *, index: int = 0, heading: str =
 def subject_fragment(entry: Entry) -> str:
     """One subject's section as a stand-alone fragment (own styling, no ids shared with a
     page), e.g. for ``pytest_html.extras.html``."""
-    style = ("<style>.fa-checks figure svg{max-width:100%;height:auto;display:block}"
+    style = ("<style>.fa-checks figure svg{width:100%;height:auto;display:block}"
              ".fa-checks .failing li{color:#8d1c21}.fa-checks .missing{font-style:italic}"
              "</style>")
     anchor = "fa-" + anchors([entry])[0]
@@ -388,9 +389,8 @@ def render_html(
     entries: Sequence[Entry],
     across_seeds: Sequence[Entry] = (),
     *,
-    table_header: Sequence[str],
-    table_rows: Sequence[Sequence[str]],
-    title: str = DEFAULT_TITLE,
+    table_header: Sequence[str], table_rows: Sequence[Sequence[str]],
+    title: str = DEFAULT_TITLE, comparison: Mapping[str, Any] | None = None,
 ) -> str:
     """The page: the verdict table (``table_header`` / ``table_rows``, cells as text; a cell
     equal to a subject's id links to its section), the across-seeds gate, then a section per
@@ -413,6 +413,7 @@ def render_html(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(summary)}</p>",
         _table(table_header, table_rows, links),
+        comparison_section(comparison),
         _seeds_section(list(across_seeds)),
     ]
     parts += [subject_section(entry, anchor, index=index)
@@ -428,13 +429,12 @@ def write_html(
     *,
     table_header: Sequence[str],
     table_rows: Sequence[Sequence[str]],
-    title: str = DEFAULT_TITLE,
+    title: str = DEFAULT_TITLE, comparison: Mapping[str, Any] | None = None,
 ) -> Path:
     """:func:`render_html` written atomically to ``path`` (UTF-8)."""
     page = render_html(entries, across_seeds, table_header=table_header,
-                       table_rows=table_rows, title=title)
-    return write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"),
-                        suffix=".html")
+                       table_rows=table_rows, title=title, comparison=comparison)
+    return write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"), suffix=".html")
 
 
 def write_pngs(

@@ -197,9 +197,11 @@ def write_visual_report(
     html: str | Path | None = None,
     plots: str | Path | None = None,
     gated: Collection[str] | None = None,
+    comparison: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """The visual report of subjects' JSON entries: one HTML page (its verdict table drawn by
     this module, as the terminal's) and/or the figures as PNG files; the paths written.
+    ``comparison``: a comparison against a base report (``Comparison.to_dict()``), a section.
     matplotlib is imported only here, when a report is asked for."""
     from ..report import read_entries
     from .html import write_html, write_pngs
@@ -208,7 +210,7 @@ def write_visual_report(
     if html is not None:
         rows = [verdict_row(row, gated) for row in read_entries(entries)]
         written.append(write_html(html, entries, across_seeds, table_header=HEADER,
-                                  table_rows=rows))
+                                  table_rows=rows, comparison=comparison))
     if plots is not None:
         written += write_pngs(plots, entries, across_seeds)
     return written

@@ -80,11 +80,13 @@ class CheckSession:
     def __init__(self, settings: Settings, subjects: Sequence[Subject],
                  outputs: Outputs | None = None, *, log: Log | None = None,
                  cache: ArtifactCache | None = None, claim: Claim | None = None,
-                 on_compute: Callable[[], object] | None = None) -> None:
+                 on_compute: Callable[[], object] | None = None, jobs: int = 1) -> None:
         self.settings = settings
         #: called before this process's first real work (a face sets torch's threads), never
         #: for a report served from the cache: a cached rerun imports no torch
         self.on_compute = on_compute
+        #: subjects evaluated at a time in parallel processes here (``sweep -j``)
+        self.jobs = jobs
         unique: dict[str, Subject] = {}
         for subject in subjects:
             unique.setdefault(subject.id, subject)
@@ -134,7 +136,14 @@ class CheckSession:
         return True
 
     def outcomes(self) -> list[Outcome]:
-        """Every subject's outcome, in order."""
+        """Every subject's outcome, in order (with ``jobs`` > 1, those not yet known computed
+        in parallel processes first: :mod:`fa_checks.parallel`)."""
+        waiting = [s for sid, s in self.subjects.items() if sid not in self._outcomes]
+        if self.jobs > 1 and len(waiting) > 1 and self.settings.ray_address is None:
+            from ..parallel import evaluate_in_processes
+
+            done = evaluate_in_processes(waiting, self.settings, self.jobs, log=self.log)
+            self._outcomes.update(zip([s.id for s in waiting], done, strict=True))
         return [self.outcome(subject_id) for subject_id in self.subjects]
 
     def _evaluate(self, subject: Subject) -> Outcome:

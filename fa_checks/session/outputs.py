@@ -57,10 +57,12 @@ class Outputs:
 
     def write(self, entries: Sequence[Mapping[str, Any]],
               across: Sequence[Mapping[str, Any]] = (), *,
-              gated: Any = None, extra: Mapping[str, Any] | None = None) -> list[Path]:
+              gated: Any = None, extra: Mapping[str, Any] | None = None,
+              comparison: Mapping[str, Any] | None = None) -> list[Path]:
         """The JSON report (``{"subjects": [...], "across_seeds": [...]}``, also when every
         subject failed, so no earlier run's file is left to be read) and the visual report,
-        each when asked for; the paths written.  ``extra``: more top-level JSON keys.
+        each when asked for; the paths written.  ``extra``: more top-level JSON keys;
+        ``comparison``: a comparison with a base report, a section of the HTML page.
 
         Another summary (a Markdown table, a comparison with an earlier run) is one more
         writer here, fed the same entries and gates, with its flag in
@@ -77,7 +79,7 @@ class Outputs:
 
             written += write_visual_report(
                 entries, [gate for gate in across if "error" not in gate],
-                html=self.html, plots=self.plots, gated=gated)
+                html=self.html, plots=self.plots, gated=gated, comparison=comparison)
         return written
 
 

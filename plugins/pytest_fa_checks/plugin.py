@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from .ci import add_ci_flags, configure_ci
 from .flags import Request, add_flags, read_request
 from .parallel import XdistController, choose_dist_mode, configure_worker
 from .progress import shows_progress
@@ -47,6 +48,7 @@ NO_SUBJECT = ("no fa-checks subject: run pytest with --fa-checkpoint PATH or --f
 # -- flags and configuration -----------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_flags(parser)
+    add_ci_flags(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -71,6 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         config.addinivalue_line("markers", "xdist_group(name): run in one xdist worker")
     if not request.active:
+        if not hasattr(config, "workerinput"):
+            configure_ci(config, None)  # a CI flag with nothing to check: refused
         return
     device = run_id = None
     worker = hasattr(config, "workerinput")
@@ -96,9 +100,9 @@ def pytest_configure(config: pytest.Config) -> None:
             pytest.register_assert_rewrite(SUITE_MODULE)
     if not worker:
         run.check_outputs()
-        config.pluginmanager.register(
-            VerdictReporter(config, list(run.subjects), run.outputs), "fa-checks-verdicts"
-        )
+        reporter = VerdictReporter(config, list(run.subjects), run.outputs)
+        config.pluginmanager.register(reporter, "fa-checks-verdicts")
+        configure_ci(config, reporter)  # registered after: its summary follows the table
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(
                 XdistController(config, run),

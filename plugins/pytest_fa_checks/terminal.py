@@ -38,6 +38,8 @@ class VerdictReporter:
         self.gated: set[str] = set()
         self.written: list[Path] = []
         self.write_error: str | None = None
+        #: the comparison with a base report (--fa-compare), a section of the HTML page
+        self.comparison: dict[str, Any] | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         absorb(report.user_properties, self.subjects, self.groups, self.gated)
@@ -73,7 +75,7 @@ class VerdictReporter:
             entries, across = data.pop("subjects"), data.pop("across_seeds")
             self.written += self.outputs.write(
                 entries, across, gated=None if self._suite_complete() else self.gated,
-                extra=data)
+                extra=data, comparison=self.comparison)
         except Exception as exc:  # checked while configuring; the disk may still fill up
             message, ours = classify(exc)
             if ours:

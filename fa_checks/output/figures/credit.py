@@ -55,6 +55,24 @@ def d4_at_chance(entry: Mapping[str, Any]) -> list[int]:
 
 
 # -- 3. credit per layer -----------------------------------------------------------------------
+#: how far beside its layer the pooled cosine (left) and rho (right) are drawn
+SIDE_STEP = 0.12
+
+
+def coinciding(series: Mapping[str, list[float | None]], tol: float = 1e-3) -> list[str]:
+    """The metrics whose values agree at every layer (within ``tol``), when two or more do."""
+    from itertools import combinations
+
+    keys = list(series)
+    for size in range(len(keys), 1, -1):
+        for group in map(list, combinations(keys, size)):
+            rows = list(zip(*(series[k] for k in group), strict=False))
+            if rows and all(all(is_finite_number(v) for v in row) and max(row) - min(row) <= tol
+                            for row in rows):
+                return group
+    return []
+
+
 def at_or_under_null(credit: Mapping[str, Any]) -> list[int]:
     """The layers whose cosine is not above the fresh-feedback null band (mean + std)."""
     cosine = numbers(credit.get("cosine"))
@@ -104,25 +122,43 @@ def credit_per_layer(entry: Mapping[str, Any]) -> Figure:
         high = [m + (s if is_finite_number(s) else 0.0) if is_finite_number(m) else math.nan
                 for m, s in zip(mean, std, strict=True)]
         draws = credit.get("null_draws")
-        band = ax.fill_between(layers, low, high, color=GREY, alpha=0.25, linewidth=0,
+        # outlined, so a band a few hundredths wide still shows on the [-1, 1] axis
+        band = ax.fill_between(layers, low, high, facecolor=GREY, alpha=0.35,
+                               edgecolor="black", linewidth=0.8,
                                label=f"fresh-feedback null, mean ± std ({draws} draws)")
         band.set_gid("null_band")
         (line,) = ax.plot(layers, plotted(mean), color=GREY, linestyle="--", linewidth=1)
         line.set_gid("null_mean")
+        widest = max((h - lo for lo, h in zip(low, high, strict=True) if math.isfinite(h - lo)),
+                     default=0.0)
+        shown = [m for m in mean if is_finite_number(m)]
+        text = ax.text(1.0, 0.02, f"null band: |mean| ≤ {fmt(max(abs(m) for m in shown))}, "
+                       f"width ≤ {fmt(widest)}", transform=ax.transAxes, ha="right",
+                       va="bottom", fontsize=7.5, color=GREY, parse_math=False)
+        text.set_gid("null_label")
     else:
         missing.append("no fresh-feedback null (the rule has no random feedback to redraw)")
-    styles = {"cosine": (BLUE, "o", "cosine with BP"),
-              "pooled_cosine": (ORANGE, "s", "pooled cosine"),
-              "rho": (GREEN, "^", "perturbation correlation rho")}
-    for key, (colour, marker, label) in styles.items():
+    # three metrics that agree (BP's are all 1.0) would hide each other: each is drawn a
+    # little to the side of its layer, with its own marker and dash
+    styles = {"cosine": (BLUE, "o", "-", 0.0, "cosine with BP"),
+              "pooled_cosine": (ORANGE, "s", "--", -SIDE_STEP, "pooled cosine"),
+              "rho": (GREEN, "^", ":", SIDE_STEP, "perturbation correlation rho")}
+    drawn: dict[str, list[float | None]] = {}
+    for key, (colour, marker, dash, side, label) in styles.items():
         values = padded(columns[key])
         if all(v is None for v in values):
             missing.append(f"no {label}")
             continue
-        (line,) = ax.plot(layers, plotted(values), marker=marker, color=colour, label=label)
+        (line,) = ax.plot([l + side for l in layers], plotted(values), marker=marker,
+                          linestyle=dash, color=colour, label=label)
         line.set_gid(key)
+        drawn[key] = values
         missing += [f"{label} {fmt(v)} at h_{l}" for l, v in enumerate(values)
                     if v is not None and not is_finite_number(v)]
+    same = coinciding(drawn)
+    if same:
+        missing.append(f"{', '.join(styles[k][4] for k in same)} coincide at every layer "
+                       "(drawn side by side)")
     under = at_or_under_null(credit)
     if under:
         cosine = padded(columns["cosine"])
@@ -146,7 +182,7 @@ def credit_per_layer(entry: Mapping[str, Any]) -> Figure:
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_ylim(-1.08, 1.08)
     ax.set_ylabel("alignment with BP")
-    add_legend(ax, ncols=2)
+    add_legend(ax)
     d2 = entry_section(entry, "D2")
     if d2.get("fires") is True:
         missing.append("the BP reference failed D2: these comparisons measure numerical noise")
@@ -168,7 +204,7 @@ def credit_per_layer(entry: Mapping[str, Any]) -> Figure:
         heights = [v if is_finite_number(v) else 0.0 for v in nudging]
         nudge_ax.bar(layers, heights, width=0.5,
                             color=[GREEN if h < 0 else GREY for h in heights],
-                            label="nudging: loss change after a step along the signal")
+                            label="nudging: loss change\nafter a step along the signal")
 
         nudge_ax.axhline(0, color="black", linewidth=0.5)
         nudge_ax.set_ylabel("loss change")

@@ -17,17 +17,18 @@ SUBJECT_FIGURES = ("profile", "history", "credit")
 #: colours: a neutral series, a second series, the limits, what fired, what passed
 BLUE, ORANGE, GREY, RED, GREEN = "#1f5fa8", "#d9822b", "#6b6b6b", "#c0262d", "#2e8540"
 
-#: small text, one font family (so an SVG's text names it once, briefly), no date anywhere
+#: text sized for the page's width (a figure fills it: 6.4 in drawn at about 9.6 in, so 8 pt
+#: reads as 12), one font family (so an SVG's text names it once, briefly), no date anywhere
 STYLE = {
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],
-    "font.size": 8.0,
-    "axes.titlesize": 8.5,
-    "axes.labelsize": 8.0,
-    "legend.fontsize": 7.0,
+    "font.size": 8.5,
+    "axes.titlesize": 9.0,
+    "axes.labelsize": 8.5,
+    "legend.fontsize": 8.0,
     "legend.frameon": False,
-    "xtick.labelsize": 7.0,
-    "ytick.labelsize": 7.0,
+    "xtick.labelsize": 8.0,
+    "ytick.labelsize": 8.0,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "lines.linewidth": 1.4,
@@ -35,7 +36,9 @@ STYLE = {
     "svg.fonttype": "none",
 }
 
-WIDTH = 6.4  # inches: one column of a page or a slide
+WIDTH = 6.4  # inches: drawn at the page's full width (the CSS scales the SVG)
+#: the smallest tick label, in points at the figure's own size
+MIN_TICK_POINTS = 8.0
 
 
 # -- reading the JSON form ---------------------------------------------------------------------
@@ -184,10 +187,12 @@ def _decade(value: float, _position: Any = None) -> str:
     return "10" + str(exponent).translate(_SUPERSCRIPT)
 
 
-def add_legend(ax: Axes, ncols: int = 1) -> None:
-    """The axes' legend, where something on it has a label."""
+def add_legend(ax: Axes) -> None:
+    """The axes' legend, where something on it has a label: beside the axes, never over the
+    data (a reference line spans the whole axes, so no place inside is free of it)."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best", ncols=ncols)
+        legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        legend.set_gid("legend")
 
 
 def log_axis(ax: Axes, values: Sequence[float | None]) -> None:

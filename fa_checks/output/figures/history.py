@@ -119,7 +119,7 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
         norms_ax.axvspan(epoch - 0.5, epoch + 0.5, color=RED, alpha=0.12, linewidth=0)
     if diverged:
         missing.append(f"diverged in epoch {', '.join(f'{e:g}' for e in diverged)}")
-    add_legend(norms_ax, ncols=2)
+    add_legend(norms_ax)
     if missing:
         add_note(norms_ax, ["not drawn: " + "; ".join(missing)])
 
@@ -152,7 +152,7 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
     if not any(is_fraction(v) for v in [*acc, baseline]):  # nothing to scale to
         acc_ax.set_ylim(0, 1)
     acc_ax.set_ylabel("test accuracy")
-    add_legend(acc_ax, ncols=1)
+    add_legend(acc_ax)
     if acc_missing:
         add_note(acc_ax, acc_missing)
 
@@ -178,7 +178,7 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
                 mark = growth_ax.axvline(blew, color=RED, linestyle=":", linewidth=1,
                                          label=f"over the limit from epoch {blew:g}")
                 mark.set_gid("limit_crossed")
-        add_legend(growth_ax, ncols=2)
+        add_legend(growth_ax)
         bad = [f"{fmt(v)} at epoch {ep:g}" for ep, v in zip(epochs, largest, strict=True)
                if v is not None and not drawable(v, log=True)]
         if bad:
@@ -229,6 +229,6 @@ def _direction_panel(ax: Any, epochs: Sequence[float], history: Sequence[Mapping
         line.set_gid(f"credit_cosine_h{l}")
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_ylabel("credit cosine")
-    add_legend(ax, ncols=3)
+    add_legend(ax)
     add_note(ax, ["per epoch on a slice of the eval batch, a few null draws: a trend; D4 "
                   "judges the final model"])

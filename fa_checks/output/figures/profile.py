@@ -32,8 +32,22 @@ from .drawing import (
     styled,
 )
 
-
 # -- 1. scale profile --------------------------------------------------------------------------
+#: the share of the top axes kept under the lowest point, for the growth labels
+LABEL_BAND = 0.22
+
+
+def label_band(ax: Any, norms: list[float | None]) -> None:
+    """Lower the log axis' bottom so the lowest drawn point sits above a band of
+    :data:`LABEL_BAND` of the height (the decade of room above the highest stays)."""
+    shown = [math.log10(v) for v in norms if drawable(v, log=True)]
+    if not shown:
+        return
+    low, high = min(shown), max(shown) + 1.0
+    # low - bottom = LABEL_BAND * (high - bottom), and at least the usual decade
+    bottom = min(low - 1.0, (low - LABEL_BAND * high) / (1 - LABEL_BAND))
+    ax.set_ylim(10 ** bottom, 10 ** high)
+
 @styled
 def scale_profile(entry: Mapping[str, Any]) -> Figure:
     """D1's numbers: the median per-sample norm of ``h_0..h_L`` on a log axis with each block's
@@ -70,13 +84,11 @@ def scale_profile(entry: Mapping[str, Any]) -> Figure:
                           [norms[fired_block], norms[fired_block + 1]], color=RED, linewidth=3,
                           label=f"block {fired_block} fired D1")
         seg.set_gid("fired_block")
+    label_band(top, norms)
     for l, g in enumerate(growth[:len(norms) - 1]):  # the blocks between two hidden states
-        a, b = norms[l], norms[l + 1]
-        if drawable(a, log=True) and drawable(b, log=True):
-            where, transform = (l + 0.5, math.sqrt(a * b)), top.transData
-        else:
-            where, transform = (l + 0.5, 0.5), top.get_xaxis_transform()
-        text = top.text(*where, f"×{fmt(g)}", transform=transform, ha="center", va="bottom",
+        # in a band of their own under the line (never on it, nor on the red segment)
+        text = top.text(l + 0.5, 0.03, f"×{fmt(g)}", transform=top.get_xaxis_transform(),
+                        ha="center", va="bottom",
                         fontsize=7, color=RED if l == fired_block else "black",
                         fontweight="bold" if l == fired_block else "normal")
         text.set_gid(f"growth_{l}")

@@ -12,6 +12,8 @@ from .drawing import (
     BLUE,
     GREEN,
     RED,
+    STYLE,
+    WIDTH,
     add_legend,
     add_note,
     fmt,
@@ -79,11 +81,19 @@ def across_seeds(summaries: Sequence[Mapping[str, Any]]) -> Figure:
     ax.set_xticks(range(len(summaries)))
     ax.set_xticklabels([f"{s.get('label') or s.get('method') or i}\nn={s.get('n')}"
                         for i, s in enumerate(summaries)])
+    # labels too long for their slot (a sweep's "redraw-dfa-penalty=0.01") stand upright
+    longest = max(len(line) for s in summaries
+                  for line in str(s.get("label") or s.get("method") or "").split("\n"))
+    fits = longest * 0.6 * float(STYLE["xtick.labelsize"]) <= 0.8 * WIDTH * 72 / len(summaries)
     for label in ax.get_xticklabels():
         label.set_parse_math(False)
+        if not fits:
+            label.set_rotation(90)
+    if not fits:  # room for the upright labels under an axes of the usual height
+        figure.set_figheight(2.8 + min(3.0, longest * 0.6 * float(STYLE["xtick.labelsize"]) / 72))
     ax.set_xlim(-0.6, len(summaries) - 0.4)
     ax.set_ylabel("D3 margin (pp)")
-    add_legend(ax, ncols=2)
+    add_legend(ax)
     if missing:
         add_note(ax, missing)
     return figure
