@@ -324,6 +324,9 @@ def fresh_feedback_null(
         credit = clone.credit(x, y)
         if credit is None:
             return None
+        from ..methods.contract import fit_signals
+
+        credit = fit_signals(clone, credit, reference, anatomy_of(model))
         cosines.append([math.nan if c is None else c for c in mean_cosines(credit, reference)])
     per_layer = torch.tensor(cosines, dtype=torch.float64)  # (draws, L+1)
     deep = per_layer[:, 1:].mean(dim=1) if per_layer.shape[1] > 1 else None

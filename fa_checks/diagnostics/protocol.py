@@ -343,6 +343,10 @@ def evaluate(
         if credit is None and method is not None:
             credit = method.credit(x, y)
             module.eval()  # a rule's credit() may restore the mode it found; keep eval here
+        if credit is not None:  # per-sample (N, d) signals are spread over positions
+            from ..methods.contract import fit_signals
+
+            credit = fit_signals(method, credit, hidden, anatomy)
         summary = None
         if credit is not None:
             summary = credit_metrics(
