@@ -314,7 +314,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
 
     # read before it is copied: a cached file that cannot be read never reaches -o
-    saved = load_checkpoint(path)
+    saved = load_checkpoint(path, import_archs={subject.arch})  # the model the user named
     copy_atomic(path, args.output)
     last = (saved.history or [{}])[-1]
     note = (f" (diverged in epoch {last.get('epoch')}: the loss is not finite)"

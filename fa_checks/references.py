@@ -24,7 +24,7 @@ from typing import Any
 from .errors import UserError
 
 #: how the user says that names read from a file may import code (for the refusal's message)
-TRUST_FLAGS = "trust=True (library), --trust (fa-checks) or --fa-trust (pytest)"
+TRUST_FLAGS = "--trust (pytest: --fa-trust; library: trust=True)"
 
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -77,10 +77,8 @@ def import_reference(
                     f"(for example {example}): both parts must be dotted Python names")
     if not allow_import:
         raise error(
-            f"{what} {name!r} is neither a built-in nor an entry point of {group!r}, and "
-            f"resolving it would import module {module_name!r}, which a name read from an "
-            f"untrusted file may not do, so nothing was imported; pass {TRUST_FLAGS} only for "
-            "a file you trust, or install it as an entry point"
+            f"{what} {name!r} would import module {module_name!r}, which an untrusted file may "
+            f"not do (nothing was imported); if you made the file, pass {TRUST_FLAGS}"
         )
     module = import_user_module(module_name, what=what, error=error)
     target: Any = module
