@@ -61,6 +61,8 @@ class Method:
         self.num_classes = 0
         #: the shape of one input sample, when known (the trainer sets it before ``setup``)
         self.input_shape: tuple[int, ...] | None = None
+        #: the generator ``setup`` was given (seeded from the run's seed)
+        self.generator: torch.Generator | None = None
 
     # -- life cycle ------------------------------------------------------------------------
     def setup(
@@ -70,11 +72,15 @@ class Method:
         generator: torch.Generator,
         optimizer: OptimizerFactory = default_optimizer,
     ) -> None:
-        """Attach to ``model``, draw any random feedback from ``generator``, build the optimizer."""
+        """Attach to ``model``, draw any random feedback from ``generator``, build the optimizer.
+
+        ``generator`` is kept as ``self.generator`` (seeded from the run's seed), for a rule
+        that draws again later (feedback redrawn every epoch, random directions)."""
         self.check_model(model)
         self.model = model
         self.anatomy = anatomy_of(model)
         self.num_classes = int(num_classes)
+        self.generator = generator
         self.init_state(generator)
         self.optimizer = optimizer(self.trainable_parameters())
 
