@@ -217,20 +217,51 @@ def test_the_cache_key_holds_the_factorys_source(tmp_path, monkeypatch):
     assert "arch_source" not in training_spec(builtin)
 
 
-def test_pytest_gates_a_users_rule_on_a_users_model(pytester, monkeypatch):
+def test_pytest_refuses_a_broken_rule_as_a_usage_error(pytester, monkeypatch):
+    # the working gate of a user's rule on a user's model: the configuration test below
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH",
                                                                                "")]))
-    monkeypatch.setenv("FA_CHECKS_CACHE", str(pytester.path / "cache"))
-    result = pytester.runpytest_subprocess(
-        "-p", "no:randomly", "--fa-method", "user_rules:PerSampleDFA", "--fa-arch", NET,
-        "--fa-arch-arg", "width=8", "--fa-data", "synthetic", "--fa-data-arg",
-        "num_samples=200", "--fa-epochs", "1", "--fa-seeds", "1", "2", "--fa-threads", "1")
-    assert result.ret in (0, 1), result.stdout.str()[-2000:]
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 7
-    assert "error" not in outcomes and "errors" not in outcomes
-
     broken = pytester.runpytest_subprocess("-p", "no:randomly", "--fa-method",
                                            "user_rules:LocalCreditWithoutY")
     assert broken.ret == 4
     broken.stderr.fnmatch_lines(["*define it as local_credit(self, hidden, logits, y)*"])
+
+
+# -- the gate in the configuration ------------------------------------------------------------
+def test_a_misspelt_ini_key_is_a_usage_error_naming_the_nearest(pytester):
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\nfa_max_grwoth = 10\n")
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*unknown ini option fa_max_grwoth in *pyproject.toml: did you "
+                                 "mean fa_max_growth?"])
+
+
+def test_a_gate_in_the_configuration_alone_joins_the_repositorys_own_tests(pytester,
+                                                                            monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH",
+                                                                               "")]))
+    monkeypatch.setenv("FA_CHECKS_CACHE", str(pytester.path / "cache"))
+    pytester.makepyprojecttoml(f"""
+        [tool.pytest.ini_options]
+        testpaths = ["tests"]
+        fa_methods = ["user_rules:PerSampleDFA"]
+        fa_seeds = [1]
+        fa_arch = "{NET}"
+        fa_arch_args = ["width=8"]
+        fa_data = "synthetic"
+        fa_data_args = ["num_samples=200"]
+        fa_epochs = 1
+        fa_threads = 1
+    """)
+    pytester.mkdir("tests")
+    pytester.path.joinpath("tests", "test_own.py").write_text("def test_own():\n    pass\n")
+    bare = pytester.runpytest_subprocess("-p", "no:randomly", "-rA")
+    assert bare.ret in (0, 1)
+    bare.stdout.fnmatch_lines(["*PASSED tests/test_own.py::test_own*"])
+    bare.stdout.fnmatch_lines(["*suite.py::test_scale_stability?user_rules:PerSampleDFA-seed1?*"])
+    outcomes = bare.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 4  # D1-D3 and the own
+    own_only = pytester.runpytest_subprocess("-p", "no:randomly", "-m", "not fa_checks")
+    own_only.assert_outcomes(passed=1, deselected=3)
+    named = pytester.runpytest_subprocess("-p", "no:randomly", "tests/test_own.py")
+    named.assert_outcomes(passed=1)
