@@ -111,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = commands.add_parser("cache", help="show or clear the cache of runs and reports",
                                 description="The artifact cache fa-checks and pytest share: "
-                                            "trained runs, baselines, reports.")
+                                            "trained runs, baselines, reports, generated data.")
     cache.add_argument("action", choices=("info", "clear"),
                        help="info: where it is and what it holds; clear: remove artifacts")
-    cache.add_argument("--kind", choices=("run", "baseline", "report"),
+    cache.add_argument("--kind", choices=("run", "baseline", "report", "data"),
                        help="clear only this kind of artifact")
     add_to_argparse(cache, _pick(EVALUATION, "cache-dir"))
     cache.set_defaults(handler=_cmd_cache)

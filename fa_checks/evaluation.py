@@ -139,7 +139,7 @@ def load_subject(
     method = checkpoint.build_method(model) if with_method and checkpoint.method else None
     data_name, data_options = _checkpoint_data(checkpoint, subject)
     try:
-        dataset = load_data(data_name, root=settings.data_root, **data_options)
+        dataset = load_data(data_name, root=settings.data_root_for(data_name), **data_options)
     except DataError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     _check_data_fits(checkpoint, dataset, data_name, settings.flag("data"))

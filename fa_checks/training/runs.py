@@ -62,7 +62,7 @@ def train_fresh(
         device=str(device if device is not None else settings.torch_device()),
         method_options=dict(subject.method_options),
         arch_options=dict(subject.arch_options),
-        data_root=settings.data_root,
+        data_root=settings.data_root_for(subject.data),
         data_options=dict(subject.data_options),
         checkpoint=checkpoint,
         progress=settings.progress,
