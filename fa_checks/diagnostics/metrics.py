@@ -319,7 +319,8 @@ def fresh_feedback_null(
     clone = _shared_copy(method)
     cosines: list[list[float]] = []
     for _ in range(draws):
-        if not clone.redraw_feedback(generator):
+        redraw = getattr(clone, "redraw_feedback", None)  # a duck-typed rule may have none
+        if redraw is None or not redraw(generator):
             return None
         credit = clone.credit(x, y)
         if credit is None:

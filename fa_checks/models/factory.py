@@ -106,8 +106,31 @@ def build_from_factory(arch: str, factory: Callable[..., nn.Module], *,
         raise ModelError(f"model factory {arch!r} returned a {type(model).__name__}; it must "
                          "return an nn.Module with embed, blocks and out_head (or embed, step, "
                          "readout and num_blocks)")
-    anatomy_of(model)  # an AnatomyError names what is missing
+    _probe(arch, anatomy_of(model), tuple(input_shape))  # an AnatomyError names what is missing
     return model
+
+
+def _probe(arch: str, anatomy: Any, input_shape: tuple[int, ...]) -> None:
+    """One forward pass of two zero inputs shaped like the data's: a model that cannot take
+    them is refused now, in one sentence, not as a fault deep in the trainer."""
+    import torch
+
+    from ..errors import one_line, user_code_frame
+    from .anatomy import eval_mode
+
+    params = next(anatomy.model.parameters(), None)
+    if params is not None and params.device.type == "meta":
+        return  # shapes only (a checkpoint's check): the forward may need real storage
+    probe = torch.zeros(2, *input_shape, device=None if params is None else params.device)
+    try:
+        with eval_mode(anatomy.model), torch.no_grad():
+            anatomy.logits(probe)
+    except Exception as exc:
+        where = user_code_frame(exc.__traceback__)
+        raise ModelError(
+            f"model factory {arch!r} built a {type(anatomy.model).__name__} that cannot take "
+            f"inputs shaped {input_shape}: {type(exc).__name__}: {one_line(exc)[:300]}"
+            + (f" (in your code: {where})" if where else "")) from None
 
 
 __all__ = ["ENTRY_POINT_GROUP", "build_from_factory", "factory_defaults", "factory_keywords",

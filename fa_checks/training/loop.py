@@ -173,7 +173,8 @@ def train(
     rule, rule_cls, method_name = _resolve_method(method, method_options)
     dataset = _resolve_data(data, data_root, data_options).to(target)
 
-    model_kwargs = {**dict(arch_options or {}), **rule_cls.model_overrides(arch)}
+    overrides = getattr(rule_cls, "model_overrides", None)  # a duck-typed rule may have none
+    model_kwargs = {**dict(arch_options or {}), **(overrides(arch) if overrides else {})}
     torch.manual_seed(seed)
     # built on the CPU, then moved, so the initialisation does not depend on the device
     model = build_model(arch, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
@@ -189,7 +190,7 @@ def train(
                        label=label or method_name, method_name=method_name)
     config = {
         "method": method_name,
-        "method_options": dict(rule.options),
+        "method_options": dict(getattr(rule, "options", {})),
         "arch": arch,
         "arch_options": model_kwargs,
         "data": dict(dataset.spec),
@@ -226,15 +227,17 @@ def _fit(rule: Method, model: nn.Module, dataset: Dataset, x_eval: Tensor, y_eva
     rule.setup(model, dataset.num_classes, method_generator, optimizer=optimizer)
     users_rule = not is_library_code(type(rule))
     annealing = None
-    if rule.optimizer is not None and schedule == "cosine":
-        annealing = torch.optim.lr_scheduler.CosineAnnealingLR(rule.optimizer, T_max=epochs)
+    rule_optimizer = getattr(rule, "optimizer", None)
+    if isinstance(rule_optimizer, torch.optim.Optimizer) and schedule == "cosine":
+        annealing = torch.optim.lr_scheduler.CosineAnnealingLR(rule_optimizer, T_max=epochs)
     # a CPU generator: the batch order is then the same on every device
     batch_generator = torch.Generator().manual_seed(seed + DATA_SEED_OFFSET)
     clock = ProgressClock(label, epochs, sink)
     history: list[dict[str, Any]] = []
     for epoch in range(1, epochs + 1):
         model.train()
-        rule.epoch_start(epoch, epochs)
+        if callable(getattr(rule, "epoch_start", None)):
+            rule.epoch_start(epoch, epochs)
         batches = dataset.batches(batch_size, generator=batch_generator, shuffle=True,
                                   augment=True)
         sums: dict[str, Tensor | float] = {}
