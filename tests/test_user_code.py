@@ -265,3 +265,27 @@ def test_a_gate_in_the_configuration_alone_joins_the_repositorys_own_tests(pytes
     own_only.assert_outcomes(passed=1, deselected=3)
     named = pytester.runpytest_subprocess("-p", "no:randomly", "tests/test_own.py")
     named.assert_outcomes(passed=1)
+
+
+def test_a_conv_model_with_its_own_feature_axis_and_a_duck_typed_rule(tmp_path):
+    run = fa_checks.train("user_rules:PerSampleDFA", "user_models:make_convnet", "digits",
+                          **{**SMALL, "data_options": {}})
+    x, y = run.data.eval_batch(16)
+    hidden = fa_checks.anatomy_of(run.model).hidden_states(x)
+    assert [tuple(s.shape) for s in run.method.credit(x, y)] == [(16, 4, 8, 8)] * 3
+    assert run.method.feature_dims() == [4, 4, 4] and hidden[0].shape == (16, 4, 8, 8)
+
+    duck = fa_checks.train("user_rules:DuckBP", NET, "synthetic", checkpoint=tmp_path / "d.pt",
+                           **SMALL)
+    x, y = duck.data.eval_batch(64)
+    report = fa_checks.evaluate(duck.model, x, y, method=duck.method, baseline_acc=0.0)
+    assert report.credit is not None and report.credit.null_mean is None  # nothing to redraw
+    assert load_checkpoint(tmp_path / "d.pt", trust=True).method == "user_rules:DuckBP"
+
+
+def test_a_model_that_cannot_take_the_data_is_refused_when_built(capsys, tmp_path):
+    assert main(["train", "--method", "bp", "--arch", "user_models:make_convnet", "--data",
+                 "synthetic", "--epochs", "1", "--no-progress", "-o", str(tmp_path / "x.pt")]) == 2
+    line = one_error_line(capsys)
+    assert "model factory 'user_models:make_convnet' built a ConvNet that cannot take inputs " \
+           "shaped (20,)" in line

@@ -47,3 +47,22 @@ def no_num_classes(input_shape):
 
 def raises(input_shape, num_classes, width=12):
     raise ValueError("the user's factory fails on purpose")
+
+
+class ConvNet(nn.Module):
+    """Feature maps (N, C, H, W) with the features on axis 1, told by ``feature_axis``."""
+
+    feature_axis = 1
+
+    def __init__(self, channels: int, classes: int, width: int) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(channels, width, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
+            for _ in range(2))
+        self.out_head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                      nn.Linear(width, classes))
+
+
+def make_convnet(input_shape, num_classes, width=4):
+    return ConvNet(input_shape[0], num_classes, width)
