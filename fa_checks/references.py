@@ -24,7 +24,7 @@ from typing import Any
 from .errors import UserError
 
 #: how the user says that names read from a file may import code (for the refusal's message)
-TRUST_FLAGS = "--trust (pytest: --fa-trust; library: trust=True)"
+TRUST_FLAGS = "--trust (fa-checks), --fa-trust (pytest) or trust=True (library)"
 
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -64,17 +64,18 @@ def import_reference(
     *,
     what: str,
     example: str,
+    spelled: str,
     group: str,
     allow_import: bool,
     error: Callable[[str], UserError],
 ) -> Any:
     """The object ``module:attribute`` names.  ``what`` words the messages ("method",
-    "model factory"), ``example`` shows the spelling, ``group`` is the entry-point group a
-    file's name may use instead."""
+    "model factory"), ``spelled`` and ``example`` show the spelling ("module:Class"),
+    ``group`` is the entry-point group a file's name may use instead."""
     module_name, _, attr = name.partition(":")
     if not is_reference(name):
-        raise error(f"{what} {name!r} is not module:{example.partition(':')[2] or 'name'} "
-                    f"(for example {example}): both parts must be dotted Python names")
+        raise error(f"{what} {name!r} is not {spelled} (for example {example}): both parts "
+                    "must be dotted Python names")
     if not allow_import:
         raise error(
             f"{what} {name!r} would import module {module_name!r}, which an untrusted file may "

@@ -223,6 +223,7 @@ def method_class(name: str, *, allow_import: bool = True) -> type[Method]:
             "or name your own as module:Class"
         )
     target = import_reference(name, what="method", example="mypkg.rules:SignSymmetry",
+                              spelled="module:Class",
                               group=ENTRY_POINT_GROUP, allow_import=allow_import,
                               error=MethodError)
     return _checked(target, name)

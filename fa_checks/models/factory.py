@@ -38,6 +38,7 @@ def model_factory(arch: str, *, allow_import: bool = True,
             raise ModelError(f"unknown architecture {arch!r}; choose one of {', '.join(known)} "
                              "or name your own model factory as module:callable")
         factory = import_reference(arch, what="model factory", example="mymodels:make_net",
+                                   spelled="module:callable",
                                    group=ENTRY_POINT_GROUP, allow_import=allow_import,
                                    error=ModelError)
     if not callable(factory) or isinstance(factory, nn.Module):
