@@ -44,7 +44,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..errors import UserError, one_line
+from ..errors import Log, UserError, one_line
 from ..files import read_json
 from .files import (
     DEFAULT_STALE_AFTER,
@@ -72,7 +72,6 @@ _KIND_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _RESERVED_SUFFIXES = (DIGEST_SUFFIX, ".lock", HOLDER_SUFFIX)
 _MISSING = object()
 
-Log = Callable[[str], None]
 Validator = Callable[[Any], Any]
 
 
@@ -252,15 +251,6 @@ class ArtifactCache:
         """The stored JSON value, or None when it is absent or damaged (logged: recompute it)."""
         value = self._read_json(kind, self.path_for(kind, spec, ".json"), validate, say=True)
         return None if value is _MISSING else value
-
-    def write_json(self, kind: str, spec: Any, value: Any) -> Path:
-        """Store ``value`` as JSON, atomically; counted in ``created.jsonl`` like any artifact."""
-        path = self.path_for(kind, spec, ".json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = _dump_json(value)
-        self._write(kind, path, ".json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        self._log_creation(kind, path.stem)
-        return path
 
     # -- checking what is stored ------------------------------------------------------------
     def stored(self, kind: str, spec: Any, *, suffix: str = ".pt",

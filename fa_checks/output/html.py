@@ -184,21 +184,14 @@ def is_error(entry: Entry) -> bool:
 
 
 def failing_sentences(entry: Entry) -> list[str]:
-    """The sentences of what fired, worded as :meth:`fa_checks.report.Report.failing_sentences`
-    words them (``D1: ...``, ``credit: ...``), read from the plain entry so that a damaged one
-    still renders; an ERROR subject's one sentence."""
+    """The sentences of what fired, as :meth:`fa_checks.report.Report.failing_sentences` words
+    them (the entries reaching the page were read as reports already); an ERROR subject's one
+    sentence."""
+    from ..report import Report
+
     if is_error(entry):
         return [f"ERROR: {entry.get('error') or 'the subject could not be evaluated'}"]
-    out = []
-    for key in DIAGNOSTICS:
-        section = entry.get(key)
-        if isinstance(section, Mapping) and section.get("fires") is True:
-            out.append(f"{key}: {section.get('explanation', '')}")
-    credit = entry.get("credit")
-    if isinstance(credit, Mapping) and (credit.get("cosine_fires") is True
-                                        or credit.get("rho_fires") is True):
-        out.append(f"credit: {credit.get('explanation', '')}")
-    return out
+    return Report.from_dict(entry).failing_sentences()
 
 
 def all_sentences(entry: Entry) -> list[tuple[str, str]]:
@@ -380,7 +373,7 @@ def _seeds_section(summaries: Sequence[Entry]) -> str:
         kind = "fail" if fires else "pass"
         name = str(summary.get("label") or summary.get("method") or "?")
         sentence = str(summary.get("explanation") or "")
-        if not sentence.startswith(f"{name}:"):  # the engine's sentences name the method
+        if not sentence.startswith(f"{name}:"):  # the gate's own sentences name the method
             sentence = f"{name}: {sentence}"
         items.append(f'<li><span class="verdict {kind}">{"FAIL" if fires else "PASS"}</span> '
                      f"{_e(sentence)}</li>")
