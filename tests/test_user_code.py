@@ -289,3 +289,11 @@ def test_a_model_that_cannot_take_the_data_is_refused_when_built(capsys, tmp_pat
     line = one_error_line(capsys)
     assert "model factory 'user_models:make_convnet' built a ConvNet that cannot take inputs " \
            "shaped (20,)" in line
+
+
+def test_every_built_in_rule_keeps_the_contract_it_holds_users_to():
+    from fa_checks.methods import available_methods
+    from fa_checks.methods.contract import check_rule_class
+
+    for name in available_methods():
+        check_rule_class(method_class(name), name)
