@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -99,8 +100,16 @@ def test_the_gate_command_runs_as_written_on_tiny_settings(pytester, monkeypatch
 
 @pytest.mark.slow
 def test_a_wheel_built_from_the_repository_carries_the_plugin_and_the_command(tmp_path):
+    # built from a copy of the tracked files: an in-tree build leaves build/ and an egg-info
+    # whose stale entry points would shadow the installed ones
+    source = tmp_path / "src"
+    for name in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.splitlines():
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                            "--no-build-isolation", str(ROOT), "-w", str(tmp_path)],
+                            "--no-build-isolation", str(source), "-w", str(tmp_path)],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = tmp_path.glob("fa_checks-*.whl")
