@@ -134,8 +134,8 @@ def fit_signals(method: Any, signals: Any, hidden: Sequence[Tensor], anatomy: An
     from ..models.anatomy import anatomy_of
 
     name = rule_label(method)
-    if anatomy is None:
-        anatomy = getattr(method, "anatomy", None) or anatomy_of(method.model)
+    if anatomy is None:  # a duck-typed rule may keep neither
+        anatomy = getattr(method, "anatomy", None) or anatomy_of(getattr(method, "model", None))
     expected = [tuple(h.shape) for h in hidden]
     per_sample = [(e[0], anatomy.feature_dim(h)) for e, h in zip(expected, hidden, strict=True)]
     either = "" if per_sample == expected else f" or per sample {_shapes(per_sample)}"
