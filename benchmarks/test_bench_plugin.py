@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -150,3 +151,71 @@ def test_cached_checkpoint_overhead(benchmark, cached_checkpoint: Path) -> None:
                                 overhead_s=overhead)
     print(f"\ncached checkpoint: {min(times):.2f} s; pytest + torch alone {min(baseline):.2f} s; "
           f"plugin overhead {overhead:.2f} s")
+
+
+@pytest.fixture(scope="module")
+def four_cached_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four BP runs on MNIST-1D (d=32, L=2, 1 epoch) whose reports are already cached."""
+    folder = tmp_path_factory.mktemp("cached4")
+    code = ("from fa_checks.training.loop import train\n"
+            "for seed in range(4):\n"
+            "    train('bp', 'resmlp', 'mnist1d', epochs=1, seed=seed, device='cpu', "
+            "progress=False, arch_options={'d_hidden': 32, 'num_blocks': 2}, "
+            "checkpoint=f'run{seed}.pt')\n")
+    subprocess.run([sys.executable, "-c", code], cwd=folder, check=True, timeout=900)
+    (folder / "test_trivial.py").write_text("def test_ok():\n    pass\n")
+    pytest_process(folder, "--fa-checkpoint", "run*.pt", "-p", "no:xdist", "-q")  # fill cache
+    return folder
+
+
+def test_cached_rerun_against_bare_pytest(benchmark, four_cached_checkpoints: Path) -> None:
+    """``pytest --fa-checkpoint 'run*.pt'`` (four checkpoints, every report cached) with -n 0
+    and -n 2, against a bare pytest run of one trivial test; interleaved, ``FA_BENCH_ROUNDS``
+    rounds (default 3), best and median of each, wall time and CPU seconds of all processes.
+    Aims: -n 0 within 2.5x of bare pytest, -n 2 within 1.5x of -n 0."""
+    folder = four_cached_checkpoints
+    commands = {
+        "bare": ("test_trivial.py", "-p", "no:xdist", "-q"),
+        "n0": ("--fa-checkpoint", "run*.pt", "-p", "no:xdist", "-q"),
+        "n2": ("--fa-checkpoint", "run*.pt", "-n", "2", "-q"),
+    }
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
+
+    def bare_pytest(args: tuple[str, ...]) -> float:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "FA_CHECKS_CACHE": str(folder / "cache")}
+        cpu, start = _children_cpu(), time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=folder, env=env,
+                              capture_output=True, timeout=600)
+        elapsed = time.perf_counter() - start
+        CPU_SECONDS[elapsed] = _children_cpu() - cpu
+        assert done.returncode == 0
+        return elapsed
+
+    def interleaved() -> None:
+        for _ in range(int(os.environ.get("FA_BENCH_ROUNDS", "3"))):
+            for name, args in commands.items():
+                wall = (bare_pytest(args) if name == "bare" else pytest_process(folder, *args))
+                walls[name].append(wall)
+                cpus[name].append(CPU_SECONDS[wall])
+
+    benchmark.pedantic(interleaved, rounds=1, iterations=1)
+    best = {name: min(times) for name, times in walls.items()}
+    median = {name: statistics.median(times) for name, times in walls.items()}
+    cpu = {name: min(times) for name, times in cpus.items()}
+    figures = {
+        "n0_over_bare": best["n0"] / best["bare"],
+        "n2_over_n0": best["n2"] / best["n0"],
+        "n0_over_bare_median": median["n0"] / median["bare"],
+        "n2_over_n0_median": median["n2"] / median["n0"],
+        "n0_over_bare_cpu": cpu["n0"] / cpu["bare"],
+        "n2_over_n0_cpu": cpu["n2"] / cpu["n0"],
+        "load_average": os.getloadavg()[0],
+    }
+    benchmark.extra_info.update(figures, **{f"{k}_s": v for k, v in best.items()})
+    print("\ncached rerun of four checkpoints: " + ", ".join(
+        f"{name} {best[name]:.2f} s (CPU {cpu[name]:.2f} s)" for name in commands)
+        + f"; -n 0 / bare {figures['n0_over_bare']:.2f}x (median "
+        f"{figures['n0_over_bare_median']:.2f}x, CPU {figures['n0_over_bare_cpu']:.2f}x), "
+        f"-n 2 / -n 0 {figures['n2_over_n0']:.2f}x (median {figures['n2_over_n0_median']:.2f}x,"
+        f" CPU {figures['n2_over_n0_cpu']:.2f}x); load average {figures['load_average']:.1f}")

@@ -182,3 +182,71 @@ def test_interleaved_step_ratios(benchmark):
         benchmark.extra_info[f"{name} min_ratio_to_bp"] = round(min_ratio, 3)
         lines.append(f"{name}: {median_ratio:.2f}x BP by median, {min_ratio:.2f}x by minimum")
     print("\nround-robin: " + "; ".join(lines))
+
+
+def _bp_parts(method, x: Tensor, y: Tensor) -> list[float]:
+    anatomy, optimizer, clock = method.anatomy, method.optimizer, time.process_time
+    start = clock()
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(anatomy.logits(x), y)
+    forward = clock()
+    loss.backward()
+    backward = clock()
+    optimizer.step()
+    return [forward - start, 0.0, backward - forward, clock() - backward]
+
+
+def _dfa_parts(method, x: Tensor, y: Tensor) -> list[float]:
+    """DFA's step (``LocalLossMethod.step`` without clipping) with a clock between its stages."""
+    anatomy, optimizer, clock = method.anatomy, method.optimizer, time.process_time
+    start = clock()
+    optimizer.zero_grad(set_to_none=True)
+    h0 = anatomy.embed(x)
+    inputs, branches = [h0.detach()], []
+    for l in range(anatomy.num_blocks):
+        f, h_next = anatomy.branch_and_step(l, inputs[-1])
+        branches.append(f)
+        inputs.append(h_next.detach())
+    logits = anatomy.readout(inputs[-1])
+    head_loss = F.cross_entropy(logits, y)
+    forward = clock()
+    grads = method.local_gradients(inputs, logits.detach(), y, branches)
+    credit = clock()
+    torch.autograd.backward([head_loss, *branches, h0], [None, *grads[1:], grads[0]])
+    backward = clock()
+    optimizer.step()
+    return [forward - start, credit - forward, backward - credit, clock() - backward]
+
+
+def test_interleaved_step_parts(benchmark):
+    """Where a DFA step's time goes against BP's: forward, DFA's credit (projection and RMS
+    normalisation), backward, optimizer; round-robin in process CPU time, each stage's median
+    as a fraction of BP's whole step."""
+    steppers = {}
+    for name, parts in (("bp", _bp_parts), ("dfa", _dfa_parts)):
+        model, x, y = model_and_batch()
+        method = get_method(name)
+        method.setup(model, int(model.out_head.out_features), torch.Generator().manual_seed(0))
+        steppers[name] = (parts, method, x, y)
+    stages = ("forward", "credit", "backward", "optimizer")
+    times: dict[str, list[list[float]]] = {name: [] for name in steppers}
+
+    def round_robin(rounds: int = 200) -> None:
+        for _ in range(rounds):
+            for name, (parts, method, x, y) in steppers.items():
+                times[name].append(parts(method, x, y))
+
+    round_robin(5)  # warm-up
+    times = {name: [] for name in steppers}
+    benchmark.group = "round-robin stages, ResMLP d=256 L=4, batch 128"
+    benchmark.pedantic(round_robin, rounds=1, iterations=1)
+    bp_step = statistics.median(sum(parts) for parts in times["bp"])
+    lines = []
+    for name, measured in times.items():
+        figures = {stage: statistics.median(p[i] for p in measured) / bp_step
+                   for i, stage in enumerate(stages)}
+        figures["step"] = statistics.median(sum(p) for p in measured) / bp_step
+        for stage, value in figures.items():
+            benchmark.extra_info[f"{name} {stage} / bp step"] = round(value, 3)
+        lines.append(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()))
+    print(f"\nstages as fractions of a BP step ({bp_step * 1e3:.2f} ms): " + "; ".join(lines))

@@ -187,13 +187,13 @@ def given_flags(args: argparse.Namespace) -> dict[str, Any]:
             if hasattr(args, flag.dest)}
 
 
-def _settings(args: argparse.Namespace, *, ready: bool = True) -> Settings:
+def _settings(args: argparse.Namespace, *, ready: bool = True, lazy: bool = False) -> Settings:
     """The settings from whichever shared flags the command has; with ``ready``, the device
-    (or Ray) and the threads are checked now, before any work."""
+    (or Ray) and the threads are checked now, before any work (``lazy``: see prepare)."""
     settings = build_settings(given_flags(args), flag_prefix="--",
                               progress=bool(getattr(args, "progress", False)))
     if ready:
-        prepare(settings)
+        prepare(settings, threads=not lazy, device=None if lazy else True)
     return settings
 
 
@@ -286,12 +286,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for name in FRESH_ONLY:
         if getattr(args, name.replace("-", "_")) is not None:
             raise fresh_only_error(name, "--", "train one with fa-checks train or sweep")
-    settings = _settings(args)
+    settings = _settings(args, lazy=True)  # all cached: no torch (threads before real work)
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
     subjects = fill_checkpoints(checkpoint_subjects(args.checkpoints, what="checkpoint"),
                                 data=args.data, data_options=data_options, epochs=args.epochs)
-    session = CheckSession(settings, subjects, _outputs(args),
-                           log=None if args.quiet else _stderr)
+    session = CheckSession(settings, subjects, _outputs(args), log=None if args.quiet else _stderr,
+                           on_compute=lambda: prepare(settings, device=False))
     outcomes = session.outcomes()
     print_outcomes(outcomes, quiet=args.quiet)
     gates = session.gates()

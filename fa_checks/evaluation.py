@@ -11,7 +11,7 @@ one subject that cannot be evaluated never stops the others.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,32 +89,36 @@ Outcome = Report | Failure
 
 
 def outcome(subject: Subject, settings: Settings, cache: ArtifactCache, *,
-            log: Log | None = None) -> Outcome:
+            log: Log | None = None, on_compute: Callable[[], object] | None = None) -> Outcome:
     """The subject's report, or a :class:`Failure` for an error a user can cause (a bad file,
-    a missing dataset, a full disk, memory that ran out).  A fault of the tool propagates."""
+    a missing dataset, a full disk, memory that ran out).  A fault of the tool propagates.
+    ``on_compute``: see :func:`evaluate_subject`."""
     try:
-        return evaluate_subject(subject, settings, cache, log=log)
+        return evaluate_subject(subject, settings, cache, log=log, on_compute=on_compute)
     except Exception as exc:
         return Failure(subject, user_sentence(exc))  # a fault of ours is raised again
 
 
 def evaluate_subject(
-    subject: Subject, settings: Settings, cache: ArtifactCache, *, log: Log | None = None
+    subject: Subject, settings: Settings, cache: ArtifactCache, *, log: Log | None = None,
+    on_compute: Callable[[], object] | None = None,
 ) -> Report:
     """The protocol's report for ``subject``; every expensive step is cached.
 
     A checkpoint's errors (missing, corrupt, untrusted) propagate as a UserError naming the
     file.  The report is cached (kind ``"report"``), keyed by the subject, the settings that
-    change figures and, for a checkpoint, the file's content.
+    change figures and, for a checkpoint, the file's content.  A cached checkpoint report is
+    served without importing torch (:func:`cached_report`); otherwise ``on_compute`` is called
+    first (a face sets torch's threads there, so a cached rerun never imports torch).
     """
-    from .cache.store import file_digest
-
+    cached = cached_report(subject, settings, cache)
+    if cached is not None:
+        return cached
+    if on_compute is not None:
+        on_compute()
     device = settings.torch_device()  # checked even when the report is cached
     path = _subject_file(subject, settings, cache, device, log)
-    # a trained run's key already pins its content; a checkpoint's is its bytes
-    content = file_digest(path) if subject.kind == "checkpoint" else None
-    spec = {"kind": subject.kind, "subject": training_spec(subject), "content": content,
-            **settings.evaluation_key()}
+    spec = report_spec(subject, settings, path)
     computed: dict[str, Report] = {}
 
     def compute() -> dict[str, Any]:
@@ -123,10 +127,60 @@ def evaluate_subject(
 
     stored = cache.get_or_create_json("report", spec, compute, refresh=settings.retrain,
                                       validate=Report.from_dict)
-    report = computed.get("report") or Report.from_dict(stored)
+    return _as_subject(computed.get("report") or Report.from_dict(stored), subject, path)
+
+
+def _as_subject(report: Report, subject: Subject, path: Path) -> Report:
     # the same file may be reached by another path: who was checked is always this subject
     report.subject.update(id=subject.id, kind=subject.kind, path=str(path))
     return report
+
+
+def report_spec(subject: Subject, settings: Settings, path: Path) -> dict[str, Any]:
+    """The cache key of a subject's report: the subject, the settings that change figures and,
+    for a checkpoint, the file's content (a trained run's key already pins its content)."""
+    from .cache.store import file_digest
+
+    content = file_digest(path) if subject.kind == "checkpoint" else None
+    return {"kind": subject.kind, "subject": training_spec(subject), "content": content,
+            **settings.evaluation_key()}
+
+
+#: devices that need no check (and so no torch) before a cached report is served: ``auto``
+#: falls back to the CPU, and the CPU is always there
+_UNCHECKED_DEVICES = ("auto", "cpu")
+
+
+def cached_report(subject: Subject, settings: Settings, cache: ArtifactCache) -> Report | None:
+    """A checkpoint's report when the cache holds it, decided from the file's digest and the
+    settings alone, without importing torch (a cached CI rerun stays a few file reads); None
+    when it must be computed: absent or damaged (the computing path says which), asked to
+    recompute, a fresh subject (its run's key names a rule, which imports it), or a device
+    that must be checked first (``cuda``)."""
+    if (subject.kind != "checkpoint" or subject.path is None or settings.retrain
+            or str(settings.device).strip().lower() not in _UNCHECKED_DEVICES):
+        return None
+    path = regular_file(subject.path, what="checkpoint")
+    stored = cache.read_json("report", report_spec(subject, settings, path),
+                             validate=Report.from_dict, quiet=True)
+    return None if stored is None else _as_subject(Report.from_dict(stored), subject, path)
+
+
+def cached_reports(subjects: Sequence[Subject], settings: Settings,
+                   cache: ArtifactCache) -> dict[str, Report] | None:
+    """Every subject's cached report by id, or None when any one must be computed (or cannot
+    be looked up: the evaluation says why), without importing torch.  A face decides from it
+    that a rerun has no work to spread over processes."""
+    served: dict[str, Report] = {}
+    for subject in subjects:
+        try:
+            report = cached_report(subject, settings, cache)
+        except Exception:  # a missing or unreadable file: evaluating it says so, in one line
+            return None
+        if report is None:
+            return None
+        served[subject.id] = report
+    return served
 
 
 def load_subject(
@@ -304,7 +358,7 @@ def seed_groups(reports: Sequence[Report]) -> dict[str, list[Report]]:
 
 def across_seeds(label: str, reports: Sequence[Report], min_margin_pp: float) -> AcrossSeeds:
     """The across-seeds D3 gate of one group; a seed without a D3 margin is a ConfigError."""
-    from .diagnostics.protocol import gate_across_seeds
+    from .diagnostics.seeds import gate_across_seeds
 
     margins = []
     for report in reports:
@@ -322,10 +376,13 @@ __all__ = [
     "LoadedSubject",
     "Outcome",
     "across_seeds",
+    "cached_report",
+    "cached_reports",
     "checkpoint_data",
     "evaluate_subject",
     "load_subject",
     "outcome",
+    "report_spec",
     "seed_group",
     "seed_groups",
 ]

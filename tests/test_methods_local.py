@@ -203,6 +203,28 @@ def test_step_reports_the_head_loss_of_the_batch():
     assert set_up("dfa", model).step(x, y)["loss"] == pytest.approx(expected, rel=1e-6)
 
 
+@settings(max_examples=25, deadline=None)
+@given(rule=st.sampled_from(["dfa", "sdfa", "drtp"]), penalty=st.sampled_from([0.0, 0.3]),
+       batch=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_dfa_gradients_in_one_normalisation_equal_the_per_block_form_to_the_bit(
+    rule, penalty, batch, seed
+):
+    # DFA normalises its L signals together (one set of small operations, not L); the result
+    # must be the generic per-block form's, bit for bit, at every batch size
+    model = tiny("resmlp", seed=seed % 7)
+    method = set_up(rule, model, seed=seed, penalty=penalty)
+    x, y = batch_for(model, n=batch, seed=seed)
+    with torch.no_grad():
+        hidden = method.anatomy.hidden_states(x)
+        logits = method.anatomy.readout(hidden[-1])
+    branches = [b - a for a, b in zip(hidden[:-1], hidden[1:], strict=True)]
+    fused = method.local_gradients(hidden, logits, y, branches)
+    generic = LocalLossMethod.local_gradients(method, hidden, logits, y, branches)
+    assert len(fused) == len(generic) == len(hidden)
+    for l, (a, b) in enumerate(zip(fused, generic, strict=True)):
+        assert torch.equal(a, b), f"g_{l} differs"
+
+
 # -- the helpers ---------------------------------------------------------------------------
 @given(st.integers(1, 6), st.integers(1, 9), st.floats(1e-3, 1e3), st.integers(0, 2**16))
 def test_rms_normalise_gives_unit_rms_along_the_feature_axis(n, d, scale, seed):

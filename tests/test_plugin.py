@@ -262,8 +262,9 @@ def test_mixed_subjects_give_the_same_verdicts_with_and_without_xdist(
     assert reports["serial.json"] == reports["parallel.json"] == {
         "bp.pt": "PASS", "corrupt.pt": "ERROR", "exploding.pt": "FAIL(D1+D2)",
         "nan.pt": "FAIL(D1+D2+D3)"}
-    # the report of each checkpoint was computed once: the parallel run reused all of them
-    assert Counter(e["kind"] for e in created(pytester)) == {"report": 3}
+    # the report of each checkpoint was computed once, and so was each file's seed-group
+    # identity (read by the first run): the parallel run reused all of them
+    assert Counter(e["kind"] for e in created(pytester)) == {"report": 3, "identity": 4}
 
 
 def test_users_own_tests_get_the_fixtures_and_no_built_in_items(

@@ -247,9 +247,12 @@ class ArtifactCache:
         return value
 
     # -- small JSON artifacts ---------------------------------------------------------------
-    def read_json(self, kind: str, spec: Any, *, validate: Validator | None = None) -> Any | None:
-        """The stored JSON value, or None when it is absent or damaged (logged: recompute it)."""
-        value = self._read_json(kind, self.path_for(kind, spec, ".json"), validate, say=True)
+    def read_json(self, kind: str, spec: Any, *, validate: Validator | None = None,
+                  quiet: bool = False) -> Any | None:
+        """The stored JSON value, or None when it is absent or damaged (logged: recompute it;
+        ``quiet`` for a caller whose next step, computing it, says so itself)."""
+        value = self._read_json(kind, self.path_for(kind, spec, ".json"), validate,
+                                say=not quiet)
         return None if value is _MISSING else value
 
     # -- checking what is stored ------------------------------------------------------------

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .base import MethodError, register
-from .local import LocalLossMethod, output_error
+from .local import RMS_EPS, LocalLossMethod, output_error
 
 
 @register
@@ -53,6 +54,29 @@ class DFA(LocalLossMethod):
         broadcast = self.anatomy.broadcast
         block_credit = [broadcast(a, h) for a, h in zip(projected, hidden[1:], strict=True)]
         return [broadcast(projected[0], hidden[0]), *block_credit]
+
+    def local_gradients(
+        self, hidden: list[Tensor], logits: Tensor, y: Tensor, branches: list[Tensor]
+    ) -> list[Tensor]:
+        """The step's gradients with one RMS normalisation of all L signals instead of L: a
+        step spends less on small operations (on a GPU, fewer launches).  Each projection
+        ``e @ B_l^T`` stays its own product (one product with every B stacked rounds
+        differently at batch sizes 1-3), so the bits are the per-block form's (tested); that
+        form remains for hidden states with positions and for subclasses with their own credit.
+        """
+        flat = all(h.dim() == 2 for h in hidden) and self.anatomy is not None and (
+            self.anatomy.feature_axis in (-1, 1))
+        sizes = {b.shape[0] for b in self.feedback}
+        if type(self).local_credit is not DFA.local_credit or not flat or len(sizes) != 1:
+            return super().local_gradients(hidden, logits, y, branches)
+        with torch.no_grad():
+            signal = self.error_signal(logits.detach(), y)
+            a = torch.stack([signal @ b.T for b in self.feedback], dim=1)  # (N, L, d)
+            rms = (a**2).mean(dim=-1, keepdim=True).sqrt() + RMS_EPS  # as rms_normalise
+            # in place: a CPU pays for every fresh buffer of this size (page faults)
+            scaled = a.div_(rms).mul_(self._inverse_batch(a, signal.shape[0]))
+            per_block = list(scaled.unbind(1))
+            return self._add_penalty([per_block[0], *per_block], branches)
 
 
 @register

@@ -157,11 +157,7 @@ class LocalLossMethod(Method):
         logits = anatomy.readout(inputs[-1])
         head_loss = F.cross_entropy(logits, y)
 
-        credits = fit_signals(self, self.local_credit(inputs, logits.detach(), y), inputs,
-                              anatomy, hook="local_credit")
-
-        with torch.no_grad():
-            grads = self._local_gradients(credits, branches, x.shape[0])
+        grads = self.local_gradients(inputs, logits.detach(), y, branches)
         outputs = [head_loss, *branches, h0]
         out_grads = [None, *grads[1:], grads[0]]
         pairs = [  # frozen parts have no graph
@@ -179,26 +175,41 @@ class LocalLossMethod(Method):
         optimizer.step()
         return {"loss": head_loss.detach()}
 
-    def _local_gradients(
-        self, credits: list[Tensor], branches: list[Tensor], batch: int
+    def local_gradients(
+        self, hidden: list[Tensor], logits: Tensor, y: Tensor, branches: list[Tensor]
     ) -> list[Tensor]:
-        """``[g_0..g_L]``: the gradient of each batch-mean local loss at h_0 and at each f_l."""
-        axis = self.anatomy.feature_axis if self.anatomy is not None else -1
-        # 1/N and penalty/N rounded as autograd rounds them for the seeds' batch-mean losses
+        """``[g_0..g_L]``: the gradient of each batch-mean local loss at h_0 and at each f_l,
+        from ``local_credit``.  A rule that can produce them with less work (DFA: one
+        projection and one normalisation for every block) overrides this, to the same bits."""
+        # checked, and per-sample (N, d) signals spread over positions (the contract)
+        credits = fit_signals(self, self.local_credit(hidden, logits, y), hidden,
+                              hook="local_credit")
+        with torch.no_grad():
+            axis = self.anatomy.feature_axis if self.anatomy is not None else -1
+            inverse = self._inverse_batch(credits[0], hidden[0].shape[0])
+            normalised: dict[int, Tensor] = {}  # DFA gives h_0 and block 0 the same tensor
+            grads = []
+            for a in credits:
+                key = id(a)
+                if key not in normalised:
+                    normalised[key] = rms_normalise(a.detach(), axis) * inverse
+                grads.append(normalised[key])
+            return self._add_penalty(grads, branches)
+
+    @staticmethod
+    def _inverse_batch(like: Tensor, batch: int) -> Tensor:
+        # 1/N rounded as autograd rounds it for the seeds' batch-mean losses
         # (``mean(<f, a>) + lam * mean(||f||^2)``), so the step matches their loop to the bit
-        like = {"dtype": credits[0].dtype, "device": credits[0].device}
-        inverse = torch.ones((), **like) / batch
-        normalised: dict[int, Tensor] = {}  # DFA gives h_0 and block 0 the same tensor
-        grads = []
-        for a in credits:
-            key = id(a)
-            if key not in normalised:
-                normalised[key] = rms_normalise(a.detach(), axis) * inverse
-            grads.append(normalised[key])
-        if self.penalty:
-            scale = torch.full((), self.penalty, **like) / batch
-            for l, f in enumerate(branches):
-                grads[l + 1] = grads[l + 1] + scale * (2 * f.detach())
+        return torch.ones((), dtype=like.dtype, device=like.device) / batch
+
+    def _add_penalty(self, grads: list[Tensor], branches: list[Tensor]) -> list[Tensor]:
+        """``grads`` with the penalty's gradient ``2 lam f_l / N`` added to each block's."""
+        if not self.penalty or not branches:
+            return grads
+        like = {"dtype": grads[0].dtype, "device": grads[0].device}
+        scale = torch.full((), self.penalty, **like) / branches[0].shape[0]
+        for l, f in enumerate(branches):
+            grads[l + 1] = grads[l + 1] + scale * (2 * f.detach())
         return grads
 
     # -- credit --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from ..evaluation import Failure, Outcome, across_seeds
 from ..report import AcrossSeeds
 from ..settings import DEFAULT_DATA, Settings
 from ..subjects import Subject
-from .groups import checkpoint_identity, fresh_identity, group_subjects
+from .groups import cached_checkpoint_identity, fresh_identity, group_subjects
 from .outputs import Outputs
 
 if TYPE_CHECKING:
@@ -26,10 +26,13 @@ if TYPE_CHECKING:
 Claim = Callable[[Subject], contextlib.AbstractContextManager[bool]]
 
 
-def prepare(settings: Settings, *, device: bool = True, threads: bool = True) -> None:
+def prepare(settings: Settings, *, device: bool | None = True, threads: bool = True) -> None:
     """The checks made before any work: Ray, its address and resources (``--ray``), else the
-    device (``device``: resolved now, which imports torch; False leaves it to the first
-    evaluation), and the torch threads of this process (``threads``)."""
+    device (``device``: resolved now, which imports torch; None: only a device that can fail,
+    not ``auto`` or ``cpu``; False leaves it to the first evaluation), and the torch threads
+    of this process (``threads``)."""
+    if device is None:
+        device = settings.device.strip().lower() not in ("auto", "cpu")
     if settings.ray_address is not None:
         from ..cluster import check_settings
 
@@ -49,10 +52,10 @@ def fill_checkpoints(subjects: Sequence[Subject], *, data: str | None = None,
     ``epochs`` (the flags ``data``, ``data-arg``, ``epochs``) fill in what a checkpoint file does
     not record (a file that records its data spec keeps it).  The dataset and its options are
     checked now, before any work; fresh subjects are left as they are."""
-    from ..data import DataError, dataset_defaults, resolve_spec
-
     fill: dict[str, Any] = {}
     if data is not None or data_options:
+        from ..data import DataError, dataset_defaults, resolve_spec  # imports torch: when asked
+
         name = data or DEFAULT_DATA
         try:
             dataset_defaults(name)
@@ -76,8 +79,12 @@ class CheckSession:
 
     def __init__(self, settings: Settings, subjects: Sequence[Subject],
                  outputs: Outputs | None = None, *, log: Log | None = None,
-                 cache: ArtifactCache | None = None, claim: Claim | None = None) -> None:
+                 cache: ArtifactCache | None = None, claim: Claim | None = None,
+                 on_compute: Callable[[], object] | None = None) -> None:
         self.settings = settings
+        #: called before this process's first real work (a face sets torch's threads), never
+        #: for a report served from the cache: a cached rerun imports no torch
+        self.on_compute = on_compute
         unique: dict[str, Subject] = {}
         for subject in subjects:
             unique.setdefault(subject.id, subject)
@@ -113,6 +120,19 @@ class CheckSession:
                 self._outcomes[subject_id] = self._evaluate(self.subjects[subject_id])
         return self._outcomes[subject_id]
 
+    def serve_cached(self) -> bool:
+        """Whether every subject's report is in the cache (decided from the files' digests and
+        the settings, without torch); if so they are this session's outcomes already."""
+        from ..evaluation import cached_reports
+
+        if self.settings.retrain or self.settings.ray_address is not None:
+            return False
+        served = cached_reports(list(self.subjects.values()), self.settings, self.cache)
+        if not served:
+            return False
+        self._outcomes.update(served)
+        return True
+
     def outcomes(self) -> list[Outcome]:
         """Every subject's outcome, in order."""
         return [self.outcome(subject_id) for subject_id in self.subjects]
@@ -123,7 +143,8 @@ class CheckSession:
         try:
             with self._claimed(subject) as retrain:
                 settings = dataclasses.replace(self.settings, retrain=retrain)
-                return evaluate_subject(subject, settings, self.cache, log=self.log)
+                return evaluate_subject(subject, settings, self.cache, log=self.log,
+                                        on_compute=self.on_compute)
         except Exception as exc:
             return Failure.of(subject, exc)
 
@@ -162,6 +183,8 @@ class CheckSession:
                     self._load_failures[subject_id] = done
                     return done
                 settings = dataclasses.replace(settings, retrain=False)
+            if self.on_compute is not None:
+                self.on_compute()
             return load_subject(subject, settings, self.cache, log=self.log)
         except Exception as exc:
             failure = Failure.of(subject, exc)
@@ -184,7 +207,8 @@ class CheckSession:
                 if subject.kind == "fresh":
                     identities[subject.id] = fresh_identity(subject)
                 elif checkpoints >= 2:
-                    identities[subject.id] = checkpoint_identity(subject, self.settings)
+                    identities[subject.id] = cached_checkpoint_identity(subject, self.settings,
+                                                                         self.cache)
             self._groups = group_subjects(identities)
         return self._groups
 

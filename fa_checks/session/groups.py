@@ -3,7 +3,8 @@ differ only in seed, fresh runs and checkpoints alike (the across-seeds gate jud
 
 A fresh subject's identity is what the flags name; a checkpoint's is what its file records
 (read with :func:`~fa_checks.checkpoint.load_checkpoint`, which imports torch, and only when two
-or more checkpoints are checked).  Within one session every subject shares the settings, so
+or more checkpoints are checked; kept in the cache by the file's digest, so a rerun reads it
+without torch).  Within one session every subject shares the settings, so
 they need not be part of the key.
 """
 
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
 from ..subjects import Subject
+
+if TYPE_CHECKING:
+    from ..cache.store import ArtifactCache
 
 #: ``(label, key, seed)``: the group's name, what its members share, the member's seed
 Identity = tuple[str, str, int]
@@ -63,6 +67,46 @@ def checkpoint_identity(subject: Subject, settings: Settings) -> Identity | None
     return checkpoint.method, _key(key), int(checkpoint.seed)
 
 
+def cached_checkpoint_identity(subject: Subject, settings: Settings,
+                               cache: ArtifactCache) -> Identity | None:
+    """:func:`checkpoint_identity`, read once per file content (kind ``"identity"`` in the
+    cache, keyed by the file's digest and what else it depends on), so that a rerun groups its
+    checkpoints without loading them, and without torch."""
+    from dataclasses import asdict
+
+    from ..cache.store import file_digest
+    from ..limits import default_limits
+
+    if subject.path is None:
+        return None
+    try:
+        content = file_digest(subject.path)
+    except OSError:  # its evaluation says why, in one line
+        return None
+    spec = {"content": content, "data": subject.data, "data_options": subject.data_options,
+            "epochs": subject.epochs, "trust": bool(settings.trust),
+            "limits": asdict(default_limits())}
+
+    def compute() -> dict[str, Any]:
+        found = checkpoint_identity(subject, settings)
+        return {"identity": None if found is None else list(found)}
+
+    stored = cache.get_or_create_json("identity", spec, compute, validate=_identity_entry)
+    return _identity_entry(stored)
+
+
+def _identity_entry(value: Any) -> Identity | None:
+    """The identity a cache entry holds; anything else raises (the entry is computed again)."""
+    found = value["identity"]
+    if found is None:
+        return None
+    label, key, seed = found
+    if not (isinstance(label, str) and isinstance(key, str) and isinstance(seed, int)
+            and not isinstance(seed, bool)):
+        raise ValueError(f"not an identity: {found!r}")
+    return label, key, seed
+
+
 def _key(fields: Mapping[str, Any]) -> str:
     return json.dumps(fields, sort_keys=True, default=str)
 
@@ -92,4 +136,5 @@ def group_subjects(identities: Mapping[str, Identity | None]) -> dict[str, list[
     return found
 
 
-__all__ = ["Identity", "checkpoint_identity", "fresh_identity", "group_subjects"]
+__all__ = ["Identity", "cached_checkpoint_identity", "checkpoint_identity", "fresh_identity",
+           "group_subjects"]

@@ -81,15 +81,18 @@ def pytest_configure(config: pytest.Config) -> None:
         device, run_id = adopted["device"], adopted["run_id"]
     run = CheckRun(config, request, device=device, run_id=run_id)
     config.stash[RUN_KEY] = run
-    if worker or not getattr(config.option, "numprocesses", None):
-        from fa_checks.training.threads import use_threads
-
-        use_threads(run.settings.threads)  # this process trains and evaluates
-        run.settings.progress = progress_sink(config, run, worker)
     # the built-in suite runs when the user named no test paths (ini testpaths do not count);
     # a gate configured in the ini (fa_methods) joins the repository's own tests instead of
     # replacing them, and naming test paths runs just those
     run_suite = config.args_source != pytest.Config.ArgsSource.ARGS
+    if (not worker and run_suite and getattr(config.option, "numprocesses", None)
+            and run.serve_cached()):
+        # every report is cached: reading them takes less than starting one worker (xdist's
+        # own pytest_configure runs after this one, and then starts none)
+        config.option.numprocesses, config.option.dist, config.option.tx = 0, "no", []
+    if worker or not getattr(config.option, "numprocesses", None):
+        run.computes = True  # this process trains and evaluates: its threads are set before
+        run.settings.progress = progress_sink(config, run, worker)  # its first work
     config.stash[RUN_SUITE_KEY] = run_suite
     if run_suite and not request.from_config:
         config.args[:] = []  # collect nothing else; the suite is added in modifyitems

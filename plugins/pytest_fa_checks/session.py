@@ -111,9 +111,27 @@ class CheckRun:
             subjects = build_subjects(request, self.settings, here)
             self.outputs = Outputs.of(request.report_path, request.html_path,
                                       request.plots_dir, flag_prefix=PREFIX, base=here)
+        #: whether this process trains and evaluates (not an xdist controller): it sets
+        #: torch's threads before its first real work, not at start-up (see plugin.py)
+        self.computes = False
+        self._threads_set = False
         self.session: CheckSession = CheckSession(
-            self.settings, subjects, self.outputs, log=self._say, claim=self._retrain_claim)
+            self.settings, subjects, self.outputs, log=self._say, claim=self._retrain_claim,
+            on_compute=self.prepare_compute)
         self.subjects: dict[str, Subject] = self.session.subjects
+
+    def prepare_compute(self) -> None:
+        """Set torch's threads before this process's first real work: a rerun whose reports
+        are all cached never imports torch."""
+        if self.computes and not self._threads_set:
+            from fa_checks.training.threads import use_threads
+
+            use_threads(self.settings.threads)
+            self._threads_set = True
+
+    def serve_cached(self) -> bool:
+        """Whether every subject's report is cached (see ``CheckSession.serve_cached``)."""
+        return self.session.serve_cached()
 
     def check_outputs(self) -> None:
         """Every output path can be written (the controller, before any work)."""
