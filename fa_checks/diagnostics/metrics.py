@@ -321,7 +321,6 @@ def fresh_feedback_null(
     device = next(iter(model.parameters()), torch.empty(0)).device
     generator = torch.Generator(device=device).manual_seed(seed)
     from ..methods.contract import fit_signals  # per-sample (N, d) signals spread as credit's
-
     clone = _shared_copy(method)
     redraw = getattr(clone, "redraw_feedback", None)  # a duck-typed rule may have none
     cosines: list[list[float]] = []
