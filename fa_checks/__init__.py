@@ -33,6 +33,8 @@ _EXPORTS = {
     "fresh_feedback_null": "fa_checks.diagnostics.metrics",
     "feature_drift": "fa_checks.diagnostics.metrics",
     "alignment": "fa_checks.diagnostics.metrics",
+    "training_threads": "fa_checks.training.threads",
+    "model_factory": "fa_checks.models",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -122,10 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_loop.add_compare_command(commands)
     cache = commands.add_parser("cache", help="show or clear the cache of runs and reports",
                                 description="The artifact cache fa-checks and pytest share: "
-                                            "trained runs, baselines, reports.")
+                                            "trained runs, baselines, reports, generated data.")
     cache.add_argument("action", choices=("info", "clear"),
                        help="info: where it is and what it holds; clear: remove artifacts")
-    cache.add_argument("--kind", choices=("run", "baseline", "report"),
+    cache.add_argument("--kind", choices=("run", "baseline", "report", "data"),
                        help="clear only this kind of artifact")
     add_to_argparse(cache, _pick(EVALUATION, "cache-dir"))
     cache.set_defaults(handler=_cmd_cache)
@@ -275,7 +275,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
 
     # read before it is copied: a cached file that cannot be read never reaches -o
-    saved = load_checkpoint(path)
+    saved = load_checkpoint(path, import_archs={subject.arch})  # the model the user named
     copy_atomic(path, args.output)
     last = (saved.history or [{}])[-1]
     note = (f" (diverged in epoch {last.get('epoch')}: the loss is not finite)"

@@ -208,13 +208,15 @@ def load_subject(
         path = _subject_file(subject, settings, cache, device, log)
     # a fresh run's method was named on the command line: it may import, as pytest -p does
     named = {subject.method} if subject.kind == "fresh" and subject.method else set()
-    checkpoint = load_checkpoint(path, trust=settings.trust, import_methods=named)
+    archs = {subject.arch} if subject.kind == "fresh" else set()
+    checkpoint = load_checkpoint(path, trust=settings.trust, import_methods=named,
+                                 import_archs=archs)
     model = checkpoint.build_model().to(device).eval()
     # a method that cannot be rebuilt is a CheckpointError naming the file
     method = checkpoint.build_method(model) if with_method and checkpoint.method else None
     data_name, data_options = checkpoint_data(checkpoint, subject)
     try:
-        dataset = load_data(data_name, root=settings.data_root, **data_options)
+        dataset = load_data(data_name, root=settings.data_root_for(data_name), **data_options)
     except DataError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     _check_data_fits(checkpoint, dataset, data_name, settings.flag("data"))

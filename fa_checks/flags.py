@@ -57,10 +57,17 @@ class Flag:
     ini: bool = False
     #: the Settings field it sets ("thresholds.max_growth" for a threshold); None: a subject's
     setting: str | None = None
+    #: the ini key's name after ``fa_`` when it differs from the flag's (``fa_methods``)
+    ini_name: str | None = None
 
     @property
     def dest(self) -> str:
         return self.name.replace("-", "_")
+
+    @property
+    def ini_key(self) -> str:
+        """``fa_max_growth``; a flag given several times has a plural key (``fa_methods``)."""
+        return "fa_" + (self.ini_name or self.dest)
 
     @property
     def kind(self) -> str:
@@ -105,22 +112,25 @@ def _flags(*flags: Flag) -> dict[str, Flag]:
 #: what to train: the subjects' architecture, data and training (fresh runs and baselines)
 TRAINING = _flags(
     Flag("method-arg", "a method option, key=value (e.g. penalty=0.01); repeatable",
-         values.non_empty_text, metavar="K=V", many="append"),
-    Flag("arch", "architecture of fresh runs: resmlp, mlp, vit, resnet", values.non_empty_text,
-         DEFAULT_ARCH, "ARCH"),
+         values.non_empty_text, metavar="K=V", many="append", ini=True,
+         ini_name="method_args"),
+    Flag("arch", "architecture of fresh runs: resmlp, mlp, vit, resnet, an entry point of "
+         "fa_checks.models, or your model factory as module:callable", values.non_empty_text,
+         DEFAULT_ARCH, "ARCH", ini=True),
     Flag("arch-arg", "an architecture keyword, key=value (e.g. d_hidden=256); repeatable",
-         values.non_empty_text, metavar="K=V", many="append"),
+         values.non_empty_text, metavar="K=V", many="append", ini=True, ini_name="arch_args"),
     Flag("data", "dataset: mnist1d (offline), digits (offline 8x8 images), synthetic, cifar10, "
          "cifar100, mnist",
          values.non_empty_text, DEFAULT_DATA, "NAME", ini=True),
     Flag("data-arg", "a dataset parameter, key=value (e.g. num_samples=2000); repeatable",
-         values.non_empty_text, metavar="K=V", many="append"),
+         values.non_empty_text, metavar="K=V", many="append", ini=True,
+         ini_name="data_args"),
     Flag("data-root", "folder holding datasets read from disk (cifar10, cifar100, mnist); "
          "nothing is downloaded", values.non_empty_text, metavar="DIR", ini=True,
          setting="data_root"),
     Flag("epochs", "epochs of fresh runs", values.positive_int, DEFAULT_EPOCHS, "N", ini=True),
     Flag("seeds", "seeds of fresh runs, one subject each", values.seed, [DEFAULT_SEED], "N",
-         many="+"),
+         many="+", ini=True),
     Flag("schedule", "learning-rate schedule of fresh runs and baselines: cosine or constant",
          values.schedule, DEFAULT_SCHEDULE, "NAME", ini=True, setting="schedule"),
     Flag("lr", "AdamW learning rate of fresh runs and baselines", values.positive_float,
@@ -218,6 +228,17 @@ OUTPUTS = _flags(
 )
 
 
+def nearest_ini_key(key: str, known: Sequence[str], where: str = "") -> ConfigError:
+    """The error for an ini key ``key`` that looks like ours (``fa_*``) but is none of
+    ``known`` (``where``: " in FILE"): one sentence naming the nearest key (a misspelt
+    threshold must not be dropped with a warning while the gate keeps its default)."""
+    import difflib
+
+    near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]}?" if near else f"the fa-checks keys are {', '.join(known)}"
+    return ConfigError(f"unknown ini option {key}{where}: {hint}")
+
+
 def add_to_argparse(parser: argparse.ArgumentParser | Any, flags: Sequence[Flag]) -> None:
     """Add ``flags`` to an argparse parser (or group) as ``--<name>``, parsed on the spot."""
     for flag in flags:
@@ -291,4 +312,4 @@ def build_settings(given: Mapping[str, Any], *, flag_prefix: str, **extra: Any) 
 
 
 __all__ = ["EVALUATION", "FRESH_ONLY", "OUTPUTS", "SHARED", "TRAINING", "Flag",
-           "add_to_argparse", "build_settings", "fresh_only_error"]
+           "add_to_argparse", "build_settings", "fresh_only_error", "nearest_ini_key"]

@@ -127,6 +127,19 @@ class Settings:
         cache.check_root()  # a cache that is a file is said now, not after the work
         return cache
 
+    def data_root_for(self, data: str) -> str | None:
+        """Where dataset ``data`` is read from: ``data_root``; for generated data (mnist1d)
+        without one, the folder ``data`` of the cache these settings name, so ``--cache-dir``
+        moves every file fa-checks keeps (None: the default cache's)."""
+        if self.data_root is not None or not self.cache_dir:
+            return self.data_root
+        from pathlib import Path
+
+        from .data import needs_root
+        from .data.mnist1d import DATA_KIND
+
+        return None if needs_root(data) else str(Path(self.cache_dir).expanduser() / DATA_KIND)
+
     def torch_device(self) -> torch.device:
         """The device to use; ``cuda`` where there is none is a ConfigError naming the flag."""
         return resolve_device(self.device, what=self.flag("device"))

@@ -174,7 +174,7 @@ def validate_training(
     from .limits import check_arch_options, check_method_options
     from .methods import MethodError, get_method, method_class
     from .methods.base import method_option_names, method_takes_option
-    from .models import ModelError, model_keywords
+    from .models import ModelError, model_keywords, takes_any_keyword
 
     try:
         cls = method_class(method)
@@ -196,7 +196,7 @@ def validate_training(
     except ModelError as exc:
         raise ConfigError(f"{flag_prefix}arch: {exc}") from None
     unknown = sorted(set(arch_options) - set(keywords))
-    if unknown:
+    if unknown and not takes_any_keyword(arch):
         raise ConfigError(
             f"{flag_prefix}arch-arg {', '.join(unknown)}: architecture {arch!r} takes no "
             f"such option; it takes {', '.join(keywords)}"

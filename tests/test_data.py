@@ -83,7 +83,7 @@ def test_mnist1d_defaults_shapes_and_dtypes(data_dir: Path) -> None:
     assert data.num_classes == 10 and data.input_shape == (40,)
     assert data.augmentation is None
     assert sorted(torch.cat([data.y_train, data.y_test]).bincount().tolist()) == [1000] * 10
-    assert list(data_dir.glob("mnist1d-*.pt")), "generated data is cached on disk"
+    assert list(data_dir.glob("*.pt")), "generated data is cached on disk"
 
 
 def test_mnist1d_is_the_packages_own_recipe(data_dir: Path) -> None:
@@ -119,13 +119,13 @@ def test_mnist1d_two_generations_and_cached_copy_are_identical(tmp_path: Path) -
 def test_mnist1d_second_load_reads_the_cache(data_dir: Path, monkeypatch) -> None:
     calls = count_generations(monkeypatch)
     load_data("mnist1d", **SMALL)
-    (path,) = data_dir.glob("mnist1d-*.pt")
+    (path,) = data_dir.glob("*.pt")
     written = path.stat().st_mtime_ns
     load_data("mnist1d", **SMALL)
     assert calls == [{"num_samples": 100, "train_split": 0.8, "seed": 42}]
     assert path.stat().st_mtime_ns == written
     load_data("mnist1d", num_samples=100, train_split=0.5)
-    assert len(calls) == 2 and len(list(data_dir.glob("mnist1d-*.pt"))) == 2
+    assert len(calls) == 2 and len(list(data_dir.glob("*.pt"))) == 2
 
 
 def test_mnist1d_leaves_global_random_state_alone(data_dir: Path) -> None:
@@ -150,7 +150,7 @@ def test_mnist1d_writes_nothing_outside_its_cache(data_dir: Path, tmp_path, monk
 
 def test_mnist1d_damaged_cache_is_regenerated(data_dir: Path, monkeypatch) -> None:
     good = load_data("mnist1d", **SMALL)
-    (path,) = data_dir.glob("mnist1d-*.pt")
+    (path,) = data_dir.glob("*.pt")
     path.write_bytes(b"not a torch file")
     calls = count_generations(monkeypatch)
     with pytest.warns(RuntimeWarning, match="unreadable"):
@@ -183,7 +183,7 @@ CONCURRENT_LOADER = textwrap.dedent(
     deadline = time.monotonic() + 120
     while len(list(ready.iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    cached_before = any(module.default_data_dir().glob("mnist1d-*.pt"))
+    cached_before = any(module.default_data_dir().glob("*.pt"))
     data = load_data("mnist1d", num_samples=100)
     h = hashlib.sha256()
     for t in (data.x_train, data.y_train, data.x_test, data.y_test):
@@ -213,7 +213,7 @@ def test_mnist1d_concurrent_generation_is_safe(tmp_path: Path) -> None:
     hashes = {line[1] for line in lines}
     assert len(hashes) == 1
     assert log.read_text().splitlines() == ["generated"]
-    assert len(list(cache.glob("mnist1d-*.pt"))) == 1
+    assert len(list(cache.glob("*.pt"))) == 1
     assert not list(cache.glob("*.tmp"))
     local = load_data("mnist1d", root=cache, **SMALL)
     assert digest(local) == hashes.pop()
@@ -223,7 +223,31 @@ def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path: Path) -
     monkeypatch.setenv("FA_CHECKS_DATA_DIR", str(tmp_path / "x"))
     assert default_data_dir() == tmp_path / "x"
     monkeypatch.delenv("FA_CHECKS_DATA_DIR")
+    monkeypatch.setenv("FA_CHECKS_CACHE", str(tmp_path / "cache"))  # one cache root
+    assert default_data_dir() == tmp_path / "cache" / "data"
+    monkeypatch.delenv("FA_CHECKS_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert default_data_dir() == Path.home() / ".cache" / "fa-checks" / "data"
+
+
+def test_generated_data_is_in_the_one_cache_that_info_and_clear_see(monkeypatch, tmp_path,
+                                                                     capsys) -> None:
+    from fa_checks.cli import main
+    from fa_checks.settings import Settings
+
+    monkeypatch.delenv("FA_CHECKS_DATA_DIR", raising=False)
+    monkeypatch.setenv("FA_CHECKS_CACHE", str(tmp_path / "cache"))
+    load_data("mnist1d", **SMALL)
+    assert len(list((tmp_path / "cache" / "data").glob("*.pt"))) == 1
+    assert main(["cache", "info"]) == 0
+    assert "data  1" in capsys.readouterr().out
+    assert main(["cache", "clear", "--kind", "data"]) == 0
+    assert not list((tmp_path / "cache" / "data").glob("*.pt")) if (
+        tmp_path / "cache" / "data").exists() else True
+    # --cache-dir moves the generated data with the rest
+    moved = Settings(cache_dir=str(tmp_path / "elsewhere"))
+    assert moved.data_root_for("mnist1d") == str(tmp_path / "elsewhere" / "data")
+    assert moved.data_root_for("cifar10") is None
 
 
 # ------------------------------------------------------------------------ names and parameters

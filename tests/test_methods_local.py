@@ -408,7 +408,7 @@ def test_a_local_credit_of_the_wrong_shape_is_named():
     model = tiny("resmlp")
     method = Broken()
     method.setup(model, C, torch.Generator())
-    with pytest.raises(MethodError, match=r"Broken.local_credit returned signals shaped"):
+    with pytest.raises(MethodError, match=r"Broken.: local_credit returned signals shaped"):
         method.step(*batch_for(model))
 
 

@@ -55,7 +55,10 @@ def test_ini_keys_are_the_documented_ones() -> None:
                     "fa_data_root", "fa_schedule", "fa_lr", "fa_batch_size",
                     "fa_weight_decay", "fa_threads", "fa_cache_dir", "fa_gpus_per_run",
                     "fa_cpus_per_run", "fa_gate_d4", "fa_d4_alpha", "fa_d4_share",
-                    "fa_d4_floor"}
+                    "fa_d4_floor",
+                    # the gate in the configuration alone: what to train
+                    "fa_methods", "fa_seeds", "fa_arch", "fa_arch_args", "fa_method_args",
+                    "fa_data_args"}
 
 
 # -- flags read from a real pytest config (in process: no subprocess needed) --------------------

@@ -95,8 +95,9 @@ def test_the_ini_keys_are_typed_as_what_they_are(pytester: pytest.Pytester) -> N
     config = pytester.parseconfig()
     kinds = {"int": "int", "float": "float", "string": "string", "switch": "bool"}
     for flag in SHARED.values():
-        if flag.ini:
-            assert config._parser._inidict[f"fa_{flag.dest}"][1] == kinds[flag.kind]
+        if flag.ini:  # a flag given several times is a list ("args"), its key plural
+            kind = "args" if flag.many else kinds[flag.kind]
+            assert config._parser._inidict[flag.ini_key][1] == kind
 
 
 def test_fresh_subjects_are_the_same_in_both_faces(pytester: pytest.Pytester) -> None:

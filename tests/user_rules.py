@@ -69,3 +69,89 @@ class ScaledDirectFeedback(Method):
         if set(state) != expected:
             raise ValueError(f"expected keys {sorted(expected)}, got {sorted(state)}")
         self.feedback = [state[f"feedback.{i}"] for i in range(len(self.feedback))]
+
+
+# -- rules that break the method contract, each in its own way ---------------------------------
+from fa_checks.methods.local import LocalLossMethod, output_error  # noqa: E402
+
+
+class NoStep(Method):
+    name = "no-step"
+
+
+class StepWithoutY(Method):
+    def step(self, x):
+        return {"loss": 0.0}
+
+
+class LocalCreditWithoutY(LocalLossMethod):
+    def local_credit(self, hidden, logits):
+        return hidden
+
+
+class NoLocalCredit(LocalLossMethod):
+    pass
+
+
+class StepReturnsAFloat(Method):
+    def step(self, x, y):
+        return 1.0
+
+
+class StepReturnsAVector(Method):
+    def step(self, x, y):
+        return {"loss": torch.zeros(len(y))}
+
+
+class OneSignalShort(LocalLossMethod):
+    def local_credit(self, hidden, logits, y):
+        return hidden[:-1]
+
+
+class CreditOfTheWrongWidth(Method):
+    def step(self, x, y):
+        return {"loss": 0.0}
+
+    def credit(self, x, y):
+        return [h[:, :3] for h in self.anatomy.hidden_states(x)]
+
+
+class PerSampleDFA(LocalLossMethod):
+    """DFA written for flat models only: (N, d) signals, spread over positions by fa-checks."""
+    name = "per-sample-dfa"
+
+    def feedback_specs(self):
+        return [((d, self.num_classes), 0.3) for d in self.feature_dims()]
+
+    def local_credit(self, hidden, logits, y):
+        e = output_error(logits, y)
+        return [e @ b.T for b in self.feedback]
+
+
+class DuckBP:
+    """Backpropagation written without fa_checks.Method: only the five methods the contract
+    names for a class of one's own."""
+
+    def setup(self, model, num_classes, generator, optimizer=None):
+        self.model = model
+        self.sgd = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    def step(self, x, y):
+        from fa_checks.models.anatomy import anatomy_of
+
+        self.sgd.zero_grad()
+        loss = F.cross_entropy(anatomy_of(self.model).logits(x), y)
+        loss.backward()
+        self.sgd.step()
+        return {"loss": loss.detach()}
+
+    def credit(self, x, y):
+        from fa_checks.models.anatomy import per_sample_gradients
+
+        return per_sample_gradients(self.model, x, y)[1]
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass

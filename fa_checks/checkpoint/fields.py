@@ -7,7 +7,7 @@ The tensor checks here serve the research code's layouts too (:mod:`.seed_format
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ _MAX_LIST = 1024
 _TENSOR_DTYPES = frozenset(getattr(torch, name) for name in ALLOWED_DTYPES)
 
 
-def from_fa_checks(path: Path, raw: Mapping[str, Any], limits: Limits) -> Checkpoint:
+def from_fa_checks(path: Path, raw: Mapping[str, Any], limits: Limits, *,
+                   import_archs: Collection[str] | None = ()) -> Checkpoint:
     """The checkpoint a ``fa-checks/1`` dict holds, every field checked."""
     fmt = raw["format"]
     if fmt != FORMAT:
@@ -44,7 +45,9 @@ def from_fa_checks(path: Path, raw: Mapping[str, Any], limits: Limits) -> Checkp
     for key in _REQUIRED_KEYS:
         if key not in raw:
             raise CheckpointError(f"{path}: missing key {key!r}")
-    arch = architecture(path, raw["arch"])
+    # a model factory's module may be imported for a trusted file (None) or a name the user gave
+    arch = architecture(path, raw["arch"], allow_import=import_archs is None or (
+        isinstance(raw["arch"], str) and raw["arch"] in import_archs))
     arch_kwargs = dict_of(path, raw, "arch_kwargs")
     for key in ("input_shape", "num_classes"):
         if key not in arch_kwargs:

@@ -31,6 +31,7 @@ def load_checkpoint(
     map_location: Any = "cpu",
     limits: Limits | None = None,
     import_methods: Collection[str] = (),
+    import_archs: Collection[str] = (),
 ) -> Checkpoint:
     """Read a checkpoint (``fa-checks/1`` or the research code's formats) and validate it.
 
@@ -54,11 +55,12 @@ def load_checkpoint(
     limits = limits if limits is not None else default_limits()
     try:
         raw = _read(path, trust=trust, map_location=map_location, limits=limits)
-        checkpoint = _parse(path, raw, limits)
+        checkpoint = _parse(path, raw, limits, None if trust else frozenset(import_archs))
         checkpoint.trusted, checkpoint.limits = bool(trust), limits
         checkpoint.importable_methods = frozenset(import_methods)
+        checkpoint.importable_archs = frozenset(import_archs)
         check_state_fits(path, checkpoint.arch, checkpoint.arch_kwargs, checkpoint.model_state,
-                         limits=limits)
+                         limits=limits, allow_import=checkpoint.may_import_arch)
         return checkpoint
     except CheckpointError as exc:
         if "\n" in str(exc):  # a value from the file slipped into the sentence
@@ -88,9 +90,10 @@ def _read(path: Path, *, trust: bool, map_location: Any, limits: Limits) -> Any:
     return raw
 
 
-def _parse(path: Path, raw: Mapping[str, Any], limits: Limits) -> Checkpoint:
+def _parse(path: Path, raw: Mapping[str, Any], limits: Limits,
+           import_archs: Collection[str] | None) -> Checkpoint:
     if "format" in raw:
-        return from_fa_checks(path, raw, limits)
+        return from_fa_checks(path, raw, limits, import_archs=import_archs)
     if "state_dict" in raw:
         return from_seed_dict(path, raw, limits)
     if raw and all(isinstance(v, Tensor) for v in raw.values()):

@@ -66,8 +66,15 @@ class Checkpoint:
     trusted: bool = False
     #: method names the user gave the caller, which may import even when not trusted
     importable_methods: frozenset[str] = frozenset()
+    #: architecture names (model factories) the user gave the caller, likewise
+    importable_archs: frozenset[str] = frozenset()
     #: the limits it was checked against (None: :func:`fa_checks.limits.default_limits`)
     limits: Limits | None = field(default=None, repr=False)
+
+    @property
+    def may_import_arch(self) -> bool:
+        """Whether its architecture, a ``module:callable``, may import its module."""
+        return self.trusted or self.arch in self.importable_archs
 
     @property
     def num_classes(self) -> int:
@@ -86,13 +93,14 @@ class Checkpoint:
                                          where=f"{self.path}: ", prefix="arch_kwargs.",
                                          error=CheckpointError)
         try:
-            model = build_model(self.arch, **arch_kwargs)
+            model = build_model(self.arch, allow_import=self.may_import_arch, **arch_kwargs)
         except (ModelError, TypeError, ValueError) as exc:
             raise CheckpointError(
                 f"{self.path}: cannot build {self.arch!r}: {one_line(exc)}") from None
         except Exception as exc:  # memory
             raise machine_fault(self.path, exc, f"building its {self.arch}") from None
-        check_state_fits(self.path, self.arch, arch_kwargs, self.model_state, model)
+        check_state_fits(self.path, self.arch, arch_kwargs, self.model_state, model,
+                         allow_import=self.may_import_arch)
         try:
             model.load_state_dict(self.model_state, strict=True)
             if device is not None:
@@ -124,6 +132,7 @@ class Checkpoint:
         try:
             allow_import = self.trusted or self.method in self.importable_methods
             method = method_from_name(self.method, options, allow_import=allow_import)
+            method.input_shape = self.input_shape  # for rules that probe the hidden sizes
             method.setup(model, self.num_classes, torch.Generator().manual_seed(self.seed or 0))
         except (UserError, TypeError, ValueError) as exc:
             raise CheckpointError(

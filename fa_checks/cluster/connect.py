@@ -135,7 +135,8 @@ def check_reachable(address: str | None, flag: str,
 
 def rules_environment(subjects: Sequence[Subject], given: Mapping[str, Any] | None
                       ) -> dict[str, Any]:
-    """``given`` plus the top-level module or package of every ``module:Class`` rule, as
+    """``given`` plus the top-level module or package of every ``module:Class`` rule and
+    ``module:callable`` model factory, as
     ``py_modules``: Ray uploads them when the driver connects, and each worker imports its
     own copy.  Rules registered by entry point, and fa-checks itself, must be installed on
     every node.  The limits' override (``FA_CHECKS_LIMITS``) goes with them as an
@@ -145,7 +146,9 @@ def rules_environment(subjects: Sequence[Subject], given: Mapping[str, Any] | No
     if override is not None:
         env["env_vars"] = {**dict(env.get("env_vars") or {}), LIMITS_VARIABLE: override}
     modules = list(env.get("py_modules") or [])
-    for name in sorted({s.method for s in subjects if s.method and ":" in s.method}):
+    named = {s.method for s in subjects if s.method and ":" in s.method}
+    named |= {s.arch for s in subjects if ":" in s.arch}  # a user's model factory goes too
+    for name in sorted(named):
         top = importlib.import_module(name.partition(":")[0].split(".")[0])
         if top not in modules:
             modules.append(top)

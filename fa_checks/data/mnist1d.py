@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from fa_checks.cache.store import KEY_LENGTH
 from fa_checks.data.dataset import DataError, Dataset
 from fa_checks.files import write_atomic
 from fa_checks.limits import check_count
@@ -38,18 +39,27 @@ SEQUENCE_LENGTH = 40
 CACHE_FORMAT = 1
 
 
+#: the folder of generated data inside the one cache (``fa-checks cache info`` lists it)
+DATA_KIND = "data"
+
+
 def default_data_dir() -> Path:
-    """The cache of generated data: ``$FA_CHECKS_DATA_DIR`` or ``~/.cache/fa-checks/data``."""
+    """The cache of generated data: ``$FA_CHECKS_DATA_DIR``, else the folder ``data`` of the
+    one cache (``$FA_CHECKS_CACHE``, else ``$XDG_CACHE_HOME/fa-checks``, else
+    ``~/.cache/fa-checks``), where ``fa-checks cache info`` and ``clear`` see it."""
+    from ..cache.store import default_cache_root
+
     configured = os.environ.get("FA_CHECKS_DATA_DIR")
     if configured:
         return Path(configured).expanduser()
-    return Path.home() / ".cache" / "fa-checks" / "data"
+    return default_cache_root() / DATA_KIND
 
 
 def cache_path(params: dict[str, Any], root: str | os.PathLike[str] | None = None) -> Path:
-    """The cache file for these (already validated) parameters."""
+    """The cache file for these (already validated) parameters: named as the artifact cache
+    names its files (``<key>.pt``), so its ``info`` counts it and ``clear`` removes it."""
     directory = Path(root).expanduser() if root is not None else default_data_dir()
-    return directory / f"{NAME}-{_params_hash(params)}.pt"
+    return directory / f"{_params_hash(params)}.pt"
 
 
 def load(root: str | os.PathLike[str] | None = None, *, download: bool = False,
@@ -107,7 +117,7 @@ def _params_hash(params: dict[str, Any]) -> str:
     # The generator's version is part of the key: a release that changed the recipe must not be
     # served the previous release's samples under the same parameters.
     key = {"params": params, "mnist1d": _generator_version(), "format": CACHE_FORMAT}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:KEY_LENGTH]
 
 
 def _read_cache(path: Path, params: dict[str, Any]) -> dict[str, torch.Tensor] | None:
@@ -133,7 +143,7 @@ def _generate_and_cache(path: Path, params: dict[str, Any]) -> dict[str, torch.T
     except OSError as error:
         raise DataError(
             f"mnist1d: cannot create the cache directory {path.parent} ({error}); set "
-            f"FA_CHECKS_DATA_DIR or pass root= to a writable directory"
+            f"FA_CHECKS_CACHE (or --cache-dir) to a writable directory"
         ) from error
     with FileLock(str(path) + ".lock"):
         # Another process may have written it while this one waited for the lock.

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..methods.contract import fit_signals
 from . import metrics
 from .metrics import FeedbackNull, LossFn
 
@@ -109,12 +110,11 @@ def feedback_null(
     # 6.8 s CPU for a d=256 L=4 ResMLP at N=1024 when drawn again per draw)
     kept: list[list[Tensor | None]] = []
     budget = NULL_SIGNAL_ELEMENTS
+    redraw = getattr(clone, "redraw_feedback", None)  # a duck-typed rule may have none
     for _ in range(draws):
-        if not clone.redraw_feedback(generator):
+        if redraw is None or not redraw(generator) or (credit := clone.credit(x, y)) is None:
             return None
-        credit = clone.credit(x, y)
-        if credit is None:
-            return None
+        credit = fit_signals(clone, credit, reference)  # (N, d) spread over positions
         cosines.append([math.nan if c is None else c
                         for c in metrics.mean_cosines(credit, reference)])
         signals: list[Tensor | None] = []
@@ -172,6 +172,7 @@ def credit_history(method: Any, x: Tensor, y: Tensor, grads: Sequence[Tensor], *
         credit = method.credit(x, y)
         if credit is None:
             return {}
+        credit = fit_signals(method, credit, reference)
         figures: dict[str, Any] = {"credit_cosine": metrics.mean_cosines(credit, reference)}
         null = metrics.fresh_feedback_null(method, x, y, draws=draws, seed=seed,
                                            reference=reference)

@@ -320,14 +320,14 @@ def fresh_feedback_null(
             reference = per_sample_gradients(model, x, y)[1]
     device = next(iter(model.parameters()), torch.empty(0)).device
     generator = torch.Generator(device=device).manual_seed(seed)
+    from ..methods.contract import fit_signals  # per-sample (N, d) signals spread as credit's
     clone = _shared_copy(method)
+    redraw = getattr(clone, "redraw_feedback", None)  # a duck-typed rule may have none
     cosines: list[list[float]] = []
     for _ in range(draws):
-        if not clone.redraw_feedback(generator):
+        if redraw is None or not redraw(generator) or (credit := clone.credit(x, y)) is None:
             return None
-        credit = clone.credit(x, y)
-        if credit is None:
-            return None
+        credit = fit_signals(clone, credit, reference, anatomy_of(model))
         cosines.append([math.nan if c is None else c for c in mean_cosines(credit, reference)])
     per_layer = torch.tensor(cosines, dtype=torch.float64)  # (draws, L+1)
     deep = per_layer[:, 1:].mean(dim=1) if per_layer.shape[1] > 1 else None

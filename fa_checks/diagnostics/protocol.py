@@ -219,11 +219,12 @@ def depth_utility(
 def accuracy(model: nn.Module | Anatomy, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> float:
     """Fraction of ``x`` the model classifies as ``y``; a sample with any non-finite logit
     counts as wrong (a diverged model earns nothing).  Eval mode, no gradients, in batches."""
-    module = anatomy_of(model).model
+    anatomy = anatomy_of(model)  # its logits: a user's model may define no forward
+    module = anatomy.model
     correct = 0
     with eval_mode(module), torch.no_grad():
         for start in range(0, int(x.shape[0]), batch_size):
-            correct += correct_count(module(x[start:start + batch_size]),
+            correct += correct_count(anatomy.logits(x[start:start + batch_size]),
                                      y[start:start + batch_size])
     return correct / max(int(x.shape[0]), 1)
 
@@ -297,6 +298,10 @@ def evaluate(
         if credit is None and method is not None:
             credit = method.credit(x, y)
             module.eval()  # a rule's credit() may restore the mode it found; keep eval here
+        if credit is not None:  # per-sample (N, d) signals are spread over positions
+            from ..methods.contract import fit_signals
+
+            credit = fit_signals(method, credit, hidden, anatomy)
         summary = None
         if credit is not None:
             summary = credit_metrics(

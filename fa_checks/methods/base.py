@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from typing import Any
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..models.anatomy import Anatomy, anatomy_of
+from ..references import TRUST_FLAGS  # noqa: F401 - re-exported: messages name the flags
 
 ENTRY_POINT_GROUP = "fa_checks.methods"
 
@@ -59,6 +59,10 @@ class Method:
         self.anatomy: Anatomy | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.num_classes = 0
+        #: the shape of one input sample, when known (the trainer sets it before ``setup``)
+        self.input_shape: tuple[int, ...] | None = None
+        #: the generator ``setup`` was given (seeded from the run's seed)
+        self.generator: torch.Generator | None = None
 
     # -- life cycle ------------------------------------------------------------------------
     def setup(
@@ -68,11 +72,15 @@ class Method:
         generator: torch.Generator,
         optimizer: OptimizerFactory = default_optimizer,
     ) -> None:
-        """Attach to ``model``, draw any random feedback from ``generator``, build the optimizer."""
+        """Attach to ``model``, draw any random feedback from ``generator``, build the optimizer.
+
+        ``generator`` is kept as ``self.generator`` (seeded from the run's seed), for a rule
+        that draws again later (feedback redrawn every epoch, random directions)."""
         self.check_model(model)
         self.model = model
         self.anatomy = anatomy_of(model)
         self.num_classes = int(num_classes)
+        self.generator = generator
         self.init_state(generator)
         self.optimizer = optimizer(self.trainable_parameters())
 
@@ -116,6 +124,50 @@ class Method:
         """Replace random feedback by a fresh draw (for the chance-level null); False if none."""
         return False
 
+    # -- model facts (for rules that size their own state) ----------------------------------
+    def model_device(self) -> torch.device:
+        """The device of the model's parameters (the CPU for a model without any)."""
+        assert self.model is not None
+        for tensor in self.model.parameters():
+            return tensor.device
+        return torch.device("cpu")
+
+    def model_dtype(self) -> torch.dtype:
+        """The dtype of the model's floating-point parameters."""
+        assert self.model is not None
+        for tensor in self.model.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    def feature_dims(self) -> list[int]:
+        """Feature size of each hidden state ``[d_0..d_L]`` (channels for convolutional maps),
+        read off a probe forward pass of two zero inputs shaped like the data's (the model's
+        ``spec``, else ``self.input_shape``, which the trainer sets before ``setup``)."""
+        from ..models.anatomy import eval_mode
+
+        if self.model is None:
+            raise MethodError(f"method {self.name!r} is not set up: call setup(model, ...) first")
+        anatomy = self.anatomy if self.anatomy is not None else anatomy_of(self.model)
+        model = anatomy.model
+        spec = getattr(model, "spec", None)
+        input_shape = (spec.get("kwargs", {}).get("input_shape")
+                       if isinstance(spec, Mapping) else None) or getattr(self, "input_shape", None)
+        if input_shape is None:
+            for attribute in ("d_hidden", "d_model", "width"):
+                size = getattr(model, attribute, None)
+                if isinstance(size, int):
+                    return [size] * (anatomy.num_blocks + 1)
+            raise MethodError(
+                f"method {self.name!r} cannot tell the hidden sizes of {type(model).__name__}: "
+                "set method.input_shape to the data's input shape before setup (the trainer "
+                "does), or build the model with fa_checks.build_model"
+            )
+        probe = torch.zeros(2, *input_shape, device=self.model_device(), dtype=self.model_dtype())
+        with eval_mode(model), torch.no_grad():
+            hidden = anatomy.hidden_states(probe)
+        return [anatomy.feature_dim(h) for h in hidden]
+
     # -- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
         return {}
@@ -146,82 +198,45 @@ def _load_builtins() -> None:
     importlib.import_module("fa_checks.methods.builtins")
 
 
-#: how the user says that names read from a file may import code (for the refusal's message)
-TRUST_FLAGS = "trust=True (library), --trust (fa-checks) or --fa-trust (pytest)"
-
-_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
 def method_class(name: str, *, allow_import: bool = True) -> type[Method]:
-    """Resolve a built-in name, an entry point of ``fa_checks.methods``, or ``module:Class``.
+    """Resolve a built-in name, an entry point of ``fa_checks.methods``, or ``module:Class``,
+    and check the class against the method contract (:mod:`.contract`) before any work.
 
     ``allow_import=False`` is for names read from a file someone else may have written: only
     built-ins and installed entry points resolve, and a ``module:Class`` is refused without
     importing anything (importing a module runs its top-level code).  A name the user typed
     (``--fa-method mypkg.rules:Rule``) imports, as ``pytest -p`` does.
     """
+    from ..references import entry_point, import_reference
+
     if not isinstance(name, str) or not name.strip():
         raise MethodError(f"method name {name!r} must be a non-empty name or module:Class")
     _load_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            try:
-                loaded = ep.load()
-            except Exception as exc:  # an installed plugin that fails to import
-                raise MethodError(
-                    f"the entry point {name!r} ({ep.value}) of {ENTRY_POINT_GROUP!r} cannot be "
-                    f"loaded: {type(exc).__name__}: {_first_line(exc)}"
-                ) from None
-            return _checked(loaded, name)
+    loaded = entry_point(ENTRY_POINT_GROUP, name, MethodError)
+    if loaded is not None:
+        return _checked(loaded, name)
     if ":" not in name:
         raise MethodError(
             f"unknown method {name!r}; choose one of {', '.join(available_methods())} "
             "or name your own as module:Class"
         )
-    module_name, _, attr = name.partition(":")
-    if not _DOTTED_NAME.fullmatch(module_name) or not _DOTTED_NAME.fullmatch(attr):
-        raise MethodError(
-            f"method {name!r} is not module:Class (for example mypkg.rules:SignSymmetry): "
-            "both parts must be dotted Python names"
-        )
-    if not allow_import:
-        raise MethodError(
-            f"method {name!r} is neither a built-in nor an entry point of "
-            f"{ENTRY_POINT_GROUP!r}, and resolving it would import module {module_name!r}, "
-            f"which a name read from an untrusted file may not do, so nothing was imported; "
-            f"pass {TRUST_FLAGS} only for a file you trust, or install the rule as an entry point"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise MethodError(f"cannot import method module {module_name!r}: {exc}") from None
-    except Exception as exc:  # the module's own top-level code failed
-        raise MethodError(
-            f"importing method module {module_name!r} failed: {type(exc).__name__}: "
-            f"{_first_line(exc)}"
-        ) from None
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise MethodError(f"module {module_name!r} has no attribute {attr!r}") from None
+    target = import_reference(name, what="method", example="mypkg.rules:SignSymmetry",
+                              spelled="module:Class",
+                              group=ENTRY_POINT_GROUP, allow_import=allow_import,
+                              error=MethodError)
     return _checked(target, name)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else ""
-
-
 def _checked(obj: Any, name: str) -> type[Method]:
-    if isinstance(obj, type) and issubclass(obj, Method):
-        return obj
+    from .contract import check_rule_class
+
     needed = ("setup", "step", "credit", "state_dict", "load_state_dict")
-    if isinstance(obj, type) and all(callable(getattr(obj, a, None)) for a in needed):
-        return obj  # duck-typed user rule
+    if isinstance(obj, type) and (issubclass(obj, Method) or all(
+            callable(getattr(obj, a, None)) for a in needed)):
+        check_rule_class(obj, name)  # duck-typed user rules too
+        return obj
     raise MethodError(
         f"{name!r} is not a training method: it needs methods {', '.join(needed)} "
         "(subclass fa_checks.Method)"

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from ..models.anatomy import eval_mode
 from .base import Figures, Method, MethodError
+from .contract import fit_signals
 
 RMS_EPS = 1e-6
 FEEDBACK_PREFIX = "feedback."
@@ -180,13 +181,9 @@ class LocalLossMethod(Method):
         """``[g_0..g_L]``: the gradient of each batch-mean local loss at h_0 and at each f_l,
         from ``local_credit``.  A rule that can produce them with less work (DFA: one
         projection and one normalisation for every block) overrides this, to the same bits."""
-        credits = self.local_credit(hidden, logits, y)
-        shapes = [tuple(a.shape) for a in credits]
-        if shapes != [tuple(h.shape) for h in hidden]:
-            raise MethodError(
-                f"{type(self).__name__}.local_credit returned signals shaped {shapes}; it must "
-                f"return one per hidden state, shaped like it: {[tuple(h.shape) for h in hidden]}"
-            )
+        # checked, and per-sample (N, d) signals spread over positions (the contract)
+        credits = fit_signals(self, self.local_credit(hidden, logits, y), hidden,
+                              hook="local_credit")
         with torch.no_grad():
             axis = self.anatomy.feature_axis if self.anatomy is not None else -1
             inverse = self._inverse_batch(credits[0], hidden[0].shape[0])
@@ -223,7 +220,8 @@ class LocalLossMethod(Method):
             with torch.no_grad():
                 hidden = anatomy.hidden_states(x)
                 logits = anatomy.readout(hidden[-1])
-            credits = self.local_credit(hidden, logits, y)
+            credits = fit_signals(self, self.local_credit(hidden, logits, y), hidden, anatomy,
+                                  hook="local_credit")
         return [a.detach().contiguous() for a in credits]
 
     # -- fixed random feedback -----------------------------------------------------------------
@@ -232,16 +230,21 @@ class LocalLossMethod(Method):
         return []
 
     def init_state(self, generator: torch.Generator) -> None:
+        """Draw the feedback ``feedback_specs`` declares into ``self.feedback``."""
         self._feedback_specs = self.feedback_specs()
-        self.feedback = self._draw_feedback(generator)
+        self.feedback = self.draw_feedback(generator)
 
     def redraw_feedback(self, generator: torch.Generator) -> bool:
+        """Replace ``self.feedback`` by a fresh draw (the fresh-feedback null; a rule that
+        redraws its feedback every epoch calls it from ``epoch_start``); False if none."""
         if not self._feedback_specs:
             return False
-        self.feedback = self._draw_feedback(generator)
+        self.feedback = self.draw_feedback(generator)
         return True
 
-    def _draw_feedback(self, generator: torch.Generator) -> list[Tensor]:
+    def draw_feedback(self, generator: torch.Generator) -> list[Tensor]:
+        """One draw of every matrix ``feedback_specs`` declares: ``randn(shape) * std`` from
+        ``generator``, on the model's device and dtype (``self.feedback`` is left as it is)."""
         # Drawn on the generator's device, then moved: a seed gives the same B on any device.
         device, dtype = self.model_device(), self.model_dtype()
         return [
@@ -250,6 +253,8 @@ class LocalLossMethod(Method):
             )
             for shape, std in self._feedback_specs
         ]
+
+    _draw_feedback = draw_feedback  # the name before it was public
 
     def state_dict(self) -> dict[str, Tensor]:
         return {f"{FEEDBACK_PREFIX}{i}": b for i, b in enumerate(self.feedback)}
@@ -266,40 +271,6 @@ class LocalLossMethod(Method):
             value = check_state_tensor(self.name, key, state[key], current)
             loaded.append(value.detach().to(device=current.device, dtype=current.dtype).clone())
         self.feedback = loaded
-
-    # -- model facts -----------------------------------------------------------------------------
-    def model_device(self) -> torch.device:
-        assert self.model is not None
-        for tensor in self.model.parameters():
-            return tensor.device
-        return torch.device("cpu")
-
-    def model_dtype(self) -> torch.dtype:
-        assert self.model is not None
-        for tensor in self.model.parameters():
-            if tensor.is_floating_point():
-                return tensor.dtype
-        return torch.get_default_dtype()
-
-    def feature_dims(self) -> list[int]:
-        """Feature size of each hidden state ``[d_0..d_L]``, read off a probe forward pass."""
-        anatomy, _ = self._attached(optimizer=False)
-        model = anatomy.model
-        input_shape = getattr(model, "spec", {}).get("kwargs", {}).get("input_shape")
-        if input_shape is None:
-            for attribute in ("d_hidden", "d_model", "width"):
-                size = getattr(model, attribute, None)
-                if isinstance(size, int):
-                    return [size] * (anatomy.num_blocks + 1)
-            raise MethodError(
-                f"method {self.name!r} cannot tell the hidden sizes of {type(model).__name__}: "
-                "give it a spec {'kwargs': {'input_shape': ...}} (build_model does) or an int "
-                "attribute d_hidden"
-            )
-        probe = torch.zeros(2, *input_shape, device=self.model_device(), dtype=self.model_dtype())
-        with eval_mode(model), torch.no_grad():
-            hidden = anatomy.hidden_states(probe)
-        return [anatomy.feature_dim(h) for h in hidden]
 
     def _attached(self, optimizer: bool = True) -> tuple[Any, torch.optim.Optimizer]:
         if self.anatomy is None or (optimizer and self.optimizer is None):

@@ -14,21 +14,34 @@ from typing import Any
 
 from torch import nn
 
-from ..limits import check_arch_options
+from ..limits import check_arch_options, check_total, default_limits
 from .base import BlockModel, ModelError
+from .factory import build_from_factory, factory_keywords, model_factory
 from .mlp import MLP
 from .resmlp import ResMLP
 from .resnet import ResNet
-from .size import build_on_meta, check_model_size
+from .size import build_on_meta, check_model_size, state_elements
 from .vit import ViT, check_patch_size
 
 MODELS: dict[str, type[BlockModel]] = {"resmlp": ResMLP, "mlp": MLP, "vit": ViT, "resnet": ResNet}
 
 
 def model_keywords(arch: str) -> list[str]:
-    """The size keywords ``arch`` accepts (besides input_shape and num_classes)."""
+    """The size keywords ``arch`` accepts (besides input_shape and num_classes); for a model
+    factory that takes ``**kwargs``, the ones it names (:func:`takes_any_keyword`)."""
+    if arch not in MODELS:
+        return factory_keywords(model_factory(arch, builtins=list(MODELS)))[0]
     params = inspect.signature(_model_class(arch).__init__).parameters
     return [name for name in params if name not in ("self", "input_shape", "num_classes")]
+
+
+def takes_any_keyword(arch: str) -> bool:
+    """Whether ``arch`` is a model factory with ``**kwargs`` (any keyword is passed on)."""
+    return arch not in MODELS and factory_keywords(model_factory(arch, builtins=list(MODELS)))[1]
+
+
+def is_builtin(arch: str) -> bool:
+    return arch in MODELS
 
 
 def _model_class(arch: str) -> type[BlockModel]:
@@ -55,8 +68,11 @@ def check_input_shape(
     message are spelt with ``flag_prefix`` (``"--"`` for the command line, ``"--fa-"`` for
     pytest); without one the advice names datasets only. Loads nothing.
     """
-    cls = _model_class(arch)
     source = f"dataset {dataset!r}" if dataset else "the data"
+    if arch not in MODELS:  # a user's factory: its own code says what it can take
+        model_factory(arch, builtins=list(MODELS))
+        return _as_shape(input_shape, source)
+    cls = _model_class(arch)
     shape = _as_shape(input_shape, source)
     if not cls.needs_image:
         return shape
@@ -111,14 +127,27 @@ def build_model(
     input_shape: tuple[int, ...],
     num_classes: int,
     dataset: str | None = None,
+    allow_import: bool = True,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a built-in model; ``kwargs`` are its size keywords (see :func:`model_keywords`).
+    """Build a built-in model or a user's (a model factory, :mod:`.factory`); ``kwargs`` are
+    its keywords (see :func:`model_keywords`).
 
     ``input_shape`` is checked first (:func:`check_input_shape`; ``dataset``, the data's name,
     only words the error). The returned model carries ``model.spec`` (arch and every keyword)
-    so it can be rebuilt.
+    so it can be rebuilt.  ``allow_import``: whether a ``module:callable`` may import its
+    module (False for a name read from an untrusted file).
     """
+    if arch not in MODELS:
+        factory = model_factory(arch, allow_import=allow_import, builtins=list(MODELS))
+        shape = check_input_shape(arch, input_shape, dataset)
+        model = build_from_factory(arch, factory, input_shape=shape, num_classes=num_classes,
+                                   kwargs=kwargs)
+        check_total(arch, state_elements(model), "max_params", default_limits(),
+                    detail="elements of model state (parameters and buffers)", error=ModelError)
+        model.spec = {"arch": arch, "kwargs": {"input_shape": list(shape),
+                                               "num_classes": int(num_classes), **kwargs}}
+        return model
     cls = _model_class(arch)
     unknown = sorted(set(kwargs) - set(model_keywords(arch)))
     if unknown:
@@ -148,4 +177,5 @@ def build_model(
 
 
 __all__ = ["MODELS", "MLP", "BlockModel", "ModelError", "ResMLP", "ResNet", "ViT", "build_model",
-           "check_input_shape", "model_keywords"]
+           "check_input_shape", "is_builtin", "model_factory", "model_keywords",
+           "takes_any_keyword"]

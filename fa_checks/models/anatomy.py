@@ -166,7 +166,11 @@ class Anatomy:
         blocks = getattr(self.model, "blocks", None)
         if blocks is None:
             name = type(self.model).__name__
-            raise AnatomyError(f"{name} has no `blocks` to take parameters from")
+            raise AnatomyError(
+                f"{name} has no `blocks` to take each block's parameters from (what the "
+                "frozen-blocks baseline freezes and a rule's clip bounds): give it an "
+                "nn.ModuleList `blocks` holding block l's parameters at index l, or pass a "
+                "known baseline accuracy (--baseline-acc)")
         return blocks[l].parameters()
 
     def readout_parameters(self) -> list[nn.Parameter]:

@@ -27,8 +27,10 @@ from ..data import Dataset, load_data
 from ..diagnostics.direction import credit_history
 from ..diagnostics.protocol import accuracy, reference_validity, scale_stability
 from ..methods import Method, MethodError, get_method, method_class, method_reference
+from ..methods.contract import check_figures, check_rule_class, fit_signals
 from ..models import build_model
-from ..models.anatomy import eval_mode, per_sample_gradients
+from ..models.anatomy import anatomy_of, eval_mode, per_sample_gradients
+from ..references import is_library_code
 from ..settings import (
     DEFAULT_ARCH,
     DEFAULT_BATCH_SIZE,
@@ -107,7 +109,9 @@ def _resolve_method(
             "method_options apply to a method given by name; this method is already built "
             f"({type(method).__name__}): pass its options to its constructor"
         )
-    return method, type(method), method_reference(method)
+    reference = method_reference(method)
+    check_rule_class(type(method), reference)
+    return method, type(method), reference
 
 
 def _resolve_data(
@@ -175,7 +179,8 @@ def train(
     rule, rule_cls, method_name = _resolve_method(method, method_options)
     dataset = _resolve_data(data, data_root, data_options).to(target)
 
-    model_kwargs = {**dict(arch_options or {}), **rule_cls.model_overrides(arch)}
+    overrides = getattr(rule_cls, "model_overrides", None)  # a duck-typed rule may have none
+    model_kwargs = {**dict(arch_options or {}), **(overrides(arch) if overrides else {})}
     torch.manual_seed(seed)
     # built on the CPU, then moved, so the initialisation does not depend on the device
     model = build_model(arch, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
@@ -191,7 +196,7 @@ def train(
                        label=label or method_name, method_name=method_name)
     config = {
         "method": method_name,
-        "method_options": dict(rule.options),
+        "method_options": dict(getattr(rule, "options", {})),
         "arch": arch,
         "arch_options": model_kwargs,
         "data": dict(dataset.spec),
@@ -224,26 +229,33 @@ def _fit(rule: Method, model: nn.Module, dataset: Dataset, x_eval: Tensor, y_eva
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
     method_generator = torch.Generator(device=device).manual_seed(seed + METHOD_SEED_OFFSET)
+    rule.input_shape = tuple(dataset.input_shape)  # what feature_dims probes with
     rule.setup(model, dataset.num_classes, method_generator, optimizer=optimizer)
+    users_rule = not is_library_code(type(rule))
     annealing = None
-    if rule.optimizer is not None and schedule == "cosine":
-        annealing = torch.optim.lr_scheduler.CosineAnnealingLR(rule.optimizer, T_max=epochs)
+    rule_optimizer = getattr(rule, "optimizer", None)
+    if isinstance(rule_optimizer, torch.optim.Optimizer) and schedule == "cosine":
+        annealing = torch.optim.lr_scheduler.CosineAnnealingLR(rule_optimizer, T_max=epochs)
     # a CPU generator: the batch order is then the same on every device
     batch_generator = torch.Generator().manual_seed(seed + DATA_SEED_OFFSET)
     clock = ProgressClock(label, epochs, sink)
     history: list[dict[str, Any]] = []
     for epoch in range(1, epochs + 1):
         model.train()
-        rule.epoch_start(epoch, epochs)
+        if callable(getattr(rule, "epoch_start", None)):
+            rule.epoch_start(epoch, epochs)
         batches = dataset.batches(batch_size, generator=batch_generator, shuffle=True,
                                   augment=True)
         sums: dict[str, Tensor | float] = {}
         non_finite = torch.zeros((), dtype=torch.bool, device=device)
         seen = 0
         for done, (x, y) in enumerate(batches, start=1):
-            figures = rule.step(x, y) or {}
-            if "loss" not in figures:
-                raise MethodError(f"method {method_name!r}: step() must return a dict with 'loss'")
+            first = epoch == 1 and done == 1
+            if first and users_rule:  # the contract on the first batch, before any update
+                check_first_credit(rule, model, x, y)
+            figures = rule.step(x, y)
+            if first or not isinstance(figures, dict) or "loss" not in figures:
+                check_figures(figures, method_name)
             n = int(x.shape[0])
             seen += n
             for key, value in figures.items():
@@ -276,6 +288,17 @@ def _fit(rule: Method, model: nn.Module, dataset: Dataset, x_eval: Tensor, y_eva
     clock.close(f"diverged in epoch {history[-1]['epoch']} (the loss is not finite)"
                 if history[-1]["diverged"] else "")
     return history
+
+
+def check_first_credit(rule: Method, model: nn.Module, x: Tensor, y: Tensor) -> None:
+    """The user's rule's ``credit`` on the first batch (eval mode, as the protocol takes it):
+    None, or one signal per hidden state (:func:`~fa_checks.methods.contract.fit_signals`)."""
+    with eval_mode(model):
+        signals = rule.credit(x, y)
+        if signals is not None:
+            with torch.no_grad():
+                hidden = anatomy_of(model).hidden_states(x)
+            fit_signals(rule, signals, hidden, anatomy_of(model))
 
 
 def _write_checkpoint(path: Path, run: Run, method_name: str) -> Path:

@@ -61,7 +61,7 @@ def train_fresh(
         device=str(device if device is not None else settings.torch_device()),
         method_options=dict(subject.method_options),
         arch_options=dict(subject.arch_options),
-        data_root=settings.data_root,
+        data_root=settings.data_root_for(subject.data),
         data_options=dict(subject.data_options),
         checkpoint=checkpoint,
         progress=settings.progress,
@@ -107,7 +107,22 @@ def training_spec(subject: Subject) -> dict[str, Any]:
         out["data_options"] = canonical_data_options(subject.data, subject.data_options)
         if subject.method is not None:
             out["method_source"] = method_source_digest(subject.method)
+        arch_source = arch_source_digest(subject.arch)
+        if arch_source is not None:
+            out["arch_source"] = arch_source
     return out
+
+
+def arch_source_digest(arch: str) -> str | None:
+    """A digest of a user's model factory's source file (None for a built-in architecture),
+    so an edited model is retrained, not reused: the part of a cache key a rule's source is
+    for methods."""
+    from ..models import MODELS, model_factory
+    from ..references import source_digest
+
+    if arch in MODELS:
+        return None
+    return source_digest(model_factory(arch, builtins=list(MODELS)))
 
 
 def method_source_digest(name: str) -> str | None:
@@ -134,7 +149,13 @@ def canonical_arch_options(arch: str, options: Mapping[str, Any] | None) -> dict
 
     merged = dict(options or {})
     cls = MODELS.get(arch)
-    if cls is not None:
+    if cls is None:
+        from ..models import model_factory
+        from ..models.factory import factory_defaults
+
+        for name, value in factory_defaults(model_factory(arch, builtins=list(MODELS))).items():
+            merged.setdefault(name, value)
+    else:
         for name, param in inspect.signature(cls.__init__).parameters.items():
             if name in ("self", "input_shape", "num_classes"):
                 continue
@@ -170,6 +191,8 @@ def baseline_spec(baseline: Subject, settings: Settings) -> dict[str, Any]:
         "arch_options": canonical_arch_options(baseline.arch, baseline.arch_options),
         "data": baseline.data,
         "data_options": canonical_data_options(baseline.data, baseline.data_options),
+        **({} if (source := arch_source_digest(baseline.arch)) is None
+           else {"arch_source": source}),
         "seed": baseline.seed,
         "epochs": baseline.epochs,
         **settings.training_key(),
@@ -210,6 +233,7 @@ def _baseline_record(stored: Any) -> float:
 
 
 __all__ = [
+    "arch_source_digest",
     "baseline_spec",
     "baseline_subject",
     "canonical_arch_options",

@@ -30,7 +30,8 @@ PLUGIN_ONLY = {flag.name: flag for flag in (
     Flag("checkpoint", "check a saved checkpoint; repeatable, globs allowed ('runs/*.pt')",
          values.non_empty_text, metavar="PATH", many="append"),
     Flag("method", "train this method fresh and check it (a built-in name, an entry point "
-         "or module:Class); repeatable", values.non_empty_text, metavar="NAME", many="append"),
+         "or module:Class); repeatable", values.non_empty_text, metavar="NAME", many="append",
+         ini=True, ini_name="methods"),
 )}
 FLAGS: dict[str, Flag] = {**PLUGIN_ONLY, **OUTPUTS, **SHARED}
 
@@ -46,7 +47,20 @@ def option_dest(flag: Flag) -> str:
 
 
 def ini_key(flag: Flag) -> str:
-    return "fa_" + flag.dest  # fa_max_growth, fa_data_root, ...
+    return flag.ini_key  # fa_max_growth, fa_data_root, fa_methods, ...
+
+
+def check_ini_keys(config: pytest.Config) -> None:
+    """An ``fa_*`` key in the configuration that is none of ours is a usage error naming the
+    nearest key: pytest would only warn, and the gate would keep its default threshold."""
+    from fa_checks.flags import nearest_ini_key
+
+    known = sorted(ini_key(flag) for flag in FLAGS.values() if flag.ini)
+    given = getattr(config, "_inicfg", None) or {}  # pytest has no public list of keys given
+    for key in sorted(given):
+        if isinstance(key, str) and key.startswith("fa_") and key not in known:
+            where = f" in {config.inipath}" if config.inipath else ""
+            raise pytest.UsageError(str(nearest_ini_key(key, known, where)))
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ class Request:
 
     checkpoints: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
+    #: the subjects come from the configuration alone (fa_methods), none from the command line
+    from_config: bool = False
     report_path: str | None = None
     html_path: str | None = None
     plots_dir: str | None = None
@@ -92,8 +108,8 @@ def add_flags(parser: pytest.Parser) -> None:
                             help=flag.help_text() + (f" [ini: {ini_key(flag)}]"
                                                      if flag.ini else ""))
         if flag.ini:
-            parser.addini(ini_key(flag), flag.help_text(), type=_INI_TYPES[flag.kind],
-                          default=None)
+            kind = "args" if flag.many else _INI_TYPES[flag.kind]
+            parser.addini(ini_key(flag), flag.help_text(), type=kind, default=None)
 
 
 def _read(flag: Flag, raw: Any, where: str) -> Any:
@@ -111,13 +127,15 @@ def _value(config: pytest.Config, flag: Flag) -> Any:
             given = bool(_ini(config, flag))
         return given or None
     raw = config.getoption(option_dest(flag), default=None)
-    if raw is not None:
+    if raw is not None and not (flag.many is not None and not raw):  # [] is not given
         if flag.many is not None:
             return tuple(_read(flag, item, PREFIX + flag.name) for item in raw) or None
         return _read(flag, raw, PREFIX + flag.name)
     if flag.ini:
         raw = _ini(config, flag)
-        if raw is not None and str(raw).strip() != "":
+        if flag.many is not None and raw:  # a list: "dfa bp" or ["dfa", "bp"]
+            return tuple(_read(flag, item, f"ini option {ini_key(flag)} =") for item in raw)
+        if flag.many is None and raw is not None and str(raw).strip() != "":
             return _read(flag, raw, f"ini option {ini_key(flag)} =")
     return None
 
@@ -135,16 +153,26 @@ def _ini(config: pytest.Config, flag: Flag) -> Any:
 
 def read_request(config: pytest.Config) -> Request:
     """Parse and check every ``--fa-*`` flag and ini key; a bad one is a UsageError."""
+    check_ini_keys(config)
     given = {name: _value(config, flag) for name, flag in FLAGS.items()}
+
+    def typed(name: str) -> bool:  # given on the command line (not only in the ini)
+        return bool(config.getoption(option_dest(FLAGS[name]), default=None))
+
+    # subjects on the command line replace the configuration's (fa_methods)
+    from_config = bool(given.get("method")) and not (typed("method") or typed("checkpoint"))
+    if typed("checkpoint") and not typed("method"):
+        given["method"] = None
     methods = given.pop("method") or ()
     checkpoints = given.pop("checkpoint") or ()
     report_path, html_path, plots_dir = given.pop("json"), given.pop("html"), given.pop("plots")
     for name in FRESH_ONLY:
-        if given.get(name) and not methods:
+        if given.get(name) and not methods and typed(name):  # an ini's belong to fa_methods
             raise pytest.UsageError(str(fresh_only_error(name, PREFIX,
                                                          f"give {PREFIX}method NAME too")))
     if given.get("seeds"):
         given["seeds"] = tuple(dict.fromkeys(given["seeds"]))
     return Request(checkpoints=tuple(checkpoints), methods=tuple(dict.fromkeys(methods)),
-                   report_path=report_path, html_path=html_path, plots_dir=plots_dir,
+                   from_config=from_config, report_path=report_path, html_path=html_path,
+                   plots_dir=plots_dir,
                    given={name: value for name, value in given.items() if value is not None})

@@ -72,6 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "subjects in parallel, so drop -n (this process waits for the cluster)")
     if not config.pluginmanager.hasplugin("xdist"):
         config.addinivalue_line("markers", "xdist_group(name): run in one xdist worker")
+    config.addinivalue_line("markers", "fa_checks: an item of the fa-checks gate "
+                                       "(-m 'not fa_checks' leaves the gate out)")
     if not request.active:
         if not hasattr(config, "workerinput"):
             configure_ci(config, None)  # a CI flag with nothing to check: refused
@@ -83,7 +85,9 @@ def pytest_configure(config: pytest.Config) -> None:
         device, run_id = adopted["device"], adopted["run_id"]
     run = CheckRun(config, request, device=device, run_id=run_id)
     config.stash[RUN_KEY] = run
-    # the built-in suite runs when the user named no test paths (ini testpaths do not count)
+    # the built-in suite runs when the user named no test paths (ini testpaths do not count);
+    # a gate configured in the ini (fa_methods) joins the repository's own tests instead of
+    # replacing them, and naming test paths runs just those
     run_suite = config.args_source != pytest.Config.ArgsSource.ARGS
     if (not worker and run_suite and getattr(config.option, "numprocesses", None)
             and run.serve_cached()):
@@ -94,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         run.computes = True  # this process trains and evaluates: its threads are set before
         run.settings.progress = progress_sink(config, run, worker)  # its first work
     config.stash[RUN_SUITE_KEY] = run_suite
-    if run_suite:
+    if run_suite and not request.from_config:
         config.args[:] = []  # collect nothing else; the suite is added in modifyitems
         if SUITE_MODULE not in sys.modules:
             pytest.register_assert_rewrite(SUITE_MODULE)
@@ -199,6 +203,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         module = pytest.Module.from_parent(session, path=SUITE_PATH, nodeid=SUITE_NODEID)
         items[:0] = list(session.genitems(module))
     for item in items:
+        if item.nodeid.startswith(SUITE_NODEID):
+            item.add_marker(pytest.mark.fa_checks)
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "fa_subject" in params:
             item.add_marker(pytest.mark.xdist_group(_group_name(str(params["fa_subject"]))))
