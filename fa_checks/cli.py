@@ -18,12 +18,12 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .cluster.driver import TaskFault
-from .errors import ConfigError, as_user_error, one_line
+from .errors import as_user_error, one_line
 from .evaluation import Failure, Outcome, across_seeds, outcome, seed_groups
 from .files import check_writable, check_writable_folder, copy_atomic, write_json_atomic
 from .flags import EVALUATION, SHARED, TRAINING, Flag, add_to_argparse, build_settings
 from .output.render import across_seeds_line, subject_lines, verdict_table
-from .report import AcrossSeeds, Report, is_error_entry, read_entries
+from .report import AcrossSeeds, Report, is_error_entry
 from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
 from .subjects import Subject, check_data_root, checkpoint_subjects, fresh_subjects
 from .training.threads import use_threads
@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                                              "pytest --fa-report; verdicts are recomputed "
                                              "from the figures.")
     report.add_argument("reports", nargs="+", metavar="REPORT_JSON")
+    # a report is judged against these (defaults when not given), never against its own
+    add_to_argparse(report, _pick(EVALUATION, "max-growth", "grad-floor", "min-margin",
+                                  "min-cosine", "min-rho", "baseline-acc"))
+    report.add_argument("--baseline", choices=("auto", "none"), default=None,
+                        help="none: accept reports made without D3 (the table says so)")
     report.add_argument("--html", metavar="FILE",
                         help="write the visual report: one self-contained HTML page")
     report.add_argument("--plots", metavar="DIR",
@@ -350,40 +355,30 @@ def _filled(subject: Subject, fill: dict[str, Any]) -> Subject:
     return replace(subject, **fill) if fill else subject
 
 
-def load_report_files(paths: Sequence[str]) -> list[Report | dict[str, Any]]:
+def load_report_files(paths: Sequence[str],
+                      in_force: Any = None) -> list[Report | dict[str, Any]]:
     """Reports (and error entries) from JSON files holding ``{"subjects": [...]}`` or one
-    report; each is checked, and its verdict recomputed from its figures."""
-    from .files import read_json, regular_file
+    report; each is a claim judged against ``in_force`` (:class:`fa_checks.claims.InForce`,
+    default: the default thresholds), never against the thresholds it carries."""
+    from .claims import InForce, read_report_files
 
-    items: list[Report | dict[str, Any]] = []
-    for name in paths:
-        path = regular_file(name, what="report")
-        try:
-            payload = read_json(path.read_bytes())
-        except ValueError as exc:
-            raise ConfigError(f"{path}: not a JSON report ({exc})") from None
-        entries = payload.get("subjects") if isinstance(payload, dict) else None
-        if entries is None:
-            entries = [payload]
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ConfigError(f"{path}: expected {{\"subjects\": [report, ...]}}")
-        if not entries:  # a gate over nothing must not read as a pass
-            raise ConfigError(f"{path}: holds no subjects, so there is nothing to gate; give "
-                              "a report that fa-checks check or pytest --fa-report wrote")
-        try:
-            found = read_entries(entries)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{path}: {one_line(exc)}") from None
-        for item in found:
-            if isinstance(item, Report) and not item.subject.get("id"):
-                item.subject["id"] = str(path)
-        items.extend(found)
+    items, notes = read_report_files(paths, in_force or InForce())
+    for note in notes:
+        _stderr(f"{PROG}: {note}")
     return items
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .claims import InForce
+
     _check_outputs(args)
-    items = load_report_files(args.reports)
+    if args.baseline is not None and args.baseline_acc is not None:
+        raise UsageError(f"{PROG}: error: argument --baseline: not allowed with argument "
+                         "--baseline-acc (a known accuracy is the baseline)")
+    settings = build_settings(given_flags(args), flag_prefix="--")
+    items = load_report_files(args.reports, InForce(
+        settings.thresholds, depth_utility=args.baseline != "none",
+        baseline_acc=settings.baseline_acc))
     print("\n".join(verdict_table(items)))
     reports = [item for item in items if isinstance(item, Report)]
     for report in reports:
