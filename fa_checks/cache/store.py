@@ -45,24 +45,30 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..errors import UserError, one_line
-from ..files import read_json
+from ..files import read_bounded, read_json
 from .files import (
     DEFAULT_STALE_AFTER,
     DIGEST_SUFFIX,
+    ENTRY_SCHEMA,
     HOLDER_SUFFIX,
     HOST_ID,
+    MAX_JSON_BYTES,
     SUFFIX_PATTERN,
+    data_problem,
     describe_holder,
-    digest_problem,
+    file_problem,
     holder_path,
     is_cache_file,
     record_holder,
     remove_stale_temporaries,
     temporary_name,
     write_digest,
+    write_exclusive,
 )
 
 CREATED_LOG = "created.jsonl"
+#: the creation log is read whole: a larger one is not the cache's
+MAX_LOG_BYTES = 64 * 2**20
 KEY_LENGTH = 20
 #: the environment variable that sets how long to wait for another process's lock (seconds)
 LOCK_TIMEOUT_VARIABLE = "FA_CHECKS_LOCK_TIMEOUT"
@@ -152,6 +158,10 @@ class ArtifactCache:
         self.lock_timeout = default_lock_timeout() if lock_timeout is None else float(
             lock_timeout)
         self.stale_after = float(stale_after)
+        from ..limits import default_limits
+
+        #: the largest file artifact read back (a trained run is a checkpoint: its limit)
+        self.max_artifact_bytes = int(default_limits().max_file_bytes)
 
     def __repr__(self) -> str:
         return f"ArtifactCache({str(self.root)!r})"
@@ -191,9 +201,10 @@ class ArtifactCache:
         does not raise; otherwise it is logged and created again.
         """
         path = self.path_for(kind, spec, suffix)
+        self.check_parts(kind)
         if not refresh and self._usable(kind, path, validate, say=True):
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(kind)
         with self._locked(kind, path):
             # another process may have made it while we waited
             if not refresh and self._usable(kind, path, validate, say=False):
@@ -201,7 +212,7 @@ class ArtifactCache:
             self._write(kind, path, suffix, create)
             if validate is not None:
                 self._check_fresh(kind, path, lambda: validate(path))
-            self._log_creation(kind, path.stem)
+            self._log_creation(kind, path.name[:KEY_LENGTH])
         return path
 
     def get_or_create_json(
@@ -222,8 +233,9 @@ class ArtifactCache:
         back (tuples become lists).
         """
         path = self.path_for(kind, spec, ".json")
+        self.check_parts(kind)
         if not refresh:
-            value = self._read_json(kind, path, validate, say=True)
+            value = self._read_json(kind, spec, path, validate, say=True)
             if value is not _MISSING:
                 return value
 
@@ -231,17 +243,17 @@ class ArtifactCache:
             value = compute()
             if validate is not None:
                 self._check_fresh(kind, path, lambda: validate(value))
-            tmp.write_text(_dump_json(value), encoding="utf-8")
+            write_exclusive(tmp, self._dump_entry(kind, spec, path, value))
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(kind)
         with self._locked(kind, path):
             if not refresh:
-                value = self._read_json(kind, path, validate, say=False)
+                value = self._read_json(kind, spec, path, validate, say=False)
                 if value is not _MISSING:
                     return value
             self._write(kind, path, ".json", create)
-            self._log_creation(kind, path.stem)
-        value = self._read_json(kind, path, None, say=False)
+            self._log_creation(kind, path.name[:KEY_LENGTH])
+        value = self._read_json(kind, spec, path, None, say=False)
         if value is _MISSING:  # what was just written does not read back: the disk is at fault
             raise CacheError(f"the {kind!r} artifact {path} does not read back after writing; "
                              "check the disk, or clear the cache")
@@ -250,16 +262,19 @@ class ArtifactCache:
     # -- small JSON artifacts ---------------------------------------------------------------
     def read_json(self, kind: str, spec: Any, *, validate: Validator | None = None) -> Any | None:
         """The stored JSON value, or None when it is absent or damaged (logged: recompute it)."""
-        value = self._read_json(kind, self.path_for(kind, spec, ".json"), validate, say=True)
+        self.check_parts(kind)
+        value = self._read_json(kind, spec, self.path_for(kind, spec, ".json"), validate,
+                                say=True)
         return None if value is _MISSING else value
 
     def write_json(self, kind: str, spec: Any, value: Any) -> Path:
         """Store ``value`` as JSON, atomically; counted in ``created.jsonl`` like any artifact."""
         path = self.path_for(kind, spec, ".json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = _dump_json(value)
-        self._write(kind, path, ".json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        self._log_creation(kind, path.stem)
+        self.check_parts(kind)
+        self._make_folder(kind)
+        text = self._dump_entry(kind, spec, path, value)
+        self._write(kind, path, ".json", lambda tmp: write_exclusive(tmp, text))
+        self._log_creation(kind, path.name[:KEY_LENGTH])
         return path
 
     # -- checking what is stored ------------------------------------------------------------
@@ -269,17 +284,38 @@ class ArtifactCache:
         ``validate(path)``, when given, accepts it), else None; computes nothing.  A damaged
         one is said through ``log``, as :meth:`get_or_create` would say it."""
         path = self.path_for(kind, spec, suffix)
+        self.check_parts(kind)
         return path if self._usable(kind, path, validate, say=True) else None
+
+    # -- what binds an entry to its key -----------------------------------------------------
+    def binding(self, kind: str, path: Path) -> dict[str, str]:
+        """What an artifact's digest records of the key it was written under: a file copied
+        over from another entry (another subject's report, another run) is bound to that
+        entry's name, and refused here."""
+        return {"schema": ENTRY_SCHEMA, "kind": kind, "name": path.name,
+                "version": self.version}
+
+    def _dump_entry(self, kind: str, spec: Any, path: Path, value: Any) -> str:
+        """A JSON artifact as stored: its value inside its binding (kind, key, spec, version,
+        schema), so the entry itself says which key it answers."""
+        binding = {**self.binding(kind, path), "spec": spec}
+        return _dump_json({"binding": binding, "value": value})
+
+    def _unbound(self, kind: str, spec: Any, path: Path, entry: Any) -> Any:
+        """The value of a stored entry, or ``_MISSING`` when its binding is not this key's."""
+        if not isinstance(entry, dict) or set(entry) != {"binding", "value"}:
+            return _MISSING
+        bound = entry["binding"]
+        expected = {**self.binding(kind, path), "spec": spec}
+        if not isinstance(bound, dict) or canonical_json(bound) != canonical_json(expected):
+            return _MISSING
+        return entry["value"]
 
     def _usable(self, kind: str, path: Path, validate: Callable[[Path], Any] | None, *,
                 say: bool) -> bool:
-        if not path.is_file():
+        if not os.path.lexists(path):
             return False
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            return self._damaged(kind, path, f"it cannot be read: {exc.strerror}", say)
-        problem = digest_problem(path, data)
+        problem = file_problem(path, self.binding(kind, path), self.max_artifact_bytes)
         if problem is None and validate is not None:
             try:
                 validate(path)
@@ -287,23 +323,28 @@ class ArtifactCache:
                 problem = f"it fails its check: {one_line(exc)}"
         return problem is None or self._damaged(kind, path, problem, say)
 
-    def _read_json(self, kind: str, path: Path, validate: Validator | None, *,
+    def _read_json(self, kind: str, spec: Any, path: Path, validate: Validator | None, *,
                    say: bool) -> Any:
-        """The verified value at ``path``, or ``_MISSING`` (absent or damaged)."""
+        """The verified value at ``path``, or ``_MISSING`` (absent or damaged): a regular
+        file under a size bound (never a link), matching its digest, bound to this key."""
         try:
-            data = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            data = read_bounded(path, limit=MAX_JSON_BYTES, what="cache entry", follow=False)
+        except FileNotFoundError:
             return _MISSING
-        except OSError as exc:
-            self._damaged(kind, path, f"it cannot be read: {exc.strerror}", say)
+        except (OSError, UserError) as exc:
+            self._damaged(kind, path, one_line(exc), say)
             return _MISSING
-        problem = digest_problem(path, data)
+        problem = data_problem(path, data, self.binding(kind, path))
         value = _MISSING
         if problem is None:
             try:
-                value = read_json(data)
+                value = self._unbound(kind, spec, path, read_json(data))
             except ValueError as exc:
                 problem = f"it is not JSON fa-checks wrote: {exc}"
+            else:
+                if value is _MISSING:
+                    problem = ("it is bound to another key (copied from another entry, or "
+                               "edited)")
         if problem is None and validate is not None:
             try:
                 validate(value)
@@ -316,8 +357,10 @@ class ArtifactCache:
 
     def _damaged(self, kind: str, path: Path, problem: str, say: bool) -> bool:
         if say:
-            self._say(f"fa-checks cache: the {kind!r} artifact {path} is damaged ({problem}); "
-                      "computing it again")
+            from ..text import printable
+
+            self._say(printable(f"fa-checks cache: the {kind!r} artifact {path} is damaged "
+                                f"({problem}); computing it again"))
         return False
 
     def _say(self, line: str) -> None:
@@ -346,7 +389,9 @@ class ArtifactCache:
                 raise CacheError(
                     f"creating the {kind!r} artifact wrote no file at the path it was given "
                     f"({tmp})")
-            write_digest(tmp, path)
+            if os.path.islink(tmp) or not os.path.isfile(tmp):
+                raise CacheError(f"creating the {kind!r} artifact wrote no regular file ({tmp})")
+            write_digest(tmp, path, self.binding(kind, path))
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -356,6 +401,8 @@ class ArtifactCache:
     def _locked(self, kind: str, path: Path) -> Iterator[None]:
         lock_path = Path(f"{path}.lock")
         holder = holder_path(lock_path)
+        for part in (lock_path, holder):  # a lock opens its file for writing: never a link
+            self._refuse_link(part)
         lock = FileLock(str(lock_path), timeout=self.lock_timeout)
         try:
             lock.acquire()
@@ -372,19 +419,66 @@ class ArtifactCache:
             holder.unlink(missing_ok=True)  # before the release: the next holder writes its own
             lock.release()
 
+    # -- the cache's own parts: never links ----------------------------------------------------
+    def _refuse_link(self, part: Path) -> None:
+        if os.path.islink(part):
+            from ..text import printable
+
+            raise CacheError(printable(
+                f"cache {self.root}: {part} is a symbolic link, which fa-checks never makes; "
+                "its writes would land outside the cache. Remove it (or clear the cache)"))
+
+    def check_parts(self, kind: str | None = None) -> None:
+        """A CacheError (one line) when a part of the cache it writes through is a symbolic
+        link: a kind's folder, the creation log or its lock.  The root may be a link (a
+        cache placed on another disk): that is the user's choice, not a file's."""
+        self.check_root()
+        parts = [self.root / CREATED_LOG, self.root / f"{CREATED_LOG}.lock"]
+        if kind is not None:
+            _check_kind(kind)
+            parts.append(self.root / kind)
+        for part in parts:
+            self._refuse_link(part)
+
+    def _make_folder(self, kind: str) -> None:
+        folder = self.root / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        self._refuse_link(folder)  # made by someone else between the check and now
+
     # -- bookkeeping ------------------------------------------------------------------------
     def created(self) -> list[dict[str, Any]]:
-        """Every creation logged so far, oldest first (a partial last line is skipped)."""
-        log = self.root / CREATED_LOG
-        if not log.is_file():
+        """Every creation logged so far, oldest first (a partial last line is skipped).
+
+        The log is the cache's index of what it wrote: :meth:`clear` removes only what it
+        names.  Read as a regular file under a size bound, never through a link."""
+        self.check_parts()
+        try:
+            data = read_bounded(self.root / CREATED_LOG, limit=MAX_LOG_BYTES,
+                                what="cache creation log", follow=False)
+        except FileNotFoundError:
             return []
+        except UserError as exc:
+            raise CacheError(one_line(exc)) from None
         entries = []
-        for line in log.read_text(encoding="utf-8").splitlines():
+        for line in data.decode("utf-8", "replace").splitlines():
             try:
-                entries.append(read_json(line))
+                entry = read_json(line)
             except ValueError:
                 continue  # a line cut short by a crash; the artifacts themselves are intact
+            if isinstance(entry, dict):
+                entries.append(entry)
         return entries
+
+    def written(self) -> dict[str, set[str]]:
+        """Kind -> the keys the creation log says the cache wrote (valid names only)."""
+        out: dict[str, set[str]] = {}
+        for entry in self.created():
+            kind, key = entry.get("kind"), entry.get("key")
+            if (isinstance(kind, str) and _KIND_PATTERN.fullmatch(kind)
+                    and isinstance(key, str) and is_cache_file(key, KEY_LENGTH)
+                    and len(key) == KEY_LENGTH):
+                out.setdefault(kind, set()).add(key)
+        return out
 
     def info(self) -> dict[str, dict[str, int]]:
         """Per kind: ``artifacts`` (count), ``bytes`` (the cache's files in its folder:
@@ -394,13 +488,14 @@ class ArtifactCache:
         if not self.root.is_dir():
             return out
         for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir() or not _KIND_PATTERN.fullmatch(folder.name):
+            if folder.is_symlink() or not folder.is_dir() \
+                    or not _KIND_PATTERN.fullmatch(folder.name):
                 continue
             artifacts = size = temporaries = 0
             ours = [e for e in folder.iterdir() if is_cache_file(e.name, KEY_LENGTH)]
             for entry in ours:
                 try:
-                    size += entry.stat().st_size
+                    size += entry.lstat().st_size
                 except OSError:
                     continue  # removed meanwhile
                 if entry.name.startswith("."):
@@ -415,36 +510,42 @@ class ArtifactCache:
     def clear(self, kind: str | None = None) -> list[Path]:
         """Remove the artifacts of ``kind``, or every artifact and the creation log (None).
 
-        Only files the cache writes are removed (a cache pointed at a folder of the user's
-        own deletes none of it); the others are returned, left in place.  A file that cannot
-        be removed is an OSError naming it.  The root directory stays.  Clear when no run is
-        using the cache: a writer whose folder is removed under it fails.
+        Only what the cache's own index (the creation log) says it wrote is removed: each
+        listed key's artifact, digest, lock, holder and temporaries, in its kind's folder.
+        Nothing is followed: a kind folder that is a link is refused, a link inside a folder
+        is left.  Everything else is returned, left in place (a cache pointed at a folder of
+        the user's own deletes none of it).  A file that cannot be removed is an OSError
+        naming it.  The root stays.  Clear when no run is using the cache.
         """
         self.check_root()
         if not self.root.exists():
             return []
         if kind is not None:
             _check_kind(kind)
-            folders = [self.root / kind]
-        else:
-            folders = [f for f in sorted(self.root.iterdir())
-                       if f.is_dir() and not f.is_symlink() and _KIND_PATTERN.fullmatch(f.name)]
+        self.check_parts(kind)
+        written = self.written()
+        kinds = [kind] if kind is not None else sorted(written)
         left: list[Path] = []
-        for folder in folders:
+        for name in kinds:
+            folder = self.root / name
+            self._refuse_link(folder)
             if not folder.is_dir():
                 continue
+            keys = written.get(name, set())
             for entry in sorted(folder.iterdir()):
-                if entry.is_file() and is_cache_file(entry.name, KEY_LENGTH):
+                if _written_by(entry, keys):
                     entry.unlink()
                 else:
                     left.append(entry)
             if not any(folder.iterdir()):
                 folder.rmdir()
-        if kind is None:
+        if kind is None:  # everything the index names is gone: so is the index
             for name in (CREATED_LOG, f"{CREATED_LOG}.lock"):
-                (self.root / name).unlink(missing_ok=True)
+                part = self.root / name
+                if part.is_file() and not part.is_symlink():
+                    part.unlink()
             left += [entry for entry in sorted(self.root.iterdir())
-                     if not (entry.is_dir() and _KIND_PATTERN.fullmatch(entry.name))]
+                     if not (entry.name in written and entry.is_dir())]
         return left
 
     def check_root(self) -> None:
@@ -456,15 +557,29 @@ class ArtifactCache:
 
     def _log_creation(self, kind: str, key: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.check_parts()
         log = self.root / CREATED_LOG
         entry = {"kind": kind, "key": key, "pid": os.getpid(), "time": time.time()}
         lock = FileLock(f"{log}.lock", timeout=min(self.lock_timeout, 300.0))
+        flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
         try:
-            with lock, open(log, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry, sort_keys=True) + "\n")
+            with lock:
+                descriptor = os.open(log, flags, 0o644)
+                with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(entry, sort_keys=True) + "\n")
         except Timeout:
             raise CacheError(f"the cache's creation log {log} stayed locked for "
                              f"{lock.timeout:g} s; another process holds it") from None
+
+
+def _written_by(entry: Path, keys: set[str]) -> bool:
+    """Whether ``entry`` is a regular file (not a link) the cache wrote for one of ``keys``:
+    its artifact, digest, lock, holder, or a writer's temporary file."""
+    if entry.is_symlink() or not entry.is_file() or not is_cache_file(entry.name, KEY_LENGTH):
+        return False
+    name = entry.name[1:] if entry.name.startswith(".") else entry.name
+    return name[:KEY_LENGTH] in keys
 
 
 def default_lock_timeout() -> float:
