@@ -203,7 +203,7 @@ def _check_credit(credit: CreditMetrics, layers: int, where: str) -> None:
         if len(column) != layers:
             raise _refuse(where, f"credit.{name}", f"has {len(column)} layers, not {layers}")
         bounded = name in ("cosine", "pooled_cosine", "rho", "null_mean")
-        if bounded and any(is_finite(v) and not -1 - 1e-9 <= v <= 1 + 1e-9 for v in column):
+        if bounded and any(is_finite(v) and not -1 - 1e-3 <= v <= 1 + 1e-3 for v in column):
             raise _refuse(where, f"credit.{name}", "holds a value outside [-1, 1]")
     for name, column in (("deep_cosine", credit.cosine), ("deep_rho", credit.rho)):
         if not _same(getattr(credit, name), deep_mean(column)):

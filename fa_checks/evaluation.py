@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from .cache.store import ArtifactCache
     from .checkpoint import Checkpoint
+    from .checkpoint.snapshot import Snapshot
     from .data import Dataset
     from .methods import Method
 
@@ -84,26 +85,50 @@ def evaluate_subject(
     file.  The report is cached (kind ``"report"``), keyed by the subject, the settings that
     change figures and, for a checkpoint, the file's content.
     """
-    from .cache.store import file_digest
+    from .checkpoint.snapshot import take_snapshot
+    from .claims import InForce, check_cached_report
 
     device = settings.torch_device()  # checked even when the report is cached
     path = _subject_file(subject, settings, cache, device, log)
-    # a trained run's key already pins its content; a checkpoint's is its bytes
-    content = file_digest(path) if subject.kind == "checkpoint" else None
-    spec = {"kind": subject.kind, "subject": training_spec(subject), "content": content,
-            **settings.evaluation_key()}
-    computed: dict[str, Report] = {}
+    # read once: the bytes hashed into the key are the bytes checked and loaded (a file
+    # replaced meanwhile is evaluated, and keyed, as the bytes read here)
+    snapshot = take_snapshot(path)
+    try:
+        if subject.kind == "fresh":
+            _check_run_bytes(cache, path, snapshot.sha256)
+        spec = {"kind": subject.kind, "subject": training_spec(subject),
+                "content": snapshot.digest, **settings.evaluation_key()}
+        in_force = InForce(settings.thresholds, depth_utility=settings.depth_utility,
+                           baseline_acc=settings.baseline_acc)
+        computed: dict[str, Report] = {}
 
-    def compute() -> dict[str, Any]:
-        computed["report"] = _evaluate_file(subject, path, settings, cache, device, log)
-        return computed["report"].to_dict()
+        def compute() -> dict[str, Any]:
+            computed["report"] = _evaluate_file(subject, path, settings, cache, device, log,
+                                                snapshot=snapshot)
+            return computed["report"].to_dict()
 
-    stored = cache.get_or_create_json("report", spec, compute, refresh=settings.retrain,
-                                      validate=Report.from_dict)
-    report = computed.get("report") or Report.from_dict(stored)
+        # a stored report is a claim too: served only when its figures agree with one
+        # another and with the thresholds in force, under the key it is bound to
+        stored = cache.get_or_create_json(
+            "report", spec, compute, refresh=settings.retrain,
+            validate=lambda value: check_cached_report(value, in_force))
+        report = computed.get("report") or check_cached_report(stored, in_force)
+    finally:
+        snapshot.close()
     # the same file may be reached by another path: who was checked is always this subject
     report.subject.update(id=subject.id, kind=subject.kind, path=str(path))
     return report
+
+
+def _check_run_bytes(cache: ArtifactCache, path: Path, sha256: str) -> None:
+    """A trained run read from the cache must be the bytes its digest records."""
+    from .cache.files import recorded_sha256
+    from .cache.store import CacheError
+
+    recorded = recorded_sha256(path)
+    if recorded is not None and recorded != sha256:
+        raise CacheError(f"the cached run {path} changed after it was checked (its bytes no "
+                         "longer match its digest); run again, or clear the cache")
 
 
 def load_subject(
@@ -115,13 +140,14 @@ def load_subject(
     device: torch.device | None = None,
     log: Log | None = None,
     path: Path | None = None,
+    snapshot: Snapshot | None = None,
 ) -> LoadedSubject:
     """The subject's model, rule and dataset (a fresh subject is trained first, once).
 
     The dataset is the one the checkpoint records; for a file that records none (the research
     code's formats), the subject's, or the one the model's input size suggests.  Errors name
     the file and the flag that fixes them.  ``path``: the subject's file when it is known
-    already (a fresh subject's trained run).
+    already (a fresh subject's trained run); ``snapshot``: its bytes, read once.
     """
     from .checkpoint import load_checkpoint
     from .data import DataError, load_data
@@ -131,7 +157,8 @@ def load_subject(
         path = _subject_file(subject, settings, cache, device, log)
     # a fresh run's method was named on the command line: it may import, as pytest -p does
     named = {subject.method} if subject.kind == "fresh" and subject.method else set()
-    checkpoint = load_checkpoint(path, trust=settings.trust, import_methods=named)
+    checkpoint = load_checkpoint(path, trust=settings.trust, import_methods=named,
+                                 snapshot=snapshot)
     model = checkpoint.build_model().to(device).eval()
     # a method that cannot be rebuilt is a CheckpointError naming the file
     method = checkpoint.build_method(model) if with_method and checkpoint.method else None
@@ -181,13 +208,14 @@ def _check_data_fits(checkpoint: Checkpoint, dataset: Any, name: str, flag: str)
 
 
 def _evaluate_file(subject: Subject, path: Path, settings: Settings, cache: ArtifactCache,
-                   device: torch.device, log: Log | None) -> Report:
+                   device: torch.device, log: Log | None, *,
+                   snapshot: Snapshot | None = None) -> Report:
     from .diagnostics.protocol import accuracy, evaluate
 
     # the path is the evaluated file itself (a fresh subject's run is already trained); the
     # subject stays fresh, so the rule it names on the command line may import
     loaded = load_subject(subject, settings, cache, with_method=settings.credit, device=device,
-                          log=log, path=path)
+                          log=log, path=path, snapshot=snapshot)
     checkpoint, dataset = loaded.checkpoint, loaded.data
     baseline_acc = settings.baseline_acc
     if baseline_acc is None and settings.depth_utility:

@@ -107,12 +107,19 @@ def _require_regular(mode: int) -> None:
     raise FileRefused(f"is {kind}, not a checkpoint file; give the path of a file")
 
 
-def read_torch_file(path: Path, *, trust: bool, limits: Limits) -> TorchFile:
+def read_torch_file(path: Path, *, trust: bool, limits: Limits,
+                    opened: tuple[BinaryIO, int] | None = None) -> TorchFile:
     """Open ``path`` and check it as the module docstring says; the caller closes ``handle``.
 
-    Every refusal is a :class:`FileRefused` whose message follows the file's name.
+    ``opened``: the file already open (a :class:`~.snapshot.Snapshot`'s private copy and its
+    size), checked and returned instead of opening ``path`` again.  Every refusal is a
+    :class:`FileRefused` whose message follows the file's name.
     """
-    handle, size = open_regular_file(path, limits)
+    if opened is not None and opened[1] > limits.max_file_bytes:
+        opened[0].close()
+        raise FileRefused(f"is {opened[1]:,} bytes, above the limit max_file_bytes="
+                          f"{limits.max_file_bytes:,}")
+    handle, size = opened if opened is not None else open_regular_file(path, limits)
     try:
         head = handle.read(4)
         handle.seek(0)
