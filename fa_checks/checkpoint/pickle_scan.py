@@ -35,6 +35,12 @@ STORAGE_TYPES: dict[str, tuple[str, int]] = {
 }
 ALLOWED_DTYPES = frozenset(dtype for dtype, _ in STORAGE_TYPES.values())
 MAX_RANK = 8
+#: how deep a value read from a pickle may nest (a checkpoint nests about five levels)
+MAX_VALUE_DEPTH = 32
+#: how many values a pickle may hold, counting a value shared by reference once per place it
+#: is reachable from (as anything that formats or walks it would): 100,000 tensors with their
+#: keys and a long history fit; a nest of shared lists that doubles at each level does not
+MAX_VALUE_NODES = 2_000_000
 
 
 class FileRefused(UserError):
@@ -109,6 +115,7 @@ class PickleScan(pickle.Unpickler):
             ) from None
         if self.refused:
             raise _needs_trust(self.refused)
+        check_value_size(value)
         return value
 
     def find_class(self, module: str, name: str) -> Any:
@@ -163,6 +170,34 @@ class PickleScan(pickle.Unpickler):
         record = _TensorRecord(storage, offset, size, stride)
         self.tensors.append(record)
         return record
+
+
+def check_value_size(value: Any, *, max_depth: int = MAX_VALUE_DEPTH,
+                     max_nodes: int = MAX_VALUE_NODES) -> None:
+    """Refuse a value that nests deeper than ``max_depth`` or, walked as a tree (a shared
+    reference counted at every place it is reachable from), holds more than ``max_nodes``
+    values: before anything formats, copies or compares it.  The walk itself stops at the
+    bound, so a value built to grow exponentially costs no more than the bound."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > max_nodes:
+            raise FileRefused(
+                f"holds more than {max_nodes:,} values counted as a tree (values shared by "
+                "reference and nested); a checkpoint never does")
+        if depth > max_depth:
+            raise FileRefused(f"holds values nested deeper than {max_depth} levels; a "
+                              "checkpoint never does")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, depth + 1))
+                stack.append((child, depth + 1))
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, _TensorRecord):
+            stack.extend((part, depth + 1) for part in (item.size, item.stride))
 
 
 def _first_argument(data: Any, *rest: Any) -> Any:
@@ -268,5 +303,6 @@ def first_line(exc: BaseException) -> str:
 
 
 __all__ = ["ALLOWED_DTYPES", "MAX_RANK", "STORAGE_TYPES", "FileRefused", "PickleScan",
-           "check_metadata_size", "check_scanned_tensors", "check_view", "element_size",
+           "check_metadata_size", "check_scanned_tensors", "check_value_size", "check_view",
+           "element_size",
            "first_line"]

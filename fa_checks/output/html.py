@@ -16,6 +16,7 @@ figure: the page says what is missing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import io
 import math
@@ -160,14 +161,24 @@ def subject_id(entry: Entry, index: int = 0) -> str:
     return str(entry.get("id") or subject.get("id") or f"subject-{index + 1}")
 
 
+#: the longest subject name in a file name (plus "-credit.png" and a counter: far below 255)
+MAX_ANCHOR = 80
+
+
 def anchors(entries: Sequence[Entry]) -> list[str]:
     """A stable, unique name per subject, for the page's links and the PNG files' names:
-    the id with everything but letters, digits, ``.``, ``_`` and ``-`` turned into ``-``."""
+    the id with everything but letters, digits, ``.``, ``_`` and ``-`` turned into ``-``; an
+    id longer than :data:`MAX_ANCHOR` (a deep path, a long id from a file) keeps its end and
+    gains a digest of the whole id, so a file name never grows past what a folder takes."""
     taken: set[str] = set()
     names = []
     for index, entry in enumerate(entries):
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", subject_id(entry, index)).strip("-.")
+        identity = subject_id(entry, index)
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", identity).strip("-.")
         base = base or f"subject-{index + 1}"
+        if len(base) > MAX_ANCHOR:
+            digest = hashlib.sha256(identity.encode("utf-8", "replace")).hexdigest()[:12]
+            base = f"{base[-(MAX_ANCHOR - 13):].lstrip('-.')}-{digest}"
         name, k = base, 2
         while name in taken:
             name, k = f"{base}-{k}", k + 1
