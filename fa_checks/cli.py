@@ -26,6 +26,7 @@ from .output.render import across_seeds_line, subject_lines, verdict_table
 from .report import AcrossSeeds, Report, is_error_entry
 from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
 from .subjects import Subject, check_data_root, checkpoint_subjects, fresh_subjects
+from .text import printable
 from .training.threads import use_threads
 from .values import counted, parse_key_values, seed
 
@@ -176,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(None if argv is None else list(argv))
         return int(args.handler(args))
     except UsageError as exc:
-        print(one_line(exc), file=sys.stderr)
+        print(printable(one_line(exc)), file=sys.stderr)
         return EXIT_INPUT
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
@@ -186,17 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         error = as_user_error(exc)
         if error is not None:
-            print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
+            print(f"{PROG}: error: {printable(one_line(error))}", file=sys.stderr)
             return EXIT_INPUT
         print(f"{PROG}: internal error (a fault of fa-checks, not of your method or input; "
-              f"please report it): {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+              f"please report it): {type(exc).__name__}: {printable(one_line(exc))}",
+              file=sys.stderr)
         traceback.print_exc()
         return EXIT_INTERNAL
 
 
 # -- helpers ---------------------------------------------------------------------------------
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line on stderr; what it quotes of a file or path is escaped (``printable``)."""
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def given_flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ..report import (
     format_percent,
     is_finite,
 )
+from ..text import printable
 
 HEADER = ("subject", "accuracy", "D1 growth", "D2 |g_L|", "D3 margin", "verdict")
 
@@ -71,7 +72,9 @@ def verdict_row(row: Row, gated: Collection[str] | None = None) -> list[str]:
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """Columns padded to their widest cell; the last column is not padded."""
-    body = [list(map(str, row)) for row in rows]
+    # cells may come from a file (ids, error sentences): escaped before they are measured
+    header = [printable(cell) for cell in header]
+    body = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(header[i]), *(len(r[i]) for r in body)]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -102,8 +105,9 @@ def gated_line(gated: Collection[str] | None) -> str | None:
 def across_seeds_line(label: str, gate: AcrossSeeds | None, error: str | None = None) -> str:
     """``across seeds dfa: FAIL: mean D3 margin over 2 seeds is ...``."""
     if gate is None:
-        return f"across seeds {label}: {ERROR_VERDICT}: {error or 'not evaluated'}"
-    return f"across seeds {label}: {'FAIL' if gate.fires else 'PASS'}: {gate.explanation}"
+        return printable(f"across seeds {label}: {ERROR_VERDICT}: {error or 'not evaluated'}")
+    return printable(f"across seeds {label}: {'FAIL' if gate.fires else 'PASS'}: "
+                     f"{gate.explanation}")
 
 
 _CREDIT_COLUMNS = ("cosine", "pooled_cosine", "rho", "nudging", "null_mean", "null_std")
@@ -143,8 +147,8 @@ def _at(values: Sequence[Any], index: int, fmt: Any) -> str:
 
 def subject_lines(report: Report, *, layers: bool = True) -> list[str]:
     """A subject's block under the table: its verdict, failing sentences, per-layer figures."""
-    lines = [f"{report.id}: {verdict_cell(report)}"]
-    lines += [f"  {sentence}" for sentence in report.failing_sentences()]
+    lines = [printable(f"{report.id}: {verdict_cell(report)}")]
+    lines += [f"  {printable(sentence)}" for sentence in report.failing_sentences()]
     if layers:
         lines += [f"  {line}" for line in layer_table(report)]
     return lines

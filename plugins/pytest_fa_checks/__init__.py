@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from fa_checks.text import printable
+
 from .checks import CheckRun, SubjectError, check_output
 from .flags import Request, add_flags, read_request
 from .parallel import XdistController, choose_dist_mode, configure_worker
@@ -260,8 +262,8 @@ def fa_subject(request: pytest.FixtureRequest) -> Any:
     if subject_id is None:
         pytest.skip(NO_SUBJECT)
     if subject_id not in run.subjects:
-        pytest.fail(f"unknown fa-checks subject {subject_id!r}; the subjects are "
-                    f"{', '.join(run.subjects)}", pytrace=False)
+        pytest.fail(printable(f"unknown fa-checks subject {subject_id!r}; the subjects are "
+                              f"{', '.join(run.subjects)}"), pytrace=False)
     return run.subjects[subject_id]
 
 
@@ -271,7 +273,8 @@ def _or_fail(compute: Callable[[], T]) -> T:
         return compute()
     except SubjectError as exc:
         reason = str(exc)
-    pytest.fail(reason, pytrace=False)  # outside the except: the message alone, no chain
+    # outside the except: the message alone, no chain; escaped, for it may quote a file
+    pytest.fail(printable(reason), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from fa_checks.text import printable
+
 from .records import GroupRecord, SubjectRecord, absorb
 
 TABLE_TITLE = "fa-checks verdicts"
@@ -135,8 +137,9 @@ class VerdictReporter:
             what = {".json": "the JSON report", ".html": "the visual report"}.get(
                 path.suffix, "a figure")
             if what != "a figure":
-                terminalreporter.write_line(f"fa-checks: wrote {what} to {path}")
+                terminalreporter.write_line(printable(f"fa-checks: wrote {what} to {path}"))
         if "plots" in self.outputs and self.written:
-            terminalreporter.write_line(f"fa-checks: wrote the figures to {self.outputs['plots']}")
+            terminalreporter.write_line(
+                printable(f"fa-checks: wrote the figures to {self.outputs['plots']}"))
         if self.write_error is not None:
-            terminalreporter.write_line(self.write_error, red=True)
+            terminalreporter.write_line(printable(self.write_error), red=True)
