@@ -401,7 +401,7 @@ class Report:
                 )
         growth = self.d1.per_block_growth
         if growth and all(is_finite(g) for g in growth) and max(growth) != self.d1.max_growth:
-            raise ValueError(f"{self.id}: D1 max_growth {self.d1.max_growth!r} is not the "
+            raise ValueError(f"{self.id}: D1.max_growth {self.d1.max_growth!r} is not the "
                              f"largest of its per-block growths (edited or damaged)")
         if self.credit is not None:
             stored = (self.credit.cosine_fires, self.credit.rho_fires)
