@@ -14,10 +14,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from hostile import tiny_checkpoints
 
 from fa_checks.cache.store import ArtifactCache, CacheError
 from fa_checks.cli import main
-from hostile import tiny_checkpoints
 
 CHECK = ["--baseline-acc", "0.3", "--no-credit", "-q", "--device", "cpu"]
 
@@ -87,7 +87,7 @@ def test_an_edited_report_with_a_recomputed_digest_is_not_served(tmp_path, files
     assert code == 1 and "damaged" in err
 
 
-# -- a checkpoint read once: hashed and loaded from the same bytes ------------------------------------
+# -- a checkpoint read once: hashed and loaded from the same bytes ---------------------------------
 def test_a_checkpoint_replaced_while_it_is_read_is_judged_as_the_bytes_hashed(
         tmp_path, files, capsys, monkeypatch):
     import fa_checks.checkpoint.load as load
@@ -119,6 +119,7 @@ load._torch_load = _swapped
 """
 
 
+@pytest.mark.slow  # two pytest -n 2 subprocesses
 def test_the_plugin_with_xdist_judges_the_bytes_it_hashed(pytester, files, monkeypatch):
     monkeypatch.setenv("FA_CHECKS_CACHE", str(pytester.path / "fa-cache"))
     target = pytester.path / "model.pt"
@@ -152,7 +153,7 @@ def test_the_plugin_never_serves_a_copied_over_report(pytester, files, monkeypat
     result.stdout.no_fnmatch_line("*exploding.pt * PASS*")
 
 
-# -- hygiene: no write or delete through a link, nothing deleted the index does not name -------------
+# -- hygiene: no write or delete through a link, nothing deleted the index does not name -----------
 def test_clear_deletes_nothing_the_cache_did_not_write(tmp_path, capsys):
     home = tmp_path / "home"
     (home / "photos").mkdir(parents=True)
@@ -213,7 +214,7 @@ def test_a_lock_or_holder_link_is_never_written_through(tmp_path):
     assert precious.read_text() == "keep"
 
 
-# -- every file read from the cache is a regular file under a bound ---------------------------------
+# -- every file read from the cache is a regular file under a bound --------------------------------
 @pytest.mark.parametrize("what", ["fifo", "dev-zero", "sparse"])
 @pytest.mark.parametrize("where", ["entry", "digest"])
 def test_a_cache_file_that_is_not_a_bounded_regular_file_is_recomputed_at_once(

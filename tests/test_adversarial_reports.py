@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hostile import entry, write_report
 
 from fa_checks.claims import ClaimRefused, InForce, judge_entry
 from fa_checks.cli import main
 from fa_checks.report import Thresholds
-from hostile import entry, write_report
 
 #: a model that fails every diagnostic, measured honestly
 EXPLODED = {"norms": (1.0, 1e3, 1e6), "grads": (1e-20, 1e-25, 1e-30), "test_acc": 0.1,
@@ -60,7 +60,8 @@ def test_thresholds_the_file_chose_are_replaced_by_those_in_force(tmp_path, caps
     code, out, err = report_cli(capsys, str(path))
     assert code == 1
     assert "FAIL(D1+D2+D3)" in out and "PASS" not in out
-    assert "judged against the thresholds in force" in err and "max_growth=1.00e+07 (recorded) -> 50 (in force)" in err
+    assert "judged against the thresholds in force" in err
+    assert "max_growth=1.00e+07 (recorded) -> 50 (in force)" in err
     # the user's own flags are the thresholds in force: their choice, said in the table
     code, out, _ = report_cli(capsys, str(path), "--max-growth", "1e7", "--grad-floor",
                               "1e-31", "--min-margin", "-90")
@@ -121,7 +122,7 @@ def test_judge_entry_recomputes_what_the_file_says(tmp_path):
         judge_entry(doctored, InForce(), where="here")
 
 
-# -- the files themselves ----------------------------------------------------------------------------
+# -- the files themselves --------------------------------------------------------------------------
 def test_a_fifo_or_huge_report_is_refused_at_once(tmp_path, capsys):
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)

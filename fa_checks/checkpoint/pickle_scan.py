@@ -172,32 +172,64 @@ class PickleScan(pickle.Unpickler):
         return record
 
 
+_CONTAINERS = (dict, list, tuple, set, frozenset, _TensorRecord)
+
+
 def check_value_size(value: Any, *, max_depth: int = MAX_VALUE_DEPTH,
                      max_nodes: int = MAX_VALUE_NODES) -> None:
-    """Refuse a value that nests deeper than ``max_depth`` or, walked as a tree (a shared
-    reference counted at every place it is reachable from), holds more than ``max_nodes``
-    values: before anything formats, copies or compares it.  The walk itself stops at the
-    bound, so a value built to grow exponentially costs no more than the bound."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    nodes = 0
+    """Refuse a value that nests deeper than ``max_depth``, contains itself, or, walked as a
+    tree (a shared reference counted at every place it is reachable from, as anything that
+    formats or copies it would), holds more than ``max_nodes`` values: before anything
+    formats, copies or compares it.  Each distinct object is visited once (its tree size and
+    depth memoised), so a value built to grow exponentially costs what its pickle costs."""
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (tree size, height) of a container
+    keep: list[Any] = []  # the objects whose ids are memoised stay alive while we look
+    open_ids: set[int] = set()
+    if not isinstance(value, _CONTAINERS):
+        return
+    stack: list[tuple[Any, list[Any] | None]] = [(value, None)]
     while stack:
-        item, depth = stack.pop()
-        nodes += 1
-        if nodes > max_nodes:
+        item, children = stack.pop()
+        key = id(item)
+        if children is None:  # first visit: open it, and visit its containers first
+            if key in sizes:
+                continue
+            if key in open_ids:
+                raise FileRefused("holds a value that contains itself; a checkpoint never "
+                                  "does")
+            if len(open_ids) >= max_depth:
+                raise FileRefused(f"holds values nested deeper than {max_depth} levels; a "
+                                  "checkpoint never does")
+            inner = _children(item)
+            open_ids.add(key)
+            keep.append(item)
+            stack.append((item, inner))
+            stack.extend((child, None) for child in inner
+                         if isinstance(child, _CONTAINERS) and id(child) not in sizes)
+            continue
+        open_ids.discard(key)
+        size, height = 1, 0
+        for child in children:
+            if isinstance(child, _CONTAINERS):
+                child_size, child_height = sizes[id(child)]
+                size += child_size
+                height = max(height, child_height + 1)
+            else:
+                size += 1
+                height = max(height, 1)
+        if size > max_nodes:
             raise FileRefused(
                 f"holds more than {max_nodes:,} values counted as a tree (values shared by "
                 "reference and nested); a checkpoint never does")
-        if depth > max_depth:
-            raise FileRefused(f"holds values nested deeper than {max_depth} levels; a "
-                              "checkpoint never does")
-        if isinstance(item, dict):
-            for key, child in item.items():
-                stack.append((key, depth + 1))
-                stack.append((child, depth + 1))
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, _TensorRecord):
-            stack.extend((part, depth + 1) for part in (item.size, item.stride))
+        sizes[key] = (size, height)
+
+
+def _children(item: Any) -> list[Any]:
+    if isinstance(item, dict):
+        return [*item.keys(), *item.values()]
+    if isinstance(item, _TensorRecord):
+        return [item.size, item.stride]
+    return list(item)
 
 
 def _first_argument(data: Any, *rest: Any) -> Any:
