@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .report import (
     CreditMetrics,
     DepthUtility,
@@ -85,12 +85,15 @@ def judge_entry(data: Mapping[str, Any], in_force: InForce, *, where: str) -> Ju
     ``where`` names it in every refusal (``"run.json: subjects[2]"``)."""
     try:
         stored = Report.from_dict(data)  # types, sections, flags against recorded thresholds
-    except (TypeError, ValueError) as exc:
-        raise ClaimRefused(f"{where}: {exc}") from None
-    recorded = _recorded_thresholds(stored, where)
-    _check_figures(stored, where)
-    report = _judged(stored, in_force, where)
-    notes = _differences(recorded, report, in_force, where)
+        recorded = _recorded_thresholds(stored, where)
+        _check_figures(stored, where)
+        report = _judged(stored, in_force, where)
+        notes = _differences(recorded, report, in_force, where)
+    except ClaimRefused:
+        raise
+    except (TypeError, ValueError, OverflowError, ArithmeticError) as exc:
+        # a value no report holds (an integer of 400 digits, a list where a number goes)
+        raise ClaimRefused(f"{where}: {one_line(exc)}") from None
     return Judgement(report, notes)
 
 
