@@ -92,7 +92,7 @@ def evaluate_subject(
     path = _subject_file(subject, settings, cache, device, log)
     # read once: the bytes hashed into the key are the bytes checked and loaded (a file
     # replaced meanwhile is evaluated, and keyed, as the bytes read here)
-    snapshot = take_snapshot(path)
+    snapshot = take_snapshot(path, trust=settings.trust)
     try:
         if subject.kind == "fresh":
             _check_run_bytes(cache, path, snapshot.sha256)

@@ -254,3 +254,16 @@ def test_a_tampered_generated_data_file_is_regenerated_at_once(tmp_path):
     assert len(data.y_train) + len(data.y_test) == 200
     assert any("regenerating" in str(w.message) for w in caught)
     assert path.stat().st_size < 2**20
+
+
+def test_a_run_artifact_swapped_for_a_sparse_file_is_recomputed_at_once(tmp_path):
+    lines: list[str] = []
+    cache = ArtifactCache(tmp_path, log=lines.append)
+    path = cache.get_or_create("run", {}, lambda tmp: tmp.write_bytes(b"weights"))
+    path.unlink()
+    with open(path, "wb") as handle:
+        handle.truncate(6 * 2**30)
+    started = time.monotonic()
+    again = cache.get_or_create("run", {}, lambda tmp: tmp.write_bytes(b"weights"))
+    assert again.read_bytes() == b"weights" and time.monotonic() - started < 5
+    assert lines and "damaged" in lines[0]

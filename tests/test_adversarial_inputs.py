@@ -195,3 +195,13 @@ def test_module_does_not_need_torch_for_the_escape_helper():
     assert printable("plain") == "plain"
     assert printable("a\x1b[0mb\u202ec\u2028") == "a\\x1b[0mb\\u202ec\\u2028"
     assert "torch" in sys.modules and torch is not None  # imported above for the archives
+
+
+def test_a_huge_sparse_checkpoint_is_refused_before_it_is_read(tmp_path, capsys):
+    path = tmp_path / "sparse.pt"
+    with open(path, "wb") as handle:
+        handle.truncate(6 * 2**30)
+    started = time.monotonic()
+    code, _, err = cli(capsys, "check", str(path), "--baseline-acc", "0.3")
+    assert code == 2 and time.monotonic() - started < 10
+    assert "not a torch checkpoint" in one_line(err)

@@ -89,7 +89,7 @@ def file_problem(path: Path, binding: dict[str, str], limit: int) -> str | None:
         return record
     expected, size = record
     try:
-        actual, length = _hash(path, limit)
+        actual, length = _hash(path, min(limit, size))  # a larger file is refused unread
     except FileNotFoundError:
         return "it vanished"
     except UserError as exc:

@@ -43,9 +43,13 @@ class Snapshot:
         self.handle.close()
 
 
-def take_snapshot(path: str | Path, limits: Limits | None = None) -> Snapshot:
+def take_snapshot(path: str | Path, limits: Limits | None = None, *,
+                  trust: bool = False) -> Snapshot:
     """Copy ``path`` (a regular file within ``limits.max_file_bytes``) once, hashing it; a
-    refusal is a :class:`CheckpointError` naming the file."""
+    refusal is a :class:`CheckpointError` naming the file.  A file that cannot be a torch
+    checkpoint at all (neither a zip archive with its end record nor a pickle: a sparse file
+    of zeros, random bytes) is refused before it is copied, unless it is ``trust``-ed (torch's
+    oldest format is a tar archive)."""
     from ..text import printable
 
     path = Path(path)
@@ -54,6 +58,10 @@ def take_snapshot(path: str | Path, limits: Limits | None = None) -> Snapshot:
         source, _ = open_regular_file(path, limits)
     except FileRefused as exc:
         raise CheckpointError(f"{printable(path)}: {exc}") from None
+    problem = None if trust else _not_a_torch_file(source)
+    if problem is not None:
+        source.close()
+        raise CheckpointError(f"{printable(path)}: {problem}")
     copy = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - returned
     try:
         digest, size = hashlib.sha256(), 0
@@ -71,6 +79,27 @@ def take_snapshot(path: str | Path, limits: Limits | None = None) -> Snapshot:
         copy.close()
         raise
     return Snapshot(path, copy, size, digest.hexdigest())
+
+
+def _not_a_torch_file(handle: IO[bytes]) -> str | None:
+    """Why the file cannot be a torch checkpoint, or None: it must be a zip archive (local
+    header first, end record last: torch writes no comment) or begin with a pickle (the
+    legacy format).  Read without moving the file's position."""
+    import os
+
+    descriptor = handle.fileno()
+    size = os.fstat(descriptor).st_size
+    head = os.pread(descriptor, 4, 0)
+    if size == 0:
+        return "is empty or truncated (it holds no bytes)"
+    if head == b"PK\x03\x04":
+        if size >= 22 and os.pread(descriptor, 4, size - 22) == b"PK\x05\x06":
+            return None
+        return "is truncated or corrupt: not a complete zip archive (no end record)"
+    if head[:1] == b"\x80":
+        return None
+    return ("is not a torch checkpoint (neither a zip archive nor a pickle); give a file "
+            "torch.save wrote")
 
 
 __all__ = ["Snapshot", "take_snapshot"]
