@@ -328,8 +328,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     note = (f" (diverged in epoch {last.get('epoch')}: the loss is not finite)"
             if last.get("diverged") else "")
     epochs = counted(saved.epochs, "epoch")
-    print(f"wrote {args.output}: {saved.method} on {saved.arch}/{subject.data}, seed "
-          f"{saved.seed}, {epochs}, test acc {saved.test_acc:.4f}{note}")
+    print(printable(f"wrote {args.output}: {saved.method} on {saved.arch}/{subject.data}, "
+                    f"seed {saved.seed}, {epochs}, test acc {saved.test_acc:.4f}{note}"))
     return EXIT_PASS
 
 
@@ -455,15 +455,15 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     cache = build_settings(given_flags(args), flag_prefix="--").open_cache(_stderr)
     if args.action == "clear":
         left = cache.clear(args.kind)
-        print(f"cleared {args.kind + ' artifacts' if args.kind else 'every artifact'} in "
-              f"{cache.root}")
+        print(printable(f"cleared {args.kind + ' artifacts' if args.kind else 'every artifact'} "
+                        f"in {cache.root}"))
         if left:
             shown = ", ".join(str(path) for path in left[:3])
-            print(f"left {len(left)} entr{'y' if len(left) == 1 else 'ies'} fa-checks did not "
-                  f"write: {shown}{', ...' if len(left) > 3 else ''}")
+            print(printable(f"left {len(left)} entr{'y' if len(left) == 1 else 'ies'} fa-checks "
+                            f"did not write: {shown}{', ...' if len(left) > 3 else ''}"))
         return EXIT_PASS
     kinds = cache.info()
-    print(f"cache: {cache.root}" + ("" if kinds else " (empty)"))
+    print(printable(f"cache: {cache.root}" + ("" if kinds else " (empty)")))
     if kinds:
         rows = [[kind, str(k["artifacts"]), _megabytes(k["bytes"]), str(k["temporary_files"])]
                 for kind, k in kinds.items()]
