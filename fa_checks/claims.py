@@ -78,6 +78,12 @@ class InForce:
     depth_utility: bool = True
     baseline_acc: float | None = None
 
+    @classmethod
+    def of(cls, settings: Any) -> InForce:
+        """What a :class:`~fa_checks.settings.Settings` puts in force."""
+        return cls(settings.thresholds, depth_utility=bool(settings.depth_utility),
+                   baseline_acc=settings.baseline_acc)
+
 
 # -- reading the entry ---------------------------------------------------------------------------
 def judge_entry(data: Mapping[str, Any], in_force: InForce, *, where: str) -> Judgement:
@@ -351,50 +357,6 @@ def credit_sentence(credit: CreditMetrics, num_blocks: int, *, reference_valid: 
     if not reference_valid:
         sentence += "; the BP reference failed D2, so these comparisons measure numerical noise"
     return sentence
-
-
-# -- report files ----------------------------------------------------------------------------------
-def read_report_files(paths: Sequence[str], in_force: InForce
-                      ) -> tuple[list[Report | dict[str, Any]], list[str]]:
-    """The subjects of JSON report files (``{"subjects": [...]}`` or one report), each judged
-    by :func:`judge_entry` against ``in_force``, error entries kept as they are; and the notes
-    on thresholds that differ.  Every refusal is one line naming the file and the field."""
-    from .files import read_bounded, read_json, regular_file
-    from .report import ERROR_VERDICT, IDENTITY
-    from .text import printable
-
-    items: list[Report | dict[str, Any]] = []
-    notes: list[str] = []
-    for name in paths:
-        path = regular_file(name, what="report")
-        shown = printable(path)
-        data = read_bounded(path, limit=MAX_REPORT_BYTES, what="report")
-        try:
-            payload = read_json(data)
-        except ValueError as exc:
-            raise ClaimRefused(f"{shown}: not a JSON report ({exc})") from None
-        entries = payload.get("subjects") if isinstance(payload, dict) else None
-        if entries is None:
-            entries = [payload]
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ClaimRefused(f"{shown}: expected {{\"subjects\": [report, ...]}}")
-        if not entries:  # a gate over nothing must not read as a pass
-            raise ClaimRefused(f"{shown}: holds no subjects, so there is nothing to gate; give "
-                               "a report that fa-checks check or pytest --fa-report wrote")
-        for index, entry in enumerate(entries):
-            where = f"{shown}: subjects[{index}]"
-            if entry.get("verdict") == ERROR_VERDICT:
-                error = entry.get("error")
-                kept = {key: entry.get(key) for key in IDENTITY}
-                kept.update(verdict=ERROR_VERDICT, error=str(error)[:2000])
-                items.append(kept)
-                continue
-            judgement = judge_entry(entry, in_force, where=where)
-            if not judgement.report.subject.get("id"):
-                judgement.report.subject["id"] = str(path)
-            items.append(judgement.report)
-            notes.extend(judgement.notes)
-    return items, notes
 
 
 # -- cache entries ---------------------------------------------------------------------------------

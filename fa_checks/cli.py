@@ -17,25 +17,32 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from .cluster.driver import TaskFault
-from .errors import as_user_error, one_line
-from .evaluation import Failure, Outcome, across_seeds, outcome, seed_groups
-from .files import check_writable, check_writable_folder, copy_atomic, write_json_atomic
-from .flags import EVALUATION, SHARED, TRAINING, Flag, add_to_argparse, build_settings
-from .output.render import across_seeds_line, subject_lines, verdict_table
+from .claims import InForce
+from .errors import UsageError, classify, one_line
+from .evaluation import Failure, Outcome, across_seeds, seed_groups
+from .files import check_writable, check_writable_folder, copy_atomic
+from .flags import (
+    EVALUATION,
+    FRESH_ONLY,
+    OUTPUTS,
+    SHARED,
+    TRAINING,
+    Flag,
+    add_to_argparse,
+    build_settings,
+    fresh_only_error,
+)
+from .output.render import across_seeds_line, outcome_lines, verdict_table
 from .report import AcrossSeeds, Report, is_error_entry
+from .session import CheckSession, Outputs, describe_failure, fill_checkpoints, prepare
+from .session.reports import load_report_files
 from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
-from .subjects import Subject, check_data_root, checkpoint_subjects, fresh_subjects
+from .subjects import check_data_root, checkpoint_subjects, fresh_subjects
 from .text import printable
-from .training.threads import use_threads
-from .values import counted, parse_key_values, seed
+from .values import counted, non_empty_text, parse_key_values, seed
 
 PROG = "fa-checks"
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-class UsageError(Exception):
-    """A command line that cannot be run; the message is one line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train one method with one seed and write a "
                                             "fa-checks/1 checkpoint (kept in the cache too, "
                                             "so pytest --fa-method reuses it).")
-    train.add_argument("--method", required=True, type=_text,
+    train.add_argument("--method", required=True, type=_argparse(non_empty_text),
                        help="bp, fa, dfa, ... or module:Class")
     train.add_argument("--seed", type=_argparse(seed), default=0, metavar="N",
                        help="seed of the run (default 0)")
@@ -79,31 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_to_argparse(check, EVALUATION.values())
     add_to_argparse(check, _pick(TRAINING, "data", "data-arg", "data-root", "epochs",
                                  "schedule", "lr", "batch-size", "weight-decay"))
+    add_to_argparse(check, _pick(TRAINING, *FRESH_ONLY))  # refused with a sentence
     _add_check_outputs(check)
     check.set_defaults(handler=_cmd_check)
 
     report = commands.add_parser("report", help="print the verdicts of saved JSON reports",
                                  description="Print the verdict table (and per-layer figures) "
                                              "of JSON reports written by check --json or "
-                                             "pytest --fa-report; verdicts are recomputed "
+                                             "pytest --fa-json; verdicts are recomputed "
                                              "from the figures.")
     report.add_argument("reports", nargs="+", metavar="REPORT_JSON")
-    # a report is judged against these (defaults when not given), never against its own
+    # a report is a claim: judged by the thresholds in force, never its own (claims.py)
     add_to_argparse(report, _pick(EVALUATION, "max-growth", "grad-floor", "min-margin",
-                                  "min-cosine", "min-rho", "baseline-acc"))
-    report.add_argument("--baseline", choices=("auto", "none"), default=None,
-                        help="none: accept reports made without D3 (the table says so)")
-    report.add_argument("--html", metavar="FILE",
-                        help="write the visual report: one self-contained HTML page")
-    report.add_argument("--plots", metavar="DIR",
-                        help="write the visual report's figures as PNG files")
+                                  "min-cosine", "min-rho", "baseline-acc", "baseline"))
+    add_to_argparse(report, _pick(OUTPUTS, "json", "html", "plots"))
     report.add_argument("--quiet", "-q", action="store_true", help="no per-layer figures")
     report.set_defaults(handler=_cmd_report)
 
     sweep = commands.add_parser("sweep", help="train and check a grid of methods and seeds",
                                 description="Train every method x option value x seed, check "
                                             "each run, print mean and std over seeds per cell.")
-    sweep.add_argument("--methods", nargs="+", required=True, metavar="METHOD", type=_text)
+    sweep.add_argument("--methods", nargs="+", required=True, metavar="METHOD",
+                       type=_argparse(non_empty_text))
     add_to_argparse(sweep, [f for f in TRAINING.values() if f.name != "method-arg"])
     sweep.add_argument("--method-arg", action="extend", nargs="+", default=[], metavar="K=V[,V]",
                        help="a method option; comma-separated values each make a cell, e.g. "
@@ -136,28 +140,8 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_check_outputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--baseline", choices=("auto", "none"), default=None,
-                        help="auto (default): train and cache the frozen-blocks baseline with "
-                             "the subject's own arch, data, seed, epochs and optimiser; none: "
-                             "skip D3 (the table says so)")
-    parser.add_argument("--no-credit", dest="credit", action="store_false",
-                        help="skip the credit metrics")
-    _add_report_outputs(parser)
+    add_to_argparse(parser, OUTPUTS.values())
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-layer figures")
-
-
-def _add_report_outputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", metavar="FILE", help="write every subject's report as JSON")
-    parser.add_argument("--html", metavar="FILE",
-                        help="write the visual report: one self-contained HTML page")
-    parser.add_argument("--plots", metavar="DIR",
-                        help="write the visual report's figures as PNG files")
-
-
-def _text(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("it must not be empty")
-    return text.strip()
 
 
 def _argparse(parse: Any) -> Any:
@@ -176,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(None if argv is None else list(argv))
         return int(args.handler(args))
-    except UsageError as exc:
+    except UsageError as exc:  # argparse's own line names the program already
         print(printable(one_line(exc)), file=sys.stderr)
         return EXIT_INPUT
     except SystemExit as exc:  # --help, --version
@@ -185,13 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        error = as_user_error(exc)
-        if error is not None:
-            print(f"{PROG}: error: {printable(one_line(error))}", file=sys.stderr)
+        message, ours = classify(exc)
+        if not ours:
+            print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
             return EXIT_INPUT
         print(f"{PROG}: internal error (a fault of fa-checks, not of your method or input; "
-              f"please report it): {type(exc).__name__}: {printable(one_line(exc))}",
-              file=sys.stderr)
+              f"please report it): {printable(message)}", file=sys.stderr)
         traceback.print_exc()
         return EXIT_INTERNAL
 
@@ -208,99 +191,69 @@ def given_flags(args: argparse.Namespace) -> dict[str, Any]:
             if hasattr(args, flag.dest)}
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    """The settings from whichever shared flags the command has; the device is checked now,
-    before any work."""
-    given = given_flags(args)
-    extra: dict[str, Any] = {"progress": bool(getattr(args, "progress", False))}
-    if hasattr(args, "baseline"):
-        if args.baseline is not None and args.baseline_acc is not None:
-            raise UsageError(f"{PROG}: error: argument --baseline: not allowed with argument "
-                             "--baseline-acc (a known accuracy is the baseline)")
-        extra.update(depth_utility=args.baseline != "none", credit=args.credit)
-    settings = build_settings(given, flag_prefix="--", **extra)
-    if settings.ray_address is None:
-        settings.torch_device()
-    else:  # the workers resolve their own devices; Ray, the address and resources: now
-        from .cluster import check_settings
-
-        check_settings(settings)
-    use_threads(settings.threads)
+def _settings(args: argparse.Namespace, *, ready: bool = True) -> Settings:
+    """The settings from whichever shared flags the command has; with ``ready``, the device
+    (or Ray) and the threads are checked now, before any work."""
+    settings = build_settings(given_flags(args), flag_prefix="--",
+                              progress=bool(getattr(args, "progress", False)))
+    if ready:
+        prepare(settings)
     return settings
 
 
-def _evaluate(subjects: Sequence[Subject], settings: Settings, cache: Any,
-              log: Any) -> list[Outcome]:
-    """Each subject's outcome, in order: one after the other in this process, or all in one
-    call as tasks on the Ray cluster ``--ray`` names."""
-    if settings.ray_address is None:
-        return [outcome(subject, settings, cache, log=log) for subject in subjects]
-    from .cluster import evaluate_on_ray
-
-    done = evaluate_on_ray(subjects, settings, cache, log=log)
-    return [done[subject.id] for subject in subjects]
+def _outputs(args: argparse.Namespace) -> Outputs:
+    outputs = Outputs.of(getattr(args, "json", None), getattr(args, "html", None),
+                         getattr(args, "plots", None))
+    outputs.check()  # every output path can be written: refused before any work
+    return outputs
 
 
-def _exit_code(outcomes: Sequence[Outcome]) -> int:
-    if any(isinstance(o, TaskFault) for o in outcomes):
+def _exit_code(outcomes: Sequence[Outcome],
+               gates: Sequence[tuple[str, AcrossSeeds | Failure]] = ()) -> int:
+    failures = [o for o in outcomes if isinstance(o, Failure)]
+    failures += [g for _, g in gates if isinstance(g, Failure)]
+    if any(f.internal for f in failures):
         return EXIT_INTERNAL
-    if any(isinstance(o, Failure) for o in outcomes):
+    if failures:
         return EXIT_INPUT
-    return EXIT_PASS if all(o.passed for o in outcomes) else EXIT_FAIL  # type: ignore[union-attr]
+    passed = all(o.passed for o in outcomes if isinstance(o, Report))
+    return EXIT_PASS if passed and not any(g.fires for _, g in gates) else EXIT_FAIL
 
 
 def print_outcomes(outcomes: Sequence[Outcome], *, quiet: bool = False) -> None:
-    """The verdict table, then each subject's sentences and per-layer figures (nothing when no
-    subject could be evaluated: the errors, on stderr, say it all)."""
-    if not any(isinstance(o, Report) for o in outcomes):
-        return
+    """The verdict table, then each subject's sentences and per-layer figures."""
     rows = [o.to_dict() if isinstance(o, Failure) else o for o in outcomes]
-    print("\n".join(verdict_table(rows)))
-    for item in outcomes:
-        if isinstance(item, Report) and not (quiet and item.passed):
-            print()
-            print("\n".join(subject_lines(item, layers=not quiet)))
+    lines = outcome_lines(rows, quiet=quiet)
+    if lines:
+        print("\n".join(lines))
 
 
-def _report_errors(outcomes: Sequence[Outcome]) -> None:
-    for item in outcomes:
-        if isinstance(item, TaskFault):  # raised on a Ray worker: as main() says it here
-            _stderr(f"{PROG}: internal error (a fault of fa-checks, not of your method or "
-                    f"input; please report it): {item.message}")
-            _stderr(item.traceback)
-        elif isinstance(item, Failure):
-            _stderr(f"{PROG}: error: {item.message}")
+def print_gates(gates: Sequence[tuple[str, AcrossSeeds | Failure]]) -> None:
+    """One across-seeds line per group: the line the plugin prints in its summary."""
+    if gates:
+        print()
+        print("\n".join(across_seeds_line(label, None, gate.message)
+                        if isinstance(gate, Failure) else across_seeds_line(label, gate)
+                        for label, gate in gates))
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Every output path can be written: refused before any work."""
-    for flag in ("json", "html"):
-        if getattr(args, flag, None):
-            check_writable(getattr(args, flag), what=f"--{flag}")
-    if getattr(args, "plots", None):
-        check_writable_folder(args.plots, what="--plots")
+def _report_errors(failures: Sequence[Outcome | AcrossSeeds]) -> None:
+    for item in failures:
+        if isinstance(item, Failure):
+            _stderr(describe_failure(item, PROG))
+            if item.internal and item.traceback:
+                _stderr(item.traceback.rstrip())
 
 
-def _write_outputs(args: argparse.Namespace, entries: list[dict[str, Any]],
-                   across: Sequence[dict[str, Any]] = ()) -> None:
-    """The JSON report (also when every subject failed, so no earlier run's file is left to
-    be read) and the visual report, each when asked for."""
-    if getattr(args, "json", None):
-        write_json_atomic(args.json, {"subjects": entries})
-    if args.html or args.plots:
-        from .output.render import write_visual_report
-
-        for path in write_visual_report(entries, across, html=args.html, plots=args.plots):
-            if path.suffix == ".html":
-                _stderr(f"{PROG}: wrote the visual report to {path}")
-        if args.plots:
-            _stderr(f"{PROG}: wrote the figures to {args.plots}")
-
-
-def _across_seeds(reports: Sequence[Report]) -> list[AcrossSeeds]:
-    """The across-seeds gate of every method with two or more seeds among ``reports``."""
-    return [across_seeds(label, group, group[0].d3.threshold_pp)
-            for label, group in seed_groups(reports).items()]
+def _write_outputs(session: CheckSession, entries: list[dict[str, Any]] | None = None,
+                   across: Sequence[dict[str, Any]] | None = None) -> None:
+    """The JSON report and the visual report, each when asked for."""
+    outputs = session.outputs
+    for path in session.write_outputs(entries, across):
+        if path.suffix == ".html":
+            _stderr(f"{PROG}: wrote the visual report to {path}")
+    if outputs.plots is not None:
+        _stderr(f"{PROG}: wrote the figures to {outputs.plots}")
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -328,72 +281,42 @@ def _cmd_train(args: argparse.Namespace) -> int:
     note = (f" (diverged in epoch {last.get('epoch')}: the loss is not finite)"
             if last.get("diverged") else "")
     epochs = counted(saved.epochs, "epoch")
-    print(printable(f"wrote {args.output}: {saved.method} on {saved.arch}/{subject.data}, "
-                    f"seed {saved.seed}, {epochs}, test acc {saved.test_acc:.4f}{note}"))
+    print(printable(f"wrote {args.output}: {saved.method} on {saved.arch}/{subject.data}, seed "
+          f"{saved.seed}, {epochs}, test acc {saved.test_acc:.4f}{note}"))
     return EXIT_PASS
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    for name in FRESH_ONLY:
+        if getattr(args, name.replace("-", "_")) is not None:
+            raise fresh_only_error(name, "--", "train one with fa-checks train or sweep")
     settings = _settings(args)
     data_options = parse_key_values(args.data_arg or [], what="--data-arg")
-    subjects = checkpoint_subjects(args.checkpoints, what="checkpoint")
-    _check_outputs(args)
-    fill: dict[str, Any] = {}
-    if args.data or data_options:  # for checkpoints that record no data spec
-        fill.update(data=args.data or DEFAULT_DATA, data_options=data_options)
-    if args.epochs:
-        fill["epochs"] = args.epochs
-    cache = settings.open_cache(_stderr)
-    log = None if args.quiet else _stderr
-    outcomes = _evaluate([_filled(s, fill) for s in subjects], settings, cache, log)
+    subjects = fill_checkpoints(checkpoint_subjects(args.checkpoints, what="checkpoint"),
+                                data=args.data, data_options=data_options, epochs=args.epochs)
+    session = CheckSession(settings, subjects, _outputs(args),
+                           log=None if args.quiet else _stderr)
+    outcomes = session.outcomes()
     print_outcomes(outcomes, quiet=args.quiet)
-    _write_outputs(args, [o.to_dict() for o in outcomes])
-    _report_errors(outcomes)
-    return _exit_code(outcomes)
-
-
-def _filled(subject: Subject, fill: dict[str, Any]) -> Subject:
-    from dataclasses import replace
-
-    return replace(subject, **fill) if fill else subject
-
-
-def load_report_files(paths: Sequence[str],
-                      in_force: Any = None) -> list[Report | dict[str, Any]]:
-    """Reports (and error entries) from JSON files holding ``{"subjects": [...]}`` or one
-    report; each is a claim judged against ``in_force`` (:class:`fa_checks.claims.InForce`,
-    default: the default thresholds), never against the thresholds it carries."""
-    from .claims import InForce, read_report_files
-
-    items, notes = read_report_files(paths, in_force or InForce())
-    for note in notes:
-        _stderr(f"{PROG}: {note}")
-    return items
+    gates = session.gates()
+    print_gates(gates)
+    _write_outputs(session)
+    _report_errors([*outcomes, *(gate for _, gate in gates)])
+    return _exit_code(outcomes, gates)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .claims import InForce
-
-    _check_outputs(args)
-    if args.baseline is not None and args.baseline_acc is not None:
-        raise UsageError(f"{PROG}: error: argument --baseline: not allowed with argument "
-                         "--baseline-acc (a known accuracy is the baseline)")
-    settings = build_settings(given_flags(args), flag_prefix="--")
-    items = load_report_files(args.reports, InForce(
-        settings.thresholds, depth_utility=args.baseline != "none",
-        baseline_acc=settings.baseline_acc))
-    print("\n".join(verdict_table(items)))
+    settings = _settings(args, ready=False)  # nothing is computed: no device, no Ray
+    session = CheckSession(settings, [], _outputs(args))
+    items = load_report_files(args.reports, InForce.of(settings), log=_stderr)
+    # the table even when every entry is an error: the file's own errors are the news
+    print("\n".join(outcome_lines(items, quiet=args.quiet) or verdict_table(items)))
     reports = [item for item in items if isinstance(item, Report)]
-    for report in reports:
-        if not (args.quiet and report.passed):
-            print()
-            print("\n".join(subject_lines(report, layers=not args.quiet)))
-    gates = _across_seeds(reports)
-    if gates:
-        print()
-        print("\n".join(across_seeds_line(gate.label, gate) for gate in gates))
-    _write_outputs(args, [i.to_dict() if isinstance(i, Report) else i for i in items],
-                   [gate.to_dict() for gate in gates])
+    gates = [(label, across_seeds(label, group, settings.thresholds.min_margin_pp))
+             for label, group in seed_groups(reports).items()]
+    print_gates(gates)
+    _write_outputs(session, [i.to_dict() if isinstance(i, Report) else i for i in items],
+                   [gate.to_dict() for _, gate in gates])
     if any(is_error_entry(item) for item in items if isinstance(item, dict)):
         return EXIT_INPUT
     return EXIT_PASS if all(r.passed for r in reports) else EXIT_FAIL
@@ -417,19 +340,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     settings = _settings(args)
     check_data_root(args.data or DEFAULT_DATA, settings.data_root)
     out_dir = check_writable_folder(args.output, what="-o")
-    _check_outputs(args)
-    cache = settings.open_cache(_stderr)
-    log = None if args.quiet else _stderr
+    every = [subject for _, subjects in plan for subject in subjects]
+    session = CheckSession(settings, every, _outputs(args),
+                           log=None if args.quiet else _stderr)
     table_cells: list[tuple[str, list[Report]]] = []
     failures: dict[str, int] = {}
     everything: list[Outcome] = []
-    every = [subject for _, subjects in plan for subject in subjects]
-    results = dict(zip([s.id for s in every], _evaluate(every, settings, cache, log),
-                       strict=True))
+    session.outcomes()  # with --ray: every run at once
     for name, subjects in plan:
         reports = []
         for subject in subjects:
-            result = results[subject.id]
+            result = session.outcome(subject.id)
             if isinstance(result, Report):  # its path is the run's file in the cache
                 target = out_dir / f"{_file_name(subject.id)}.pt"
                 copy_atomic(result.subject["path"], target)
@@ -443,24 +364,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if not args.quiet:
         print()
         print_outcomes(everything, quiet=True)
-    gates = _across_seeds([o for o in everything if isinstance(o, Report)])
-    _write_outputs(args, [o.to_dict() for o in everything], [g.to_dict() for g in gates])
+    _write_outputs(session, [o.to_dict() for o in everything])
     _report_errors(everything)
     return _exit_code(everything)
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
+    from .cache.index import cleared_lines
     from .output.render import table
 
-    cache = build_settings(given_flags(args), flag_prefix="--").open_cache(_stderr)
+    cache = _settings(args, ready=False).open_cache(_stderr)
     if args.action == "clear":
         left = cache.clear(args.kind)
-        print(printable(f"cleared {args.kind + ' artifacts' if args.kind else 'every artifact'} "
-                        f"in {cache.root}"))
-        if left:
-            shown = ", ".join(str(path) for path in left[:3])
-            print(printable(f"left {len(left)} entr{'y' if len(left) == 1 else 'ies'} fa-checks "
-                            f"did not write: {shown}{', ...' if len(left) > 3 else ''}"))
+        print("\n".join(printable(line) for line in cleared_lines(cache.root, args.kind, left)))
         return EXIT_PASS
     kinds = cache.info()
     print(printable(f"cache: {cache.root}" + ("" if kinds else " (empty)")))

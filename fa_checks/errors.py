@@ -4,14 +4,21 @@ Every error that bad input can cause (an option, a name, a file, a dataset, a mo
 :class:`UserError`: its message is one sentence that names the option or file and says what to
 do.  Each face turns it into its answer in exactly one place: the command line exits 2, pytest
 stops with a usage error (exit 4) while it configures, and an item whose subject cannot be
-evaluated ERRORs with the sentence.  Nothing here imports torch.
+evaluated ERRORs with the sentence.  Anything else is a fault of fa-checks (exit 3 in both
+faces); :func:`classify` tells the two apart, once, for every face and the Ray driver.  A subject
+that cannot be evaluated is a :class:`fa_checks.evaluation.Failure` value carrying the same
+distinction.  Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import errno
 import sys
+from collections.abc import Callable
 from types import TracebackType
+
+#: where progress and notes go: one line at a time (a face's stderr, a logger, a terminal)
+Log = Callable[[str], None]
 
 
 class UserError(ValueError):
@@ -20,6 +27,10 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A request that cannot be run: an unknown name, a malformed or out-of-range value."""
+
+
+class UsageError(ConfigError):
+    """A command line that cannot be run (a bad flag, a missing argument): one line."""
 
 
 class UserCodeError(UserError):
@@ -71,6 +82,25 @@ def as_user_error(exc: BaseException) -> UserError | None:
     return None
 
 
+def classify(exc: BaseException) -> tuple[str, bool]:
+    """``(sentence, ours)``: the one sentence a face shows for ``exc``, and whether it is a
+    fault of fa-checks (``ours``: then the sentence is ``Type: message`` and the face adds
+    "internal error" and the traceback) rather than the user's input, usage or code."""
+    error = as_user_error(exc)
+    if error is not None:
+        return one_line(error), False
+    return f"{type(exc).__name__}: {one_line(exc)}", True
+
+
+def user_sentence(exc: BaseException) -> str:
+    """The one sentence of an error the user can fix; ``exc`` raised again when it is a fault
+    of fa-checks (call it in an ``except`` clause: the fault keeps its traceback)."""
+    error = as_user_error(exc)
+    if error is None:
+        raise exc
+    return one_line(error)
+
+
 def user_code_frame(trace: TracebackType | None) -> str | None:
     """Where the innermost frame of the user's own code in ``trace`` stands (``"module, line
     N, in function"``), or None when the exception never passed through it: then it is a
@@ -101,5 +131,5 @@ def _os_sentence(exc: OSError) -> str:
     return f"{where}: {reason}; {hint}" if where else f"{reason}; {hint}"
 
 
-__all__ = ["ConfigError", "UserCodeError", "UserError", "as_user_error", "one_line",
-           "user_code_frame"]
+__all__ = ["ConfigError", "Log", "UsageError", "UserCodeError", "UserError", "as_user_error",
+           "classify", "one_line", "user_code_frame", "user_sentence"]

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, as_user_error, one_line
+from .errors import ConfigError, Log, classify, user_sentence
 from .files import regular_file
 from .report import AcrossSeeds, Report, error_entry
 from .settings import DEFAULT_DATA, Settings
 from .subjects import Subject
-from .training.runs import Log, baseline_subject, frozen_baseline, train_subject, training_spec
+from .training.runs import baseline_subject, frozen_baseline, train_subject, training_spec
 
 if TYPE_CHECKING:
     import torch
@@ -47,17 +47,43 @@ class LoadedSubject:
 
 @dataclass
 class Failure:
-    """A subject that could not be evaluated, and why (one sentence naming file or flag)."""
+    """A subject that could not be evaluated, and why: the one failure type of every face.
+
+    ``internal`` False: the user's to fix (input, usage, their rule's code); ``message`` is one
+    sentence naming the file or flag.  ``internal`` True: a fault of fa-checks (exit 3, never
+    1); ``message`` is ``Type: message``, ``cause`` the exception (None when a Ray worker could
+    not send it back) and ``traceback`` its text, for the face to print or log.
+    """
 
     subject: Subject
     message: str
+    internal: bool = False
+    cause: BaseException | None = None
+    traceback: str = ""
 
     @property
     def id(self) -> str:
         return self.subject.id
 
+    @classmethod
+    def of(cls, subject: Subject, exc: BaseException) -> Failure:
+        """``exc`` raised while evaluating ``subject``, as the user's failure or ours."""
+        import traceback
+
+        message, ours = classify(exc)
+        trace = "".join(traceback.format_exception(exc)) if ours else ""
+        return cls(subject, message, internal=ours, cause=exc if ours else None,
+                   traceback=trace)
+
+    @property
+    def sentence(self) -> str:
+        """What a report or an item shows: the user's sentence, or ours marked as ours."""
+        if self.internal:
+            return f"internal error in fa-checks (please report it): {self.message}"
+        return self.message
+
     def to_dict(self) -> dict[str, Any]:
-        return error_entry(self.subject.to_dict(), self.message)
+        return error_entry(self.subject.to_dict(), self.sentence, internal=self.internal)
 
 
 Outcome = Report | Failure
@@ -70,10 +96,7 @@ def outcome(subject: Subject, settings: Settings, cache: ArtifactCache, *,
     try:
         return evaluate_subject(subject, settings, cache, log=log)
     except Exception as exc:
-        error = as_user_error(exc)
-        if error is None:
-            raise
-        return Failure(subject, one_line(error))
+        return Failure(subject, user_sentence(exc))  # a fault of ours is raised again
 
 
 def evaluate_subject(
@@ -98,8 +121,7 @@ def evaluate_subject(
             _check_run_bytes(cache, path, snapshot.sha256)
         spec = {"kind": subject.kind, "subject": training_spec(subject),
                 "content": snapshot.digest, **settings.evaluation_key()}
-        in_force = InForce(settings.thresholds, depth_utility=settings.depth_utility,
-                           baseline_acc=settings.baseline_acc)
+        in_force = InForce.of(settings)
         computed: dict[str, Report] = {}
 
         def compute() -> dict[str, Any]:
@@ -162,7 +184,7 @@ def load_subject(
     model = checkpoint.build_model().to(device).eval()
     # a method that cannot be rebuilt is a CheckpointError naming the file
     method = checkpoint.build_method(model) if with_method and checkpoint.method else None
-    data_name, data_options = _checkpoint_data(checkpoint, subject)
+    data_name, data_options = checkpoint_data(checkpoint, subject)
     try:
         dataset = load_data(data_name, root=settings.data_root, **data_options)
     except DataError as exc:
@@ -181,7 +203,7 @@ def _subject_file(subject: Subject, settings: Settings, cache: ArtifactCache,
     return regular_file(subject.path, what="checkpoint")
 
 
-def _checkpoint_data(checkpoint: Checkpoint, subject: Subject) -> tuple[str, dict[str, Any]]:
+def checkpoint_data(checkpoint: Checkpoint, subject: Subject) -> tuple[str, dict[str, Any]]:
     """The checkpoint's own data spec; else the subject's dataset, or, when the subject names
     only the default, the dataset the model's input size suggests (older formats)."""
     if checkpoint.data:
@@ -325,6 +347,7 @@ __all__ = [
     "LoadedSubject",
     "Outcome",
     "across_seeds",
+    "checkpoint_data",
     "evaluate_subject",
     "load_subject",
     "outcome",

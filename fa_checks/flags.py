@@ -103,18 +103,19 @@ def _flags(*flags: Flag) -> dict[str, Flag]:
 #: what to train: the subjects' architecture, data and training (fresh runs and baselines)
 TRAINING = _flags(
     Flag("method-arg", "a method option, key=value (e.g. penalty=0.01); repeatable",
-         values.name, metavar="K=V", many="append"),
-    Flag("arch", "architecture of fresh runs: resmlp, mlp, vit, resnet", values.name,
+         values.non_empty_text, metavar="K=V", many="append"),
+    Flag("arch", "architecture of fresh runs: resmlp, mlp, vit, resnet", values.non_empty_text,
          DEFAULT_ARCH, "ARCH"),
     Flag("arch-arg", "an architecture keyword, key=value (e.g. d_hidden=256); repeatable",
-         values.name, metavar="K=V", many="append"),
+         values.non_empty_text, metavar="K=V", many="append"),
     Flag("data", "dataset: mnist1d (offline), digits (offline 8x8 images), synthetic, cifar10, "
          "cifar100, mnist",
-         values.name, DEFAULT_DATA, "NAME", ini=True),
+         values.non_empty_text, DEFAULT_DATA, "NAME", ini=True),
     Flag("data-arg", "a dataset parameter, key=value (e.g. num_samples=2000); repeatable",
-         values.name, metavar="K=V", many="append"),
+         values.non_empty_text, metavar="K=V", many="append"),
     Flag("data-root", "folder holding datasets read from disk (cifar10, cifar100, mnist); "
-         "nothing is downloaded", values.name, metavar="DIR", ini=True, setting="data_root"),
+         "nothing is downloaded", values.non_empty_text, metavar="DIR", ini=True,
+         setting="data_root"),
     Flag("epochs", "epochs of fresh runs", values.positive_int, DEFAULT_EPOCHS, "N", ini=True),
     Flag("seeds", "seeds of fresh runs, one subject each", values.seed, [DEFAULT_SEED], "N",
          many="+"),
@@ -155,17 +156,21 @@ EVALUATION = _flags(
     Flag("baseline-acc", "use this frozen-blocks baseline accuracy (a fraction, e.g. 0.496) "
          "instead of training the baseline", values.fraction, None, "ACC",
          setting="baseline_acc"),
+    Flag("baseline", "auto: train and cache the frozen-blocks baseline with the subject's own "
+         "arch, data, seed, epochs and optimiser; none: skip D3 (the table says so)",
+         values.baseline, "auto", "{auto,none}"),
+    Flag("no-credit", "skip the credit metrics"),
     Flag("trust", "allow checkpoints that need arbitrary unpickling or name code to import "
          "(runs code from the file: only for files you made)", setting="trust"),
     Flag("retrain", "recompute cached runs, baselines and reports instead of reusing them",
          setting="retrain"),
     Flag("cache-dir", "the artifact cache shared by fa-checks and pytest (default "
          "$FA_CHECKS_CACHE, else $XDG_CACHE_HOME/fa-checks, else ~/.cache/fa-checks)",
-         values.name, None, "DIR", ini=True, setting="cache_dir"),
+         values.non_empty_text, None, "DIR", ini=True, setting="cache_dir"),
     Flag("ray", "run every training run, baseline and evaluation as a task on the Ray cluster "
          "at ADDRESS: auto (the one `ray start` began here), host:port or ray://host:port; "
          "results land in the local cache (needs pip install 'fa-checks[ray]')",
-         values.name, None, "ADDRESS", setting="ray_address"),
+         values.non_empty_text, None, "ADDRESS", setting="ray_address"),
     Flag("gpus-per-run", "GPUs each Ray task asks for; a fraction lets runs share a GPU "
          "(0.25: four at once)", values.non_negative_float, DEFAULT_GPUS_PER_RUN, "F",
          ini=True, setting="gpus_per_run"),
@@ -176,6 +181,27 @@ EVALUATION = _flags(
 
 #: every flag both faces share, by name
 SHARED = {**TRAINING, **EVALUATION}
+
+#: flags that name what a fresh run is: a checkpoint records its own method, options,
+#: architecture and seed, so both faces refuse them without a method to train
+FRESH_ONLY = ("method-arg", "seeds", "arch", "arch-arg")
+
+
+def fresh_only_error(name: str, flag_prefix: str, fix: str) -> ConfigError:
+    """The one sentence both faces refuse a :data:`FRESH_ONLY` flag with (``fix``: how to
+    train a fresh run in that face)."""
+    return ConfigError(f"{flag_prefix}{name} applies to fresh runs (a checkpoint records its "
+                       f"own method, options, architecture and seed): {fix}")
+
+#: what a run writes, in both faces (the plugin spells them --fa-json, --fa-html, --fa-plots)
+OUTPUTS = _flags(
+    Flag("json", "write every subject's report (and the across-seeds gates) as JSON to FILE",
+         values.non_empty_text, metavar="FILE"),
+    Flag("html", "write the visual report: one self-contained HTML page",
+         values.non_empty_text, metavar="FILE"),
+    Flag("plots", "write the visual report's figures as PNG files into DIR",
+         values.non_empty_text, metavar="DIR"),
+)
 
 
 def add_to_argparse(parser: argparse.ArgumentParser | Any, flags: Sequence[Flag]) -> None:
@@ -221,6 +247,14 @@ def build_settings(given: Mapping[str, Any], *, flag_prefix: str, **extra: Any) 
             limits[flag.setting.partition(".")[2]] = value
         else:
             fields[flag.setting] = value
+    # the two switches of what D3 and the credit metrics do; no Settings field has their name
+    if given.get("baseline") is not None:
+        if given.get("baseline-acc") is not None:
+            raise ConfigError(f"{flag_prefix}baseline is not allowed with {flag_prefix}"
+                              "baseline-acc: a known accuracy is the baseline; give one of them")
+        fields["depth_utility"] = given["baseline"] != "none"
+    if given.get("no-credit"):
+        fields["credit"] = False
     try:
         thresholds = replace(Thresholds(), **limits)
     except ValueError as exc:  # a combination the flags' own parsers cannot see
@@ -242,4 +276,5 @@ def build_settings(given: Mapping[str, Any], *, flag_prefix: str, **extra: Any) 
     return Settings(thresholds=thresholds, flag_prefix=flag_prefix, **fields, **extra)
 
 
-__all__ = ["EVALUATION", "SHARED", "TRAINING", "Flag", "add_to_argparse", "build_settings"]
+__all__ = ["EVALUATION", "FRESH_ONLY", "OUTPUTS", "SHARED", "TRAINING", "Flag",
+           "add_to_argparse", "build_settings", "fresh_only_error"]

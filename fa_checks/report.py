@@ -73,12 +73,9 @@ def format_signed(x: float | None) -> str:
 
 
 def is_finite(x: Any) -> bool:
-    """A finite number (an integer too large for a float, read from a file, is not one)."""
-    if not isinstance(x, (int, float)) or isinstance(x, bool):
-        return False
     try:
-        return math.isfinite(x)
-    except OverflowError:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    except OverflowError:  # an integer too large for a float, read from a file
         return False
 
 

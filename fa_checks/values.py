@@ -115,7 +115,15 @@ def schedule(value: Text) -> str:
     return text
 
 
-def name(value: Text) -> str:
+def baseline(value: Text) -> str:
+    """How D3 finds its baseline: ``auto`` (train it) or ``none`` (skip D3)."""
+    text = str(value).strip().lower()
+    if text not in ("auto", "none"):
+        raise ValueError("use auto or none")
+    return text
+
+
+def non_empty_text(value: Text) -> str:
     text = str(value).strip()
     if not text:
         raise ValueError("it must not be empty")
@@ -206,6 +214,7 @@ def counted(number: int, noun: str) -> str:
 
 
 __all__ = [
+    "baseline",
     "DEVICES",
     "MAX_SEED",
     "SCHEDULES",
@@ -218,7 +227,7 @@ __all__ = [
     "format_key_values",
     "format_value",
     "fraction",
-    "name",
+    "non_empty_text",
     "non_negative_float",
     "parse_key_values",
     "parse_value",

@@ -14,7 +14,7 @@ bash scripts/setup.sh || exit
 .venv/bin/python -m pytest -p no:randomly \
     --fa-method bp --fa-method dfa --fa-seeds 0 1 \
     --fa-arch resmlp --fa-data mnist1d --fa-epochs 20 --fa-schedule constant \
-    --fa-report fa-demo-report.json --fa-html fa-demo-report.html \
+    --fa-json fa-demo-report.json --fa-html fa-demo-report.html \
     --junitxml fa-demo-junit.xml -n 2 "$@"
 status=$?
 echo "fa-checks demo: open fa-demo-report.html; the JSON report is fa-demo-report.json, the" \

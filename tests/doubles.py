@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,3 +47,11 @@ def loss_before_and_after(method: Method, x: Tensor, y: Tensor, steps: int) -> t
     with torch.no_grad():
         after = F.cross_entropy(model(x), y).item()
     return before, after
+
+
+def embed_parameters(anatomy: Any) -> list[torch.nn.Parameter]:
+    """Every parameter of the anatomy's model that is neither in a block nor in the readout."""
+    taken = {id(p) for p in anatomy.readout_parameters()}
+    for l in range(anatomy.num_blocks):
+        taken.update(id(p) for p in anatomy.block_parameters(l))
+    return [p for p in anatomy.model.parameters() if id(p) not in taken]

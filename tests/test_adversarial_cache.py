@@ -161,7 +161,7 @@ def test_clear_deletes_nothing_the_cache_did_not_write(tmp_path, capsys):
     photo.write_bytes(b"jpeg")
     (home / "project").mkdir()
     cache = ArtifactCache(home)
-    cache.write_json("report", {"a": 1}, {"x": 1})
+    cache.get_or_create_json("report", {"a": 1}, lambda: {"x": 1})
     assert main(["cache", "clear", "--cache-dir", str(home)]) == 0
     assert photo.read_bytes() == b"jpeg" and (home / "project").is_dir()
     assert not (home / "report").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from doubles import embed_parameters
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -71,7 +72,7 @@ def test_resmlp_branch_is_the_block_output_not_the_stream() -> None:
 def test_parameter_groups_partition_the_model(arch: str) -> None:
     model = tiny(arch)
     anatomy = anatomy_of(model)
-    groups = [anatomy.embed_parameters(), anatomy.readout_parameters()]
+    groups = [embed_parameters(anatomy), anatomy.readout_parameters()]
     groups += [list(anatomy.block_parameters(l)) for l in range(anatomy.num_blocks)]
     ids = [id(p) for group in groups for p in group]
     assert len(ids) == len(set(ids)), "a parameter sits in two groups"

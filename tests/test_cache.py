@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -179,11 +180,17 @@ def test_refresh_recomputes(tmp_path):
 
 
 # -- JSON artifacts -----------------------------------------------------------------------
+def stored_json(cache: ArtifactCache, kind: str, spec: Any, value: Any) -> Path:
+    """``value`` stored as the ``kind`` artifact of ``spec`` (as evaluation stores a report)."""
+    cache.get_or_create_json(kind, spec, lambda: value, refresh=True)
+    return cache.path_for(kind, spec, ".json")
+
+
 def test_json_round_trip_and_absence(tmp_path):
     cache = ArtifactCache(tmp_path)
     assert cache.read_json("report", {"s": 1}) is None
     value = {"verdict": "PASS", "d1": {"max_growth": 1.25, "per_block": [1.0, 1.25]}}
-    path = cache.write_json("report", {"s": 1}, value)
+    path = stored_json(cache, "report", {"s": 1}, value)
     assert path == cache.path_for("report", {"s": 1}, ".json")
     assert cache.read_json("report", {"s": 1}) == value
     assert [e["kind"] for e in cache.created()] == ["report"]
@@ -193,7 +200,7 @@ def test_json_round_trip_and_absence(tmp_path):
 def test_damaged_json_reads_as_absent(tmp_path):
     said: list[str] = []
     cache = ArtifactCache(tmp_path, log=said.append)
-    path = cache.write_json("report", {}, {"a": 1})
+    path = stored_json(cache, "report", {}, {"a": 1})
     path.write_text('{"a": ')
     assert cache.read_json("report", {}) is None
     assert len(said) == 1 and "truncated or edited" in said[0]
@@ -223,7 +230,7 @@ def test_get_or_create_json_recomputes_a_damaged_file(tmp_path):
 
 def test_json_value_that_cannot_be_stored_is_a_clear_error(tmp_path):
     with pytest.raises(CacheError, match="cannot store as JSON"):
-        ArtifactCache(tmp_path).write_json("report", {}, {"x": object()})
+        stored_json(ArtifactCache(tmp_path), "report", {}, {"x": object()})
 
 
 # -- bookkeeping --------------------------------------------------------------------------
@@ -231,7 +238,7 @@ def test_clear_removes_artifacts_and_log_but_keeps_root(tmp_path):
     root = tmp_path / "cache"
     cache = ArtifactCache(root)
     cache.get_or_create("run", {}, _writer("A", []))
-    cache.write_json("report", {}, [1])
+    stored_json(cache, "report", {}, [1])
     cache.clear()
     assert root.is_dir() and list(root.iterdir()) == []
     assert cache.created() == []
@@ -275,7 +282,7 @@ def test_a_cache_root_that_is_a_file_is_refused_by_every_use(tmp_path, monkeypat
 
 def test_created_skips_a_line_cut_short(tmp_path):
     cache = ArtifactCache(tmp_path)
-    cache.write_json("report", {}, 1)
+    stored_json(cache, "report", {}, 1)
     with open(tmp_path / CREATED_LOG, "a") as handle:
         handle.write('{"kind": "ru')
     assert [e["kind"] for e in cache.created()] == ["report"]
@@ -349,7 +356,7 @@ def test_two_processes_asking_at_once_compute_once(tmp_path):
 
 # -- the cache checks itself --------------------------------------------------------------
 def _baseline_schema(value):
-    """The kind of check the engine supplies: a baseline is a dict with an accuracy."""
+    """The kind of check evaluation supplies: a baseline is a dict with an accuracy."""
     if not isinstance(value, dict) or not 0 <= value["test_acc"] <= 1:
         raise ValueError("a baseline needs test_acc between 0 and 1")
 
@@ -365,7 +372,7 @@ def test_every_artifact_has_a_digest_beside_it(tmp_path):
     record = json.loads(Path(f"{path}.sha256").read_text())
     assert record == {"sha256": hashlib.sha256(b"weights").hexdigest(), "bytes": 7,
                       "binding": cache.binding("run", path)}
-    json_path = cache.write_json("report", {}, {"a": 1})
+    json_path = stored_json(cache, "report", {}, {"a": 1})
     assert json.loads(Path(f"{json_path}.sha256").read_text())["bytes"] == \
         json_path.stat().st_size
 
@@ -569,7 +576,7 @@ def test_info_counts_artifacts_and_bytes_per_kind_and_clear_removes_one_kind(tmp
     cache = ArtifactCache(tmp_path)
     cache.get_or_create("run", {"s": 1}, _writer("a" * 100, []))
     cache.get_or_create("run", {"s": 2}, _writer("b" * 50, []))
-    cache.write_json("report", {}, {"a": 1})
+    stored_json(cache, "report", {}, {"a": 1})
     info = cache.info()
     assert set(info) == {"run", "report"}
     assert info["run"]["artifacts"] == 2 and info["report"]["artifacts"] == 1

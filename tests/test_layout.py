@@ -10,7 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "fa_checks"
 PLUGIN = ROOT / "plugins" / "pytest_fa_checks"
-MAX_LINES = 520
+MAX_LINES = 400
+#: modules still above the cap, each held to its size today until it is split by job (other
+#: work of this round edits them; a module may leave this list, never join it or grow)
+NOT_YET_SPLIT = {
+    "fa_checks/diagnostics/metrics.py": 430,
+    "fa_checks/methods/vector.py": 450,
+    "fa_checks/output/html.py": 475,
+    "fa_checks/limits.py": 485,
+    "fa_checks/cache/store.py": 505,
+    "fa_checks/report.py": 505,
+}
 
 
 def module_name(path: Path, root: Path, package: str) -> str:
@@ -20,8 +30,9 @@ def module_name(path: Path, root: Path, package: str) -> str:
     return ".".join([package, *parts])
 
 
-def imports(path: Path, name: str) -> set[str]:
-    """Every fa_checks module ``path`` imports, at module level or inside a function."""
+def imports(path: Path, name: str, top: str = "fa_checks") -> set[str]:
+    """Every module of package ``top`` that ``path`` imports, at module level or inside a
+    function."""
     found: set[str] = set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -34,12 +45,12 @@ def imports(path: Path, name: str) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {m for m in found if m.startswith("fa_checks")}
+    return {m for m in found if m.startswith(top)}
 
 
-def graph() -> dict[str, set[str]]:
-    modules = {module_name(p, LIBRARY, "fa_checks"): p for p in LIBRARY.rglob("*.py")}
-    return {name: {m for m in imports(path, name) if m in modules and m != name}
+def graph(root: Path = LIBRARY, top: str = "fa_checks") -> dict[str, set[str]]:
+    modules = {module_name(p, root, top): p for p in root.rglob("*.py")}
+    return {name: {m for m in imports(path, name, top) if m in modules and m != name}
             for name, path in modules.items()}
 
 
@@ -84,6 +95,17 @@ def test_no_import_cycle_outside_the_methods_registry() -> None:
         assert not outside, f"import cycle: {' -> '.join(component)}"
 
 
+def test_the_plugin_has_no_import_cycle_and_its_hooks_live_in_plugin_py() -> None:
+    edges = graph(PLUGIN, "pytest_fa_checks")
+    assert "pytest_fa_checks.session" in edges["pytest_fa_checks.plugin"]
+    assert not cycles(edges), f"import cycles in the plugin: {cycles(edges)}"
+    # the package itself is a signpost: the hooks pytest loads are in plugin.py
+    assert not edges["pytest_fa_checks"]
+    tree = ast.parse((PLUGIN / "__init__.py").read_text(encoding="utf-8"))
+    assert not [n for n in tree.body
+                if isinstance(n, (ast.FunctionDef, ast.Import, ast.ImportFrom))]
+
+
 def test_the_library_imports_no_pytest() -> None:
     for path in LIBRARY.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -96,7 +118,8 @@ def test_the_library_imports_no_pytest() -> None:
 def test_no_module_is_longer_than_a_reader_can_hold() -> None:
     for path in [*LIBRARY.rglob("*.py"), *PLUGIN.rglob("*.py")]:
         lines = len(path.read_text(encoding="utf-8").splitlines())
-        assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
+        name = path.relative_to(ROOT).as_posix()
+        assert lines <= NOT_YET_SPLIT.get(name, MAX_LINES), f"{name} has {lines} lines"
 
 
 def test_the_plugin_holds_no_science() -> None:

@@ -127,7 +127,7 @@ def test_conv_input_gradient_is_the_transposed_convolution_with_feedback(
 
 def test_routing_is_undone_on_exit_and_on_error():
     model = tiny_mlp()
-    linears = model.linears()
+    linears = [model.first.linear, *(b.linear for b in model.blocks), model.out_head]
     feedback = [torch.zeros_like(m.weight) for m in linears]
     x, _ = batch()
     with feedback_routed(linears, feedback):

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from doubles import loss_before_and_after
+from doubles import embed_parameters, loss_before_and_after
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
@@ -79,7 +79,7 @@ class PerBlockReference:
         L = self.anatomy.num_blocks
         self.head_opt = adamw(self.anatomy.readout_parameters())
         self.block_opts = [adamw(self.anatomy.block_parameters(l)) for l in range(L)]
-        self.embed_opt = adamw(self.anatomy.embed_parameters())
+        self.embed_opt = adamw(embed_parameters(self.anatomy))
 
     def local_loss(self, out: Tensor, a: Tensor) -> Tensor:
         axis = self.anatomy.feature_axis

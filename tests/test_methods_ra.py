@@ -109,7 +109,8 @@ def test_rev_update_without_layer_norm_is_the_research_codes_rule():
     x, y = batch()
     acts = activations(model, x)
     before, after, _, rule = b_after_one_step("ra_rev", model, x, y)
-    weights = [m.weight.detach() for m in model.linears()]
+    linears = [model.first.linear, *(b.linear for b in model.blocks), model.out_head]
+    weights = [m.weight.detach() for m in linears]
     seed_b = [b.T for b in before]
     down = [None] * (len(seed_b) + 1)
     down[-1] = acts[-1]

@@ -438,7 +438,7 @@ def test_bad_ini_keys_and_environment_are_one_line_usage_errors(
      "--fa-method-arg lr: method 'bp' takes no such option; it takes no options"),
     (["--fa-checkpoint", "a.pt", "--fa-report", "."], ": is a folder; give a file name"),
     (["--fa-checkpoint", "a.pt", "--fa-report", "/proc/fa.json"],
-     "--fa-report /proc/fa.json: cannot write there"),
+     "--fa-json /proc/fa.json: cannot write there"),
 ])
 def test_bad_subjects_are_usage_errors_before_collection(
     pytester: pytest.Pytester, args: list[str], fragment: str

@@ -10,7 +10,6 @@ import string
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pytest_fa_checks.checks import build_settings, build_subjects
 from pytest_fa_checks.flags import FLAGS, PREFIX, ini_key, option_dest, read_request
 from pytest_fa_checks.parallel import subject_scope, worker_device, worker_index
 from pytest_fa_checks.records import (
@@ -23,6 +22,7 @@ from pytest_fa_checks.records import (
     across_seeds_properties,
     subject_properties,
 )
+from pytest_fa_checks.session import build_settings, build_subjects
 
 from fa_checks.diagnostics.protocol import gate_across_seeds
 from fa_checks.errors import ConfigError
@@ -44,7 +44,7 @@ def test_every_flag_has_the_common_prefix_and_a_unique_destination() -> None:
     assert {"--fa-checkpoint", "--fa-method", "--fa-method-arg", "--fa-arch", "--fa-arch-arg",
             "--fa-data", "--fa-data-root", "--fa-epochs", "--fa-seeds", "--fa-device",
             "--fa-eval-size", "--fa-max-growth", "--fa-grad-floor", "--fa-min-margin",
-            "--fa-baseline-acc", "--fa-min-cosine", "--fa-min-rho", "--fa-report",
+            "--fa-baseline-acc", "--fa-min-cosine", "--fa-min-rho", "--fa-json",
             "--fa-trust", "--fa-retrain", "--fa-threads", "--fa-cache-dir"} <= set(names)
 
 

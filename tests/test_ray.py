@@ -23,7 +23,7 @@ from ray_cluster import ray_cluster  # noqa: F401 - the session fixture
 
 from fa_checks.cache.store import ArtifactCache
 from fa_checks.cli import main
-from fa_checks.cluster import RayError, TaskFault, evaluate_on_ray
+from fa_checks.cluster import RayError, evaluate_on_ray
 from fa_checks.cluster.connect import rules_environment
 from fa_checks.cluster.plan import Missing, StoredOnly, fresh_baseline, plan
 from fa_checks.evaluation import Failure, evaluate_subject
@@ -259,7 +259,7 @@ def test_a_rule_that_raises_errors_its_subject_and_the_others_go_on(ray_cluster,
     assert f"ray: run of ray_rules:RaisesInStep-seed1 failed: {broken.message}" in lines
     assert "ray: evaluation of ray_rules:RaisesInStep-seed1 not run: its run failed" in lines
     # an exception that passed through no frame of the user's: a fault, as in this process
-    assert isinstance(fault, TaskFault) and isinstance(fault.cause, TypeError)
+    assert isinstance(fault, Failure) and fault.internal and isinstance(fault.cause, TypeError)
     assert fault.message.startswith("run of ray_rules:FaultInStep-seed1 raised TypeError: ")
     assert "\n" not in fault.message and "\x1b" not in fault.traceback
     assert 'File "' in fault.traceback and "TypeError: " in fault.traceback

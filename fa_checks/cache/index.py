@@ -204,6 +204,16 @@ class CacheIndex:
                              f"{lock.timeout:g} s; another process holds it") from None
 
 
+def cleared_lines(root: Path, kind: str | None, left: list[Path]) -> list[str]:
+    """What ``cache clear`` says: what it removed, and what it left (files it did not write)."""
+    lines = [f"cleared {kind + ' artifacts' if kind else 'every artifact'} in {root}"]
+    if left:
+        shown = ", ".join(str(path) for path in left[:3]) + (", ..." if len(left) > 3 else "")
+        lines.append(f"left {len(left)} entr{'y' if len(left) == 1 else 'ies'} fa-checks did "
+                     f"not write: {shown}")
+    return lines
+
+
 def _written_by(entry: Path, keys: set[str]) -> bool:
     """Whether ``entry`` is a regular file (not a link) the cache wrote for one of ``keys``:
     its artifact, digest, lock, holder, or a writer's temporary file."""

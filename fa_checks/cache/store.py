@@ -42,7 +42,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..errors import UserError, one_line
+from ..errors import Log, UserError, one_line
 from ..files import read_bounded, read_json
 from .files import (
     DEFAULT_STALE_AFTER,
@@ -69,7 +69,6 @@ DEFAULT_LOCK_TIMEOUT = 3600.0
 
 _MISSING = object()
 
-Log = Callable[[str], None]
 Validator = Callable[[Any], Any]
 
 
@@ -252,16 +251,6 @@ class ArtifactCache(CacheIndex):
         value = self._read_json(kind, spec, self.path_for(kind, spec, ".json"), validate,
                                 say=True)
         return None if value is _MISSING else value
-
-    def write_json(self, kind: str, spec: Any, value: Any) -> Path:
-        """Store ``value`` as JSON, atomically; counted in ``created.jsonl`` like any artifact."""
-        path = self.path_for(kind, spec, ".json")
-        self.check_parts(kind)
-        self._make_folder(kind)
-        text = self._dump_entry(kind, spec, path, value)
-        self._write(kind, path, ".json", lambda tmp: write_exclusive(tmp, text))
-        self._log_creation(kind, path.name[:KEY_LENGTH])
-        return path
 
     # -- checking what is stored ------------------------------------------------------------
     def stored(self, kind: str, spec: Any, *, suffix: str = ".pt",

@@ -18,6 +18,6 @@ functions that use it; importing this package imports neither Ray nor torch.
 """
 
 from .connect import INSTALL_HINT, RayError, check_settings
-from .driver import TaskFault, evaluate_on_ray
+from .driver import evaluate_on_ray
 
-__all__ = ["INSTALL_HINT", "RayError", "TaskFault", "check_settings", "evaluate_on_ray"]
+__all__ = ["INSTALL_HINT", "RayError", "check_settings", "evaluate_on_ray"]

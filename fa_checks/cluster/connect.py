@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import values
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, Log, one_line
 from ..limits import LIMITS_VARIABLE
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ INSTALL_HINT = "pip install 'fa-checks[ray]'"
 #: seconds to wait for a ``host:port`` to answer before ``ray.init`` (which retries for minutes)
 REACHABLE_TIMEOUT = 5.0
 
-Log = Callable[[str], None]
 
 
 class RayError(ConfigError):

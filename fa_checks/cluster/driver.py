@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cache.store import ArtifactCache
-from ..errors import as_user_error, one_line
+from ..errors import Log, as_user_error, one_line, user_sentence
 from ..evaluation import Failure, Outcome, evaluate_subject
-from ..report import error_entry
 from .connect import (
     Resources,
     check_settings,
@@ -41,27 +40,12 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from ..subjects import Subject
 
-Log = Callable[[str], None]
 
 #: how often (seconds) the driver looks at what runs where, when no task has finished
 POLL_SECONDS = 1.0
 # Ray colours the task's name in its error text; a log file or a terminal without colour
 # would show the escape codes.
 TERMINAL_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclass
-class TaskFault(Failure):
-    """A subject whose task raised an exception no user input causes (one that passed through
-    no frame of the user's rule: a bug in fa-checks): it is an internal error, as it would be
-    in this process.  ``cause``: the exception as the worker raised it (None when Ray could
-    not send it back); ``traceback``: the worker's."""
-
-    cause: BaseException | None = None
-    traceback: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return error_entry(self.subject.to_dict(), self.message, internal=True)
 
 
 @dataclass(frozen=True)
@@ -75,9 +59,8 @@ class Problem:
     traceback: str = ""
 
     def outcome(self, subject: Subject) -> Failure:
-        if self.fault:
-            return TaskFault(subject, self.message, self.cause, self.traceback)
-        return Failure(subject, self.message)
+        return Failure(subject, self.message, internal=self.fault, cause=self.cause,
+                       traceback=self.traceback)
 
 
 def evaluate_on_ray(
@@ -92,7 +75,8 @@ def evaluate_on_ray(
 ) -> dict[str, Outcome]:
     """Every subject's outcome, as :func:`fa_checks.evaluation.outcome` gives it, computed as
     Ray tasks: a :class:`~fa_checks.report.Report`, a
-    :class:`~fa_checks.evaluation.Failure` (one sentence), or a :class:`TaskFault`.
+    :class:`~fa_checks.evaluation.Failure` (one sentence; ``internal`` when the task raised an
+    exception no user input causes: a bug in fa-checks, with the worker's traceback).
 
     ``settings.ray_address`` is what ``ray.init`` takes (``"auto"``: the cluster ``ray
     start`` began on this machine; ``"host:port"``; ``"ray://host:port"``; None: Ray's own
@@ -275,10 +259,7 @@ class Driver:
             landed = {artifact.store(self.cache, refresh=bool(self.settings.retrain))
                       .relative_to(self.cache.root).as_posix() for artifact in result.artifacts}
         except Exception as exc:
-            error = as_user_error(exc)
-            if error is None:
-                raise
-            self._fail(job, Problem(one_line(error)))
+            self._fail(job, Problem(user_sentence(exc)))  # a fault of ours is raised again
             return
         if result.error is not None:
             self._fail(job, Problem(result.error))
@@ -306,10 +287,7 @@ class Driver:
                 "task; install the same fa-checks version and rule files on every node"))
             return
         except Exception as exc:
-            error = as_user_error(exc)
-            if error is None:
-                raise
-            self._fail(job, Problem(one_line(error)))
+            self._fail(job, Problem(user_sentence(exc)))  # a fault of ours is raised again
             return
         report.subject["ran_on"] = self.progress.ran_on(self.computed.get(subject.id, {}))
         self._outcome(subject.id, report)
@@ -351,4 +329,4 @@ class Driver:
         self.progress.update(starts, alive, self.jobs.values())
 
 
-__all__ = ["Driver", "Problem", "TaskFault", "evaluate_on_ray"]
+__all__ = ["Driver", "Problem", "evaluate_on_ray"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cache.store import ArtifactCache
-from ..errors import as_user_error, one_line
+from ..errors import user_sentence
 from ..evaluation import Failure, Outcome, evaluate_subject
 from ..training.runs import baseline_subject, frozen_baseline, train_subject
 
@@ -161,10 +161,8 @@ def plan(subjects: Sequence[Subject], settings: Settings, cache: ArtifactCache
         except Missing:
             pass
         except Exception as exc:
-            error = as_user_error(exc)
-            if error is None:
-                raise
-            known[subject.id] = Failure(subject, one_line(error))
+            # a fault of ours is raised again
+            known[subject.id] = Failure(subject, user_sentence(exc))
             continue
         evaluation = Job(f"evaluation:{subject.id}", "evaluation", f"evaluation of {subject.id}",
                          subject, subjects=[subject.id])

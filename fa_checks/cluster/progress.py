@@ -11,12 +11,11 @@ each report's ``subject["ran_on"]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..errors import Log
 from .plan import Job
-
-Log = Callable[[str], None]
 
 
 def node_name(ran_on: Mapping[str, Any]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cache.store import ArtifactCache
-from ..errors import as_user_error, one_line
+from ..errors import user_sentence
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -155,10 +155,7 @@ def run_task(job: str, subject: Subject, settings: Settings, cache_version: str,
                     "evaluation": evaluate_subject}[job]
             work(subject, settings, cache)
         except Exception as exc:
-            known = as_user_error(exc)
-            if known is None:
-                raise  # a fault: Ray sends it with the worker's traceback
-            error = one_line(known)
+            error = user_sentence(exc)  # a fault: Ray sends it with the worker's traceback
             if local is not None and original is not None:
                 error = error.replace(str(local), original)
         artifacts = cache.artifacts()

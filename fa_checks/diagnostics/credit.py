@@ -1,4 +1,5 @@
-"""Credit metrics per layer, as a :class:`~fa_checks.report.CreditMetrics`.
+"""The credit section of a report: runs the figures of :mod:`.metrics` over a model's layers
+and judges them, into one :class:`~fa_checks.report.CreditMetrics` with its sentence.
 
 For every hidden state h_l where a method gives a credit signal a_l: the mean per-sample cosine
 with the BP gradient, the pooled cosine, the perturbation correlation rho, nudging, and (given

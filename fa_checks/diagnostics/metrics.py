@@ -1,4 +1,6 @@
-"""Credit metrics: how well a training rule's credit signal ``a_l`` stands in for the gradient.
+"""The figures themselves, one tensor computation each: how well a credit signal ``a_l``
+stands in for the gradient, and how a model's weights drift and align (no report, no verdict:
+:mod:`.credit` gathers these per layer into a report's section).
 
 Every figure compares a credit signal ``a_l`` (shaped like the hidden state ``h_l``) with the
 true per-sample loss gradient ``g_l`` (:func:`~..anatomy.per_sample_gradients`), either

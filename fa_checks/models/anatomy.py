@@ -177,13 +177,6 @@ class Anatomy:
                 params.extend(module.parameters())
         return params
 
-    def embed_parameters(self) -> list[nn.Parameter]:
-        """Every parameter that is neither in a block nor in the readout."""
-        taken = {id(p) for p in self.readout_parameters()}
-        for l in range(self.num_blocks):
-            taken.update(id(p) for p in self.block_parameters(l))
-        return [p for p in self.model.parameters() if id(p) not in taken]
-
     def block_modules(self) -> list[nn.Module]:
         return list(getattr(self.model, "blocks", []))
 

@@ -82,7 +82,3 @@ class MLP(BlockModel):
 
     def readout(self, h: Tensor) -> Tensor:
         return self.out_head(h)
-
-    def linears(self) -> list[nn.Linear]:
-        """Every weight matrix, input to output: ``W_0 .. W_{D-1}``."""
-        return [self.first.linear, *(b.linear for b in self.blocks), self.out_head]

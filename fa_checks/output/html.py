@@ -16,7 +16,6 @@ figure: the page says what is missing.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import html
 import io
 import math
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files import write_atomic
+from ..text import short_name
 from . import figures
 
 if TYPE_CHECKING:
@@ -161,24 +161,16 @@ def subject_id(entry: Entry, index: int = 0) -> str:
     return str(entry.get("id") or subject.get("id") or f"subject-{index + 1}")
 
 
-#: the longest subject name in a file name (plus "-credit.png" and a counter: far below 255)
-MAX_ANCHOR = 80
-
-
 def anchors(entries: Sequence[Entry]) -> list[str]:
     """A stable, unique name per subject, for the page's links and the PNG files' names:
-    the id with everything but letters, digits, ``.``, ``_`` and ``-`` turned into ``-``; an
-    id longer than :data:`MAX_ANCHOR` (a deep path, a long id from a file) keeps its end and
-    gains a digest of the whole id, so a file name never grows past what a folder takes."""
+    the id with everything but letters, digits, ``.``, ``_`` and ``-`` turned into ``-``,
+    shortened with a digest when long (:func:`fa_checks.text.short_name`)."""
     taken: set[str] = set()
     names = []
     for index, entry in enumerate(entries):
         identity = subject_id(entry, index)
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", identity).strip("-.")
-        base = base or f"subject-{index + 1}"
-        if len(base) > MAX_ANCHOR:
-            digest = hashlib.sha256(identity.encode("utf-8", "replace")).hexdigest()[:12]
-            base = f"{base[-(MAX_ANCHOR - 13):].lstrip('-.')}-{digest}"
+        base = short_name(base or f"subject-{index + 1}", identity)
         name, k = base, 2
         while name in taken:
             name, k = f"{base}-{k}", k + 1
@@ -195,21 +187,14 @@ def is_error(entry: Entry) -> bool:
 
 
 def failing_sentences(entry: Entry) -> list[str]:
-    """The sentences of what fired, worded as :meth:`fa_checks.report.Report.failing_sentences`
-    words them (``D1: ...``, ``credit: ...``), read from the plain entry so that a damaged one
-    still renders; an ERROR subject's one sentence."""
+    """The sentences of what fired, as :meth:`fa_checks.report.Report.failing_sentences` words
+    them (the entries reaching the page were read as reports already); an ERROR subject's one
+    sentence."""
+    from ..report import Report
+
     if is_error(entry):
         return [f"ERROR: {entry.get('error') or 'the subject could not be evaluated'}"]
-    out = []
-    for key in DIAGNOSTICS:
-        section = entry.get(key)
-        if isinstance(section, Mapping) and section.get("fires") is True:
-            out.append(f"{key}: {section.get('explanation', '')}")
-    credit = entry.get("credit")
-    if isinstance(credit, Mapping) and (credit.get("cosine_fires") is True
-                                        or credit.get("rho_fires") is True):
-        out.append(f"credit: {credit.get('explanation', '')}")
-    return out
+    return Report.from_dict(entry).failing_sentences()
 
 
 def all_sentences(entry: Entry) -> list[tuple[str, str]]:
@@ -391,7 +376,7 @@ def _seeds_section(summaries: Sequence[Entry]) -> str:
         kind = "fail" if fires else "pass"
         name = str(summary.get("label") or summary.get("method") or "?")
         sentence = str(summary.get("explanation") or "")
-        if not sentence.startswith(f"{name}:"):  # the engine's sentences name the method
+        if not sentence.startswith(f"{name}:"):  # the gate's own sentences name the method
             sentence = f"{name}: {sentence}"
         items.append(f'<li><span class="verdict {kind}">{"FAIL" if fires else "PASS"}</span> '
                      f"{_e(sentence)}</li>")

@@ -154,6 +154,19 @@ def subject_lines(report: Report, *, layers: bool = True) -> list[str]:
     return lines
 
 
+def outcome_lines(rows: Sequence[Row], *, quiet: bool = False) -> list[str]:
+    """The verdict table, then each report's sentences and per-layer figures (quiet: only the
+    failing reports' sentences); nothing when no subject could be evaluated (the errors say
+    it all)."""
+    if not any(isinstance(row, Report) for row in rows):
+        return []
+    lines = verdict_table(rows)
+    for row in rows:
+        if isinstance(row, Report) and not (quiet and row.passed):
+            lines += ["", *subject_lines(row, layers=not quiet)]
+    return lines
+
+
 def write_visual_report(
     entries: Sequence[Mapping[str, Any]],
     across_seeds: Sequence[Mapping[str, Any]] = (),
@@ -183,6 +196,7 @@ __all__ = [
     "across_seeds_line",
     "gated_line",
     "layer_table",
+    "outcome_lines",
     "subject_lines",
     "table",
     "verdict_cell",

@@ -9,12 +9,12 @@ put what they train in the cache under a key made of everything that changes it 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import values
-from ..errors import ConfigError
+from ..errors import ConfigError, Log
 from ..settings import Settings
 from ..subjects import Subject
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from ..cache.store import ArtifactCache
     from .loop import Run
 
-Log = Callable[[str], None]
 
 
 def say(log: Log | None, message: str) -> None:

@@ -19,30 +19,23 @@ import pytest
 
 from fa_checks import values
 from fa_checks.errors import ConfigError
-from fa_checks.flags import SHARED, Flag
+from fa_checks.flags import FRESH_ONLY, OUTPUTS, SHARED, Flag, fresh_only_error
 
 PREFIX = "--fa-"
 GROUP = "fa-checks"
 
-#: the flags only pytest has: the subjects to check and the JSON report
+#: the flags only pytest has: the subjects to check (the command line takes them as arguments
+#: and subcommands); the outputs are the library's, as ``fa-checks check`` has them
 PLUGIN_ONLY = {flag.name: flag for flag in (
     Flag("checkpoint", "check a saved checkpoint; repeatable, globs allowed ('runs/*.pt')",
-         values.name, metavar="PATH", many="append"),
+         values.non_empty_text, metavar="PATH", many="append"),
     Flag("method", "train this method fresh and check it (a built-in name, an entry point "
-         "or module:Class); repeatable", values.name, metavar="NAME", many="append"),
-    Flag("report", "write every subject's report as JSON to PATH", values.name,
-         metavar="PATH"),
-    Flag("html", "write the visual report (one self-contained HTML page) to PATH",
-         values.name, metavar="PATH"),
-    Flag("plots", "write the visual report's figures as PNG files into DIR", values.name,
-         metavar="DIR"),
+         "or module:Class); repeatable", values.non_empty_text, metavar="NAME", many="append"),
 )}
-FLAGS: dict[str, Flag] = {**PLUGIN_ONLY, **SHARED}
+FLAGS: dict[str, Flag] = {**PLUGIN_ONLY, **OUTPUTS, **SHARED}
 
-#: flags that only make sense with --fa-method
-FRESH_ONLY = ("method-arg", "seeds", "arch-arg", "data-arg")
 #: earlier spellings that keep working
-ALIASES = {"trust": ("--fa-trust-checkpoint",)}
+ALIASES = {"trust": ("--fa-trust-checkpoint",), "json": ("--fa-report",)}
 
 _INI_TYPES = {"int": "int", "float": "float", "string": "string", "switch": "bool"}
 _INI_WORDS = {"int": "a whole number", "float": "a number", "switch": "true or false"}
@@ -94,7 +87,8 @@ def add_flags(parser: pytest.Parser) -> None:
             group.addoption(name, nargs="+", default=None, dest=dest, metavar=flag.metavar,
                             help=flag.help_text())
         else:
-            group.addoption(name, default=None, dest=dest, metavar=flag.metavar,
+            group.addoption(name, *ALIASES.get(flag.name, ()), default=None, dest=dest,
+                            metavar=flag.metavar,
                             help=flag.help_text() + (f" [ini: {ini_key(flag)}]"
                                                      if flag.ini else ""))
         if flag.ini:
@@ -144,11 +138,11 @@ def read_request(config: pytest.Config) -> Request:
     given = {name: _value(config, flag) for name, flag in FLAGS.items()}
     methods = given.pop("method") or ()
     checkpoints = given.pop("checkpoint") or ()
-    report_path, html_path, plots_dir = given.pop("report"), given.pop("html"), given.pop("plots")
+    report_path, html_path, plots_dir = given.pop("json"), given.pop("html"), given.pop("plots")
     for name in FRESH_ONLY:
         if given.get(name) and not methods:
-            raise pytest.UsageError(
-                f"{PREFIX}{name} applies to fresh runs: give {PREFIX}method NAME too")
+            raise pytest.UsageError(str(fresh_only_error(name, PREFIX,
+                                                         f"give {PREFIX}method NAME too")))
     if given.get("seeds"):
         given["seeds"] = tuple(dict.fromkeys(given["seeds"]))
     return Request(checkpoints=tuple(checkpoints), methods=tuple(dict.fromkeys(methods)),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .checks import CheckRun, SubjectError
+from .session import CheckRun
 
 
 class HtmlExtras:
@@ -30,7 +30,9 @@ class HtmlExtras:
         params = getattr(getattr(item, "callspec", None), "params", {})
         subject_id = params.get("fa_subject")
         result = self.run.outcome(subject_id) if subject_id in self.run.subjects else None
-        if result is None or isinstance(result, SubjectError) or subject_id in self._shown:
+        from fa_checks.report import Report
+
+        if not isinstance(result, Report) or subject_id in self._shown:
             return
         self._shown.add(subject_id)
         import pytest_html

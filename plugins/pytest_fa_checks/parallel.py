@@ -26,8 +26,8 @@ import pytest
 
 from fa_checks.settings import visible_gpu_count
 
-from .checks import CheckRun
 from .progress import ProgressWatcher, progress_dir, shows_progress
+from .session import CheckRun
 
 DEVICE_KEY = "fa_device"
 #: set in config.stash when the plugin, not the user, chose how xdist distributes items
@@ -152,7 +152,7 @@ class XdistController:
         if self.run_id:
             shutil.rmtree(progress_dir(self.run.cache.root, self.run_id), ignore_errors=True)
         if self.run.settings.retrain and self.run_id:
-            from .checks import retrain_claims_dir
+            from .session import retrain_claims_dir
 
             shutil.rmtree(retrain_claims_dir(self.run.cache.root, self.run_id),
                           ignore_errors=True)

@@ -8,15 +8,18 @@ library's one renderer (:mod:`fa_checks.output.render`, which imports no torch).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fa_checks.text import printable
 
 from .records import GroupRecord, SubjectRecord, absorb
+
+if TYPE_CHECKING:
+    from fa_checks.session import Outputs
 
 TABLE_TITLE = "fa-checks verdicts"
 
@@ -26,11 +29,11 @@ class VerdictReporter:
     then prints the verdict table and writes the JSON report."""
 
     def __init__(self, config: pytest.Config, subject_order: Sequence[str],
-                 outputs: Mapping[str, Path]) -> None:
+                 outputs: Outputs) -> None:
         self.config = config
         self.subject_order = list(subject_order)
         #: flag name ("report", "html", "plots") -> where it writes
-        self.outputs = dict(outputs)
+        self.outputs = outputs
         self.subjects: dict[str, SubjectRecord] = {}
         self.groups: dict[str, GroupRecord] = {}
         #: the diagnostics some built-in item gated in this run ("D1", "COS", ...)
@@ -61,27 +64,23 @@ class VerdictReporter:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self._fold_exit_status(session)
-        if not self.outputs or not (self.subjects or self.groups):
+        if self.outputs.json is None and not self.outputs.visual:
             return
-        from fa_checks.errors import as_user_error, one_line
-        from fa_checks.files import write_json_atomic
-        from fa_checks.output.render import write_visual_report
+        if not (self.subjects or self.groups):
+            return
+        from fa_checks.errors import classify
 
         data = self.json_data()
-        try:
-            if "report" in self.outputs:
-                self.written.append(write_json_atomic(self.outputs["report"], data))
-            if "html" in self.outputs or "plots" in self.outputs:
-                gated = None if self._suite_complete() else self.gated
-                self.written += write_visual_report(
-                    data["subjects"], [g for g in data["across_seeds"] if "error" not in g],
-                    html=self.outputs.get("html"), plots=self.outputs.get("plots"),
-                    gated=gated)
+        try:  # the library's one writer of the outputs, as fa-checks uses it
+            entries, across = data.pop("subjects"), data.pop("across_seeds")
+            self.written += self.outputs.write(
+                entries, across, gated=None if self._suite_complete() else self.gated,
+                extra=data)
         except Exception as exc:  # checked while configuring; the disk may still fill up
-            error = as_user_error(exc)
-            if error is None:
+            message, ours = classify(exc)
+            if ours:
                 raise
-            self.write_error = f"fa-checks: could not write the reports: {one_line(error)}"
+            self.write_error = f"fa-checks: could not write the reports: {message}"
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
     def _fold_exit_status(self, session: pytest.Session) -> None:
@@ -138,8 +137,8 @@ class VerdictReporter:
                 path.suffix, "a figure")
             if what != "a figure":
                 terminalreporter.write_line(printable(f"fa-checks: wrote {what} to {path}"))
-        if "plots" in self.outputs and self.written:
+        if self.outputs.plots is not None and self.written:
             terminalreporter.write_line(
-                printable(f"fa-checks: wrote the figures to {self.outputs['plots']}"))
+                printable(f"fa-checks: wrote the figures to {self.outputs.plots}"))
         if self.write_error is not None:
             terminalreporter.write_line(printable(self.write_error), red=True)

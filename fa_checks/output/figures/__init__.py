@@ -31,13 +31,13 @@ from .drawing import (
     RED,
     STYLE,
     SUBJECT_FIGURES,
-    _section,
+    entry_section,
     fmt,
     notes,
     number,
     numbers,
 )
-from .history import _history, training_history
+from .history import history_series, training_history
 from .profile import scale_profile
 from .seeds import across_seeds
 
@@ -56,9 +56,9 @@ def missing_figures(entry: Mapping[str, Any]) -> dict[str, str]:
     if entry.get("error") or entry.get("verdict") == "ERROR":
         return {name: "the subject could not be evaluated" for name in SUBJECT_FIGURES}
     out = {}
-    if not numbers(_section(entry, "D1").get("hidden_norms")):
+    if not numbers(entry_section(entry, "D1").get("hidden_norms")):
         out["profile"] = "no hidden-state norms in this report"
-    if not _history(entry):
+    if not history_series(entry):
         out["history"] = "no training history: the checkpoint records none"
     if not isinstance(entry.get("credit"), Mapping):
         out["credit"] = ("no credit metrics: the method gives no credit signal, or they were "

@@ -57,7 +57,7 @@ def numbers(values: Any) -> list[float | None]:
     return [number(v) for v in values]
 
 
-def _section(entry: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+def entry_section(entry: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = entry.get(key)
     return value if isinstance(value, Mapping) else {}
 
@@ -66,7 +66,7 @@ def _section(entry: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 LARGEST_DRAWN = 1e300
 
 
-def _finite(x: float | None) -> bool:
+def is_finite_number(x: float | None) -> bool:
     """A figure that can be drawn: finite, and within :data:`LARGEST_DRAWN`."""
     return x is not None and math.isfinite(x) and abs(x) <= LARGEST_DRAWN
 
@@ -75,18 +75,18 @@ def _finite(x: float | None) -> bool:
 LOG_RANGE = (1e-100, 1e100)
 
 
-def _fraction(x: float | None) -> bool:
+def is_fraction(x: float | None) -> bool:
     """An accuracy that can be drawn: a number in [0, 1]."""
-    return _finite(x) and 0.0 <= x <= 1.0
+    return is_finite_number(x) and 0.0 <= x <= 1.0
 
 
-def _drawable(x: float | None, *, log: bool) -> bool:
-    return _finite(x) and (not log or LOG_RANGE[0] <= x <= LOG_RANGE[1])
+def drawable(x: float | None, *, log: bool) -> bool:
+    return is_finite_number(x) and (not log or LOG_RANGE[0] <= x <= LOG_RANGE[1])
 
 
-def _plotted(values: Sequence[float | None], *, log: bool = False) -> list[float]:
+def plotted(values: Sequence[float | None], *, log: bool = False) -> list[float]:
     """The values as a line draws them: NaN (a gap) where one cannot be drawn."""
-    return [x if _drawable(x, log=log) else math.nan for x in values]
+    return [x if drawable(x, log=log) else math.nan for x in values]
 
 
 def fmt(x: float | None) -> str:
@@ -96,8 +96,8 @@ def fmt(x: float | None) -> str:
     return format_number(x)
 
 
-def _label(entry: Mapping[str, Any]) -> str:
-    return str(entry.get("id") or _section(entry, "subject").get("id") or "subject")
+def entry_label(entry: Mapping[str, Any]) -> str:
+    return str(entry.get("id") or entry_section(entry, "subject").get("id") or "subject")
 
 
 # -- drawing helpers ---------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def _matplotlib() -> Any:
     return matplotlib
 
 
-def _new_figure(rows: int, height: float, *, ratios: Sequence[float] | None = None,
+def new_figure(rows: int, height: float, *, ratios: Sequence[float] | None = None,
                 sharex: bool = False) -> tuple[Figure, list[Axes]]:
     matplotlib = _matplotlib()
     from matplotlib.figure import Figure
@@ -125,7 +125,7 @@ def _new_figure(rows: int, height: float, *, ratios: Sequence[float] | None = No
     return figure, [row[0] for row in axes]
 
 
-def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+def styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
     """Draw inside the report's style, so every text and line takes its sizes."""
     import functools
 
@@ -137,12 +137,12 @@ def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
     return wrapper
 
 
-def _title(figure: Figure, text: str) -> None:
+def set_title(figure: Figure, text: str) -> None:
     # parse_math=False: a subject id is a path, and "$" in it is not mathtext
     figure.suptitle(text, fontsize=9, fontweight="bold", parse_math=False)
 
 
-def _note(ax: Axes, lines: Sequence[str]) -> None:
+def add_note(ax: Axes, lines: Sequence[str]) -> None:
     """What is missing or not drawn, as the axes' left title (laid out clear of the data)."""
     if not lines:
         return
@@ -150,7 +150,7 @@ def _note(ax: Axes, lines: Sequence[str]) -> None:
                  parse_math=False)
 
 
-def _empty(ax: Axes, sentence: str) -> None:
+def mark_empty(ax: Axes, sentence: str) -> None:
     """An axes with nothing to draw: no ticks, only the sentence saying what is missing."""
     ax.set_xticks([])
     ax.set_yticks([])
@@ -184,18 +184,18 @@ def _decade(value: float, _position: Any = None) -> str:
     return "10" + str(exponent).translate(_SUPERSCRIPT)
 
 
-def _legend(ax: Axes, ncols: int = 1) -> None:
+def add_legend(ax: Axes, ncols: int = 1) -> None:
     """The axes' legend, where something on it has a label."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", ncols=ncols)
 
 
-def _log_axis(ax: Axes, values: Sequence[float | None]) -> None:
+def log_axis(ax: Axes, values: Sequence[float | None]) -> None:
     """A log y axis that spans at least a decade beyond the values on each side (so a stable
     stream looks flat, not magnified), ticked at the decades only."""
     from matplotlib.ticker import FuncFormatter, NullLocator
 
-    shown = [v for v in values if _drawable(v, log=True)]
+    shown = [v for v in values if drawable(v, log=True)]
     # the limits first: a log scale set on data with nothing positive would warn
     ax.set_ylim(min(shown, default=1.0) / 10, max(shown, default=1.0) * 10)
     ax.set_yscale("log")
@@ -203,18 +203,18 @@ def _log_axis(ax: Axes, values: Sequence[float | None]) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
 
 
-def _mark_not_drawn(ax: Axes, xs: Sequence[float], values: Sequence[float | None], *,
+def mark_not_drawn(ax: Axes, xs: Sequence[float], values: Sequence[float | None], *,
                     log: bool) -> None:
     """A red X near the top of the axes where a value exists but cannot be drawn (NaN, Inf,
     or not positive on a log axis)."""
     where = [x for x, v in zip(xs, values, strict=True)
-             if v is not None and not _drawable(v, log=log)]
+             if v is not None and not drawable(v, log=log)]
     if where:
         ax.plot(where, [0.92] * len(where), transform=ax.get_xaxis_transform(), marker="X",
                 color=RED, markersize=7, linestyle="none", gid="not_drawn")
 
 
-def _layer_ticks(ax: Axes, count: int, prefix: str = "h") -> None:
+def layer_ticks(ax: Axes, count: int, prefix: str = "h") -> None:
     ax.set_xticks(range(count))
     ax.set_xticklabels([f"{prefix}_{l}" for l in range(count)])
     ax.set_xlim(-0.5, count - 0.5)
@@ -223,4 +223,4 @@ def _layer_ticks(ax: Axes, count: int, prefix: str = "h") -> None:
 def _undrawn(values: Sequence[float | None], name: str, *, log: bool = False) -> list[str]:
     """``["h_2 NaN", "h_3 0"]``: the figures that exist but cannot be drawn."""
     return [f"{name}{i} {fmt(v)}" for i, v in enumerate(values) if v is not None
-            and not _drawable(v, log=log)]
+            and not drawable(v, log=log)]

@@ -14,28 +14,28 @@ from .drawing import (
     GREY,
     ORANGE,
     RED,
-    _drawable,
-    _empty,
-    _finite,
-    _fraction,
-    _label,
-    _legend,
-    _log_axis,
-    _mark_not_drawn,
-    _new_figure,
-    _note,
-    _plotted,
-    _section,
-    _styled,
-    _title,
+    add_legend,
+    add_note,
+    drawable,
+    entry_label,
+    entry_section,
     fmt,
+    is_finite_number,
+    is_fraction,
+    log_axis,
+    mark_empty,
+    mark_not_drawn,
+    new_figure,
     number,
     numbers,
+    plotted,
+    set_title,
+    styled,
 )
 
 
 # -- 2. training history -----------------------------------------------------------------------
-def _history(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def history_series(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     history = entry.get("history")
     if not isinstance(history, list):
         return []
@@ -65,23 +65,23 @@ def _first_epoch(epochs: Sequence[float], values: Sequence[float | None],
     return None
 
 
-@_styled
+@styled
 def training_history(entry: Mapping[str, Any]) -> Figure:
     """The checkpoint's history per epoch: ``||h_L||`` and ``||g_L||`` (log) against the D2
     floor, test accuracy against the frozen-blocks baseline, and the largest block growth
     against the D1 limit; the first epoch past each limit is marked."""
-    history = _history(entry)
-    d1, d2, d3 = (_section(entry, k) for k in ("D1", "D2", "D3"))
+    history = history_series(entry)
+    d1, d2, d3 = (entry_section(entry, k) for k in ("D1", "D2", "D3"))
     if not history:
-        figure, (ax,) = _new_figure(1, 1.2)
-        _title(figure, f"{_label(entry)}: training history")
-        _empty(ax, "no training history: the checkpoint records none")
+        figure, (ax,) = new_figure(1, 1.2)
+        set_title(figure, f"{entry_label(entry)}: training history")
+        mark_empty(ax, "no training history: the checkpoint records none")
         return figure
 
-    figure, (norms_ax, acc_ax, growth_ax) = _new_figure(3, 5.4, sharex=True)
-    _title(figure, f"{_label(entry)}: training history")
+    figure, (norms_ax, acc_ax, growth_ax) = new_figure(3, 5.4, sharex=True)
+    set_title(figure, f"{entry_label(entry)}: training history")
     epochs = [number(e.get("epoch")) for e in history]
-    epochs = [e if _finite(e) else float(i + 1) for i, e in enumerate(epochs)]
+    epochs = [e if is_finite_number(e) else float(i + 1) for i, e in enumerate(epochs)]
     diverged = [ep for ep, e in zip(epochs, history, strict=True) if e.get("diverged") is True]
     marker = "o" if len(epochs) <= 12 else None  # a long history reads as a line
 
@@ -93,15 +93,15 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
         if all(v is None for v in values):
             missing.append(f"{name} is not recorded")
             continue
-        (line,) = norms_ax.plot(epochs, _plotted(values, log=True), marker=marker, color=colour,
+        (line,) = norms_ax.plot(epochs, plotted(values, log=True), marker=marker, color=colour,
                                 label=f"median {name}")
         line.set_gid("h_L" if name == "||h_L||" else "g_L")
-        _mark_not_drawn(norms_ax, epochs, values, log=True)
+        mark_not_drawn(norms_ax, epochs, values, log=True)
         missing += [f"{name} {fmt(v)} at epoch {ep:g}" for ep, v in zip(epochs, values,
-                    strict=True) if v is not None and not _drawable(v, log=True)]
-    _log_axis(norms_ax, [*h_L, *g_L, floor])
+                    strict=True) if v is not None and not drawable(v, log=True)]
+    log_axis(norms_ax, [*h_L, *g_L, floor])
     norms_ax.set_ylabel("median norm")
-    if _drawable(floor, log=True):
+    if drawable(floor, log=True):
         line = norms_ax.axhline(floor, color=RED, linestyle="--", linewidth=1,
                                 label=f"D2 floor {fmt(floor)}")
         line.set_gid("floor")
@@ -114,9 +114,9 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
         norms_ax.axvspan(epoch - 0.5, epoch + 0.5, color=RED, alpha=0.12, linewidth=0)
     if diverged:
         missing.append(f"diverged in epoch {', '.join(f'{e:g}' for e in diverged)}")
-    _legend(norms_ax, ncols=2)
+    add_legend(norms_ax, ncols=2)
     if missing:
-        _note(norms_ax, ["not drawn: " + "; ".join(missing)])
+        add_note(norms_ax, ["not drawn: " + "; ".join(missing)])
 
     # test accuracy against the frozen-blocks baseline
     acc = _column(history, "test_acc")
@@ -126,45 +126,45 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
     if all(v is None for v in acc):
         acc_missing.append("test accuracy is not recorded")
     else:
-        shown = [v if _fraction(v) else math.nan for v in acc]
+        shown = [v if is_fraction(v) else math.nan for v in acc]
         (line,) = acc_ax.plot(epochs, shown, marker=marker, color=BLUE, label="test accuracy")
         line.set_gid("test_acc")
         acc_missing += [f"test accuracy {fmt(v)} at epoch {ep:g}" for ep, v in
-                        zip(epochs, acc, strict=True) if v is not None and not _fraction(v)]
+                        zip(epochs, acc, strict=True) if v is not None and not is_fraction(v)]
     baseline = number(d3.get("baseline_acc"))
     margin_pp = number(d3.get("threshold_pp"))
-    if _fraction(baseline):
+    if is_fraction(baseline):
         line = acc_ax.axhline(baseline, color=GREY, linestyle="--", linewidth=1,
                               label=f"frozen-blocks baseline {100 * baseline:.1f}%")
         line.set_gid("baseline")
-        if _finite(margin_pp) and abs(margin_pp) <= 100:
+        if is_finite_number(margin_pp) and abs(margin_pp) <= 100:
             needed = acc_ax.axhline(baseline + margin_pp / 100, color=RED, linestyle=":",
                                     linewidth=1, label=f"D3 needs baseline + {margin_pp:g} pp")
             needed.set_gid("baseline_plus_margin")
     else:
         acc_missing.append("no frozen-blocks baseline (D3 not evaluated)")
     acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
-    if not any(_fraction(v) for v in [*acc, baseline]):  # nothing to scale to
+    if not any(is_fraction(v) for v in [*acc, baseline]):  # nothing to scale to
         acc_ax.set_ylim(0, 1)
     acc_ax.set_ylabel("test accuracy")
-    _legend(acc_ax, ncols=1)
+    add_legend(acc_ax, ncols=1)
     if acc_missing:
-        _note(acc_ax, acc_missing)
+        add_note(acc_ax, acc_missing)
 
     # D1: the largest block growth per epoch
     largest = [_largest_growth(e) for e in history]
     threshold = number(d1.get("threshold"))
     if all(v is None for v in largest):
-        _empty(growth_ax, "no per-block growth in this history (the checkpoint was written "
+        mark_empty(growth_ax, "no per-block growth in this history (the checkpoint was written "
                           "before fa-checks recorded it)")
     else:
-        (line,) = growth_ax.plot(epochs, _plotted(largest, log=True), marker=marker, color=BLUE,
+        (line,) = growth_ax.plot(epochs, plotted(largest, log=True), marker=marker, color=BLUE,
                                  label="largest block growth")
         line.set_gid("growth")
-        _log_axis(growth_ax, [*largest, threshold])
-        _mark_not_drawn(growth_ax, epochs, largest, log=True)
+        log_axis(growth_ax, [*largest, threshold])
+        mark_not_drawn(growth_ax, epochs, largest, log=True)
         growth_ax.set_ylabel("D1 growth")
-        if _drawable(threshold, log=True):
+        if drawable(threshold, log=True):
             limit = growth_ax.axhline(threshold, color=RED, linestyle="--", linewidth=1,
                                       label=f"D1 limit {fmt(threshold)}×")
             limit.set_gid("threshold")
@@ -173,11 +173,11 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
                 mark = growth_ax.axvline(blew, color=RED, linestyle=":", linewidth=1,
                                          label=f"over the limit from epoch {blew:g}")
                 mark.set_gid("limit_crossed")
-        _legend(growth_ax, ncols=2)
+        add_legend(growth_ax, ncols=2)
         bad = [f"{fmt(v)} at epoch {ep:g}" for ep, v in zip(epochs, largest, strict=True)
-               if v is not None and not _drawable(v, log=True)]
+               if v is not None and not drawable(v, log=True)]
         if bad:
-            _note(growth_ax, ["not drawn: growth " + ", ".join(bad)])
+            add_note(growth_ax, ["not drawn: growth " + ", ".join(bad)])
     growth_ax.set_xlabel("epoch")
     if len(epochs) <= 12:
         growth_ax.set_xticks(epochs)
