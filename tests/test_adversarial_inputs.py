@@ -144,8 +144,7 @@ def test_ray_at_an_address_that_is_not_ray_is_refused_in_one_line(tmp_path, caps
         with pytest.raises(RayError, match=f"--ray {address}: something listens there"):
             check_reachable(address, "--ray", timeout=1.0)
         assert time.monotonic() - started < 5
-        checkpoint = tmp_path / "x.pt"
-        checkpoint.write_bytes(b"x")
+        checkpoint = _untrained(tmp_path / "x.pt")  # nothing cached: the run must connect
         started = time.monotonic()
         code, _, err = cli(capsys, "check", str(checkpoint), "--ray", address)
         assert code == 2 and address in one_line(err) and "not a Ray cluster" in err
@@ -155,13 +154,23 @@ def test_ray_at_an_address_that_is_not_ray_is_refused_in_one_line(tmp_path, caps
 @pytest.mark.slow  # a pytest subprocess that imports Ray
 def test_the_plugin_refuses_an_address_that_is_not_ray(pytester):
     pytest.importorskip("ray")
-    (pytester.path / "x.pt").write_bytes(b"x")
+    _untrained(pytester.path / "x.pt")
     with not_ray_server() as port:
         started = time.monotonic()
         result = plugin(pytester, "--fa-checkpoint", "x.pt", "--fa-ray", f"127.0.0.1:{port}")
         assert time.monotonic() - started < 60
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"127.0.0.1:{port}" in result.stderr.str() + result.stdout.str()
+
+
+def _untrained(path: Path) -> Path:
+    from fa_checks.checkpoint import save_checkpoint
+    from fa_checks.models import build_model
+
+    model = build_model("resmlp", input_shape=(20,), num_classes=4, d_hidden=8, num_blocks=1)
+    save_checkpoint(path, model=model, seed=0, epochs=1,
+                    data={"name": "synthetic", "num_samples": 200})
+    return path
 
 
 # -- file names that would repaint the terminal ----------------------------------------------------
