@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from fa_checks.text import printable
+from fa_checks.values import printable
 
 from .flags import Request, add_flags, read_request
 from .parallel import XdistController, choose_dist_mode, configure_worker

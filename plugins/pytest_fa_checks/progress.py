@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fa_checks.text import printable
+from fa_checks.values import printable
 
 if TYPE_CHECKING:  # the events' class is imported when the first one arrives
     from fa_checks.training.progress import TrainingProgress

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fa_checks.text import printable
+from fa_checks.values import printable
 
 from .records import GroupRecord, SubjectRecord, absorb
 
