@@ -10,7 +10,9 @@ shared machine lands in no single figure):
 * ``history``: ``epoch_figures`` on the default eval batch of 1024 samples, as the trainer
   calls it now;
 * ``history before``: the same pass recording ``h_L`` and ``g_L`` only, as before the growth
-  was recorded (written out here as it was).
+  was recorded (written out here as it was);
+* ``history with direction``: the pass as the trainer calls it for a DFA rule, which adds the
+  per-layer credit cosine and its fresh-feedback null (``credit_history``: 128 samples, 3 draws).
 
 Run:
 
@@ -22,12 +24,14 @@ and what recording the growth adds against an epoch.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
 import torch
 
 from fa_checks.methods import get_method
+from fa_checks.methods.dfa import DFA
 from fa_checks.models import build_model
 from fa_checks.models.anatomy import eval_mode, per_sample_gradients, per_sample_norm
 from fa_checks.training.loop import epoch_figures
@@ -60,9 +64,13 @@ def test_history_against_an_epoch(benchmark):
         for start in range(0, TRAIN_SAMPLES, BATCH):
             method.step(x_train[start:start + BATCH], y_train[start:start + BATCH])
 
+    dfa = DFA()
+    dfa.setup(copy.deepcopy(model), CLASSES, torch.Generator().manual_seed(0))
+
     work = {
         "epoch": epoch,
         "history": lambda: epoch_figures(model, x_eval, y_eval),
+        "history with direction": lambda: epoch_figures(dfa.model, x_eval, y_eval, dfa),
         "history before": lambda: history_before(model, x_eval, y_eval),
     }
     times: dict[str, list[float]] = {name: [] for name in work}
@@ -82,14 +90,18 @@ def test_history_against_an_epoch(benchmark):
     median = {name: statistics.median(t) for name, t in times.items()}
     history_ratio = median["history"] / median["epoch"]
     added_ratio = (median["history"] - median["history before"]) / median["epoch"]
+    direction_ratio = (median["history with direction"] - median["history"]) / median["epoch"]
     benchmark.extra_info.update({
         "epoch_s": round(median["epoch"], 4),
         "history_s": round(median["history"], 4),
         "history_before_s": round(median["history before"], 4),
         "history_to_epoch": round(history_ratio, 4),
         "growth_added_to_epoch": round(added_ratio, 4),
+        "history_with_direction_s": round(median["history with direction"], 4),
+        "direction_added_to_epoch": round(direction_ratio, 4),
     })
     print(f"\nepoch {median['epoch'] * 1e3:.0f} ms, history {median['history'] * 1e3:.1f} ms "
           f"(before the growth was recorded {median['history before'] * 1e3:.1f} ms): the "
           f"history costs {history_ratio:.3f} of an epoch, recording the growth adds "
-          f"{added_ratio:+.4f} of an epoch")
+          f"{added_ratio:+.4f} of an epoch; a DFA rule's direction figures add "
+          f"{direction_ratio:+.4f} of an epoch")

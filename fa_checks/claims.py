@@ -17,9 +17,8 @@ of the run that wrote it.  :func:`judge_entry` reads such an entry as data:
   ini, defaults); when those differ from the recorded ones, a note says so.  Every sentence is
   worded anew from the figures: no sentence of the file is shown as a diagnostic's finding.
 
-What a report cannot prove: that its measured figures came from the model it names.  A file
-whose figures agree with one another is judged on them; only ``fa-checks check`` measures.
-Imports no torch.
+What a report cannot prove: that its measured figures came from the model it names (only
+``fa-checks check`` measures).  Imports no torch.
 """
 
 from __future__ import annotations
@@ -104,8 +103,8 @@ def judge_entry(data: Mapping[str, Any], in_force: InForce, *, where: str) -> Ju
 
 
 def _refuse(where: str, fieldname: str, problem: str) -> ClaimRefused:
-    return ClaimRefused(f"{where}: {fieldname} {problem}; a report is a claim, and this one does "
-                        "not agree with itself (edited or damaged): run fa-checks check again")
+    return ClaimRefused(f"{where}: {fieldname} {problem}; a report is a claim, and this one "
+                        "does not agree with itself (edited or damaged)")
 
 
 def _recorded_thresholds(report: Report, where: str) -> dict[str, float | None]:
@@ -224,8 +223,7 @@ def _check_credit(credit: CreditMetrics, layers: int, where: str) -> None:
 def _judged(stored: Report, in_force: InForce, where: str) -> Report:
     limits = in_force.thresholds
     norms, grads = stored.d1.hidden_norms, stored.d2.grad_norms
-    # the stream's name and the LayerNorm note depend on the model, not on the figures: the
-    # stored sentence is kept only when it is one of the sentences these figures give
+    # the stored sentence is kept only when it is one these figures give (wording varies)
     candidates = [scale_from_norms(norms, limits.max_growth, stream=stream, layer_norm=ln)
                   for stream in ("residual stream", "hidden state") for ln in (False, True)]
     d1 = next((c for c in candidates if c.explanation == stored.d1.explanation), candidates[0])
@@ -246,7 +244,14 @@ def _judged(stored: Report, in_force: InForce, where: str) -> Report:
         credit.judge()
         credit.explanation = credit_sentence(credit, len(norms) - 1,
                                              reference_valid=not d2.fires)
-    return Report(test_acc=stored.test_acc, d1=d1, d2=d2, d3=d3, credit=credit,
+    d4 = None
+    if stored.d4 is not None and credit is not None:  # D4 judged anew, by the gate in force
+        from .direction import direction_from
+
+        d4 = direction_from(credit, d2.valid or [], alpha=limits.d4_alpha,
+                            max_share=limits.d4_share, floor=limits.d4_floor,
+                            gated=limits.gate_d4)
+    return Report(test_acc=stored.test_acc, d1=d1, d2=d2, d3=d3, credit=credit, d4=d4,
                   num_samples=stored.num_samples, subject=dict(stored.subject),
                   history=stored.history)
 
@@ -255,7 +260,7 @@ def _differences(recorded: Mapping[str, float | None], report: Report, in_force:
                  where: str) -> list[str]:
     limits = in_force.thresholds.to_dict()
     notes = [f"{name}={_show(recorded[name])} (recorded) -> {_show(limits[name])} (in force)"
-             for name in limits if not _same(recorded[name], limits[name])]
+             for name in recorded if not _same(recorded[name], limits[name])]
     stored_baseline = report.d3.baseline_acc
     if in_force.baseline_acc is not None:
         notes.append(f"baseline_acc {format_percent(in_force.baseline_acc)} given")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import values
+from .direction import DEFAULT_D4_ALPHA, DEFAULT_D4_FLOOR, DEFAULT_D4_SHARE
 from .errors import ConfigError
 from .report import DEFAULT_GRAD_FLOOR, DEFAULT_MAX_GROWTH, DEFAULT_MIN_MARGIN_PP, Thresholds
 from .settings import (
@@ -93,6 +94,7 @@ _KINDS: dict[Parse, str] = {
     values.finite_float: "float",
     values.fraction: "float",
     values.correlation: "float",
+    values.level: "float",
 }
 
 
@@ -153,6 +155,18 @@ EVALUATION = _flags(
     Flag("min-rho", "opt-in gate: fail when the mean perturbation correlation over h_1..h_L "
          "is below this", values.correlation, None, "R", ini=True,
          setting="thresholds.min_rho"),
+    Flag("gate-d4", "gate D4 (direction quality: at least the D4 share of the blocks with a "
+         "valid BP reference learn from a signal no better than freshly drawn feedback); D4 "
+         "is always reported, and joins the verdict only with this flag",
+         ini=True, setting="thresholds.gate_d4"),
+    Flag("d4-alpha", "D4: the one-sided level at which a block's cosine and rho must beat the "
+         "fresh-feedback null", values.level, DEFAULT_D4_ALPHA, "P", ini=True,
+         setting="thresholds.d4_alpha"),
+    Flag("d4-share", "D4 fires when at least this share of the judged blocks are at chance",
+         values.level, DEFAULT_D4_SHARE, "S", ini=True, setting="thresholds.d4_share"),
+    Flag("d4-floor", "D4, for a rule with no random feedback to redraw: the cosine and rho a "
+         "block's signal must exceed", values.correlation, DEFAULT_D4_FLOOR, "C", ini=True,
+         setting="thresholds.d4_floor"),
     Flag("baseline-acc", "use this frozen-blocks baseline accuracy (a fraction, e.g. 0.496) "
          "instead of training the baseline", values.fraction, None, "ACC",
          setting="baseline_acc"),

@@ -10,9 +10,10 @@ One JSON shape for a subject (``Report.to_dict``), the same from the library, th
 the plugin and the cache::
 
     id, method, seed, path        who was checked
-    verdict, mode1                derived from the figures (never trusted when read back)
+    verdict, mode1, mode2         derived from the figures (never trusted when read back)
     test_acc, num_samples         accuracy (a fraction) and the diagnostic batch size
-    D1, D2, D3, credit            each diagnostic's figures, threshold, fires and sentence
+    D1, D2, D3, D4, credit        each diagnostic's figures, threshold, fires and sentence
+                                  (D4 is absent from reports written before it existed)
     history                       the checkpoint's per-epoch record, or null
     subject                       everything else known about the subject (arch, data, epochs)
 
@@ -22,13 +23,32 @@ Non-finite numbers are written as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 
 from __future__ import annotations
 
-import math
 import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .direction import (
+    DEFAULT_D4_ALPHA,
+    DEFAULT_D4_FLOOR,
+    DEFAULT_D4_SHARE,
+    MODE2_SENTENCE,
+    DirectionQuality,
+)
 from .files import decode_non_finite, json_safe
+from .judgements import (
+    MARGIN_DECIMALS,
+    AcrossSeeds,
+    depth_margin,
+    floor_fires,
+    format_number,
+    format_percent,
+    format_signed,
+    growth_fires,
+    is_finite,
+    margin_fires,
+    minimum_fires,
+)
 from .values import describe_annotation, fits_annotation
 
 #: the research code's D2 floor at its eval batch: 10 x the 1e-8 cosine clamp x 128 samples
@@ -36,77 +56,12 @@ DEFAULT_GRAD_FLOOR = 10 * 1e-8 * 128
 DEFAULT_MAX_GROWTH = 50.0
 DEFAULT_MIN_MARGIN_PP = 2.0
 
-DIAGNOSTIC_IDS = ("D1", "D2", "D3", "COS", "RHO")
+DIAGNOSTIC_IDS = ("D1", "D2", "D3", "D4", "COS", "RHO")
 ERROR_VERDICT = "ERROR"
 
-#: D3's margin in pp is rounded to this many decimals before it is compared
-MARGIN_DECIMALS = 9
 
 #: the fields that say who a subject is, at the top level of its JSON entry
 IDENTITY = ("id", "method", "seed", "path")
-
-
-# -- numbers in sentences and tables -------------------------------------------------------------
-def format_number(x: float | None) -> str:
-    """A compact number for a sentence or a table: 1.293, 8433, 1.02e+04, 3.60e-09, NaN, Inf."""
-    if x is None:
-        return "n/a"
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "Inf" if x > 0 else "-Inf"
-    if x == 0 or 1e-2 <= abs(x) < 1e4:
-        return f"{x:.4g}"
-    return f"{x:.2e}"
-
-
-def format_percent(fraction: float | None) -> str:
-    """An accuracy: 0.9625 -> 96.2%; None -> n/a; NaN -> NaN."""
-    if fraction is None:
-        return "n/a"
-    return f"{100 * fraction:.1f}%" if math.isfinite(fraction) else format_number(fraction)
-
-
-def format_signed(x: float | None) -> str:
-    """A figure in [-1, 1] (a cosine, a correlation): +0.031."""
-    return f"{x:+.3f}" if is_finite(x) else format_number(x)
-
-
-def is_finite(x: Any) -> bool:
-    try:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-    except OverflowError:  # an integer too large for a float, read from a file
-        return False
-
-
-# -- judgements: whether a figure fails its threshold (NaN always fails) -------------------------
-def growth_fires(max_growth: float, limit: float) -> bool:
-    """D1: the largest growth is above the limit, or not a number."""
-    return not max_growth <= limit
-
-
-def floor_fires(g_last: float, floor: float) -> bool:
-    """D2: the per-sample BP gradient at h_L is below the floor, or not a number."""
-    return not g_last >= floor
-
-
-def depth_margin(test_acc: float, baseline_acc: float) -> float:
-    """D3's margin in percentage points, rounded to 1e-9 pp (far below any accuracy's
-    resolution): accuracies are fractions k/n, and unrounded ``100 * (0.03 - 0.01)`` is
-    1.9999999999999998, which would fail a 2 pp margin."""
-    return round(100.0 * (test_acc - baseline_acc), MARGIN_DECIMALS)
-
-
-def margin_fires(margin_pp: float | None, threshold_pp: float) -> bool | None:
-    """D3: None when there is no margin (no baseline), else below the threshold or NaN."""
-    return None if margin_pp is None else not margin_pp >= threshold_pp
-
-
-def minimum_fires(value: float | None, minimum: float | None) -> bool | None:
-    """An opt-in gate (credit cosine, rho, the across-seeds bound): None when off or unknown."""
-    if minimum is None or value is None:
-        return None
-    return not value >= minimum
 
 
 # -- thresholds ----------------------------------------------------------------------------------
@@ -116,6 +71,8 @@ class Thresholds:
 
     The credit gates compare the mean over the deep layers ``h_1..h_L`` (the embedding's layer
     ``h_0`` is left out, as in the research code) and add ``COS`` / ``RHO`` to the verdict.
+    D4 (:mod:`fa_checks.direction`) is always computed with ``d4_alpha``, ``d4_share`` and
+    ``d4_floor`` and joins the verdict only when ``gate_d4``.
     """
 
     max_growth: float = DEFAULT_MAX_GROWTH
@@ -123,6 +80,10 @@ class Thresholds:
     min_margin_pp: float = DEFAULT_MIN_MARGIN_PP
     min_cosine: float | None = None
     min_rho: float | None = None
+    gate_d4: bool = False
+    d4_alpha: float = DEFAULT_D4_ALPHA
+    d4_share: float = DEFAULT_D4_SHARE
+    d4_floor: float = DEFAULT_D4_FLOOR
 
     def __post_init__(self) -> None:
         checks = {
@@ -131,7 +92,12 @@ class Thresholds:
             "min_margin_pp": (self.min_margin_pp, lambda v: True, "a finite number of pp"),
             "min_cosine": (self.min_cosine, lambda v: -1 <= v <= 1, "None or within [-1, 1]"),
             "min_rho": (self.min_rho, lambda v: -1 <= v <= 1, "None or within [-1, 1]"),
+            "d4_alpha": (self.d4_alpha, lambda v: 0 < v <= 1, "a level in (0, 1]"),
+            "d4_share": (self.d4_share, lambda v: 0 < v <= 1, "a share in (0, 1]"),
+            "d4_floor": (self.d4_floor, lambda v: -1 <= v <= 1, "within [-1, 1]"),
         }
+        if not isinstance(self.gate_d4, bool):
+            raise ValueError(f"Thresholds.gate_d4 must be true or false, got {self.gate_d4!r}")
         for name, (value, ok, what) in checks.items():
             if value is None and name in ("min_cosine", "min_rho"):
                 continue
@@ -162,13 +128,24 @@ class ScaleStability:
 
 @dataclass
 class ReferenceValidity:
-    """D2: the size of the BP reference, each sample's own loss gradient, at every layer."""
+    """D2: the size of the BP reference, each sample's own loss gradient, at every layer.  It
+    fires on h_L alone (the paper's protocol); ``valid[l]``: the floor holds at h_l (a layer's
+    credit figures mean something only there; filled in for a report older than it)."""
 
     g_L: float  # noqa: N815 - the paper's symbol
     grad_norms: list[float]
     floor: float
     fires: bool
     explanation: str
+    valid: list[bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.valid is None:
+            self.valid = self.layer_validity()
+
+    def layer_validity(self) -> list[bool]:
+        """Whether each h_l's per-sample BP gradient is finite and at or above the floor."""
+        return [is_finite(g) and not floor_fires(g, self.floor) for g in self.grad_norms]
 
     def judged(self) -> bool:
         non_finite = not all(is_finite(g) for g in self.grad_norms)
@@ -219,44 +196,14 @@ class CreditMetrics:
     cosine_fires: bool | None = None
     rho_fires: bool | None = None
     explanation: str = ""
+    #: rho with freshly drawn feedback, along the same directions (D4's null of rho)
+    null_rho_mean: list[float | None] | None = None
+    null_rho_std: list[float | None] | None = None
 
     def judge(self) -> None:
         """Set the opt-in gates' flags from the figures and the minimums."""
         self.cosine_fires = minimum_fires(self.deep_cosine, self.min_cosine)
         self.rho_fires = minimum_fires(self.deep_rho, self.min_rho)
-
-
-@dataclass
-class AcrossSeeds:
-    """D3 over seeds: a one-sided Student-t lower confidence bound on the mean margin."""
-
-    method: str
-    n: int
-    margins_pp: list[float]
-    mean_margin_pp: float
-    std_margin_pp: float
-    lower_bound_pp: float
-    confidence: float
-    threshold_pp: float
-    fires: bool
-    explanation: str
-    label: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AcrossSeeds:
-        known = {f.name for f in fields(cls)}
-        values = decode_non_finite({k: v for k, v in data.items() if k in known})
-        try:
-            gate = cls(**values)
-        except TypeError as exc:
-            raise ValueError(f"not an across-seeds record: {exc}") from None
-        if minimum_fires(gate.lower_bound_pp, gate.threshold_pp) is not gate.fires:
-            raise ValueError(f"across-seeds record {gate.label or gate.method!r}: its verdict "
-                             "disagrees with its bound and threshold")
-        return gate
 
 
 def divergence_of(d1: ScaleStability, d2: ReferenceValidity) -> str | None:
@@ -277,8 +224,9 @@ _ATTRIBUTES = {"D1": "d1", "D2": "d2", "D3": "d3"}
 class Report:
     """Everything the protocol found about one model (a checkpoint or a method + seed).
 
-    ``verdict`` and ``mode1`` are derived from the diagnostics, so they cannot disagree with
-    them.  ``subject`` says who was checked (id, kind, path, method, seed, arch, data, epochs);
+    ``verdict``, ``mode1`` and ``mode2`` are derived from the diagnostics, so they cannot
+    disagree with them (``d4``: None without a credit signal, and in reports before D4).
+    ``subject`` says who was checked (id, kind, path, method, seed, arch, data, epochs);
     ``history`` is the checkpoint's per-epoch record, when it has one.
     """
 
@@ -290,6 +238,7 @@ class Report:
     num_samples: int | None = None
     subject: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] | None = None
+    d4: DirectionQuality | None = None
 
     @property
     def failures(self) -> list[str]:
@@ -298,6 +247,7 @@ class Report:
             "D1": self.d1.fires,
             "D2": self.d2.fires,
             "D3": bool(self.d3.fires),
+            "D4": bool(self.d4 and self.d4.gated and self.d4.fires),
             "COS": bool(self.credit and self.credit.cosine_fires),
             "RHO": bool(self.credit and self.credit.rho_fires),
         }
@@ -325,6 +275,12 @@ class Report:
         return self.d1.fires and self.d2.fires and self.divergence is None
 
     @property
+    def mode2(self) -> bool:
+        """D1 and D2 pass and D4 fires (gated or not): the blocks learn from chance."""
+        return (not self.d1.fires and not self.d2.fires and self.d4 is not None
+                and bool(self.d4.fires) and self.divergence is None)
+
+    @property
     def id(self) -> str:
         return str(self.subject.get("id") or "?")
 
@@ -334,11 +290,13 @@ class Report:
         entry.update({
             "verdict": self.verdict,
             "mode1": self.mode1,
+            "mode2": self.mode2,
             "test_acc": self.test_acc,
             "num_samples": self.num_samples,
             "D1": asdict(self.d1),
             "D2": asdict(self.d2),
             "D3": asdict(self.d3),
+            "D4": None if self.d4 is None else asdict(self.d4),
             "credit": None if self.credit is None else asdict(self.credit),
             "history": self.history,
             "subject": dict(self.subject),
@@ -362,6 +320,8 @@ class Report:
                     for key, section_cls in _SECTIONS.items()}
         credit = data.get("credit")
         credit_metrics = None if credit is None else _section("credit", CreditMetrics, credit)
+        d4 = data.get("D4")  # absent from reports written before D4
+        direction = None if d4 is None else _section("D4", DirectionQuality, d4)
         subject = data.get("subject") or {}
         if not isinstance(subject, Mapping):
             raise ValueError("bad subject section in report: not an object")
@@ -389,6 +349,7 @@ class Report:
             num_samples=num_samples,
             subject=subject,
             history=None if history is None else [dict(decode_non_finite(e)) for e in history],
+            d4=direction,
         )
         report.check_consistent()
         return report
@@ -406,6 +367,12 @@ class Report:
         if growth and all(is_finite(g) for g in growth) and max(growth) != self.d1.max_growth:
             raise ValueError(f"{self.id}: D1.max_growth {self.d1.max_growth!r} is not the "
                              f"largest of its per-block growths (edited or damaged)")
+        if self.d2.valid != self.d2.layer_validity():
+            raise ValueError(f"{self.id}: D2's per-layer validity disagrees with its norms and "
+                             "floor (edited or damaged)")
+        if self.d4 is not None and not self.d4.agrees_with(self.credit, self.d2.valid or []):
+            raise ValueError(f"{self.id}: D4 disagrees with the credit figures it judges "
+                             "(edited or damaged)")
         if self.credit is not None:
             stored = (self.credit.cosine_fires, self.credit.rho_fires)
             self.credit.judge()
@@ -429,6 +396,11 @@ class Report:
             f"  D2 reference validity {mark(self.d2.fires)}  {self.d2.explanation}",
             f"  D3 depth utility      {mark(self.d3.fires)}  {self.d3.explanation}",
         ]
+        if self.d4 is not None:
+            lines.append(f"  D4 direction quality  {mark(self.d4.fires)}  {self.d4.explanation}")
+        if self.mode2:
+            lines[0] += "  [mode 2]"
+            lines.append(f"  {MODE2_SENTENCE}")
         if self.credit is not None:
             lines.append(f"  credit                {self.credit.explanation}")
         return "\n".join(lines)
@@ -440,6 +412,8 @@ class Report:
             section = getattr(self, attribute)
             if section.fires:
                 lines.append(f"{key}: {section.explanation}")
+        if self.d4 is not None and self.d4.gated and self.d4.fires:
+            lines.append(f"D4: {self.d4.explanation}")
         if self.credit is not None and (self.credit.cosine_fires or self.credit.rho_fires):
             lines.append(f"credit: {self.credit.explanation}")
         return lines
@@ -484,6 +458,8 @@ __all__ = [
     "DEFAULT_GRAD_FLOOR",
     "DIAGNOSTIC_IDS",
     "ERROR_VERDICT",
+    "MARGIN_DECIMALS",
+    "MODE2_SENTENCE",
     "AcrossSeeds",
     "CreditMetrics",
     "DepthUtility",
@@ -497,7 +473,9 @@ __all__ = [
     "floor_fires",
     "format_number",
     "format_percent",
+    "format_signed",
     "growth_fires",
+    "is_finite",
     "margin_fires",
     "minimum_fires",
     "read_entries",

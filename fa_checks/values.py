@@ -86,6 +86,14 @@ def correlation(value: Text) -> float:
     return number
 
 
+def level(value: Text) -> float:
+    """A significance level or a share: a number in (0, 1]."""
+    number = _number(value)
+    if not 0 < number <= 1:
+        raise ValueError("it must be greater than 0 and at most 1 (e.g. 0.05)")
+    return number
+
+
 def positive_int(value: Text) -> int:
     number = _whole(value)
     if number < 1:
@@ -244,6 +252,7 @@ __all__ = [
     "MAX_SEED",
     "SCHEDULES",
     "correlation",
+    "level",
     "counted",
     "describe_annotation",
     "device",

@@ -41,6 +41,49 @@ def test_the_recorded_figures_state_their_setting_and_say_what_the_paper_found()
         assert rows["DFA + penalty 1e-2"]["max_growth"] < 10
 
 
+def test_the_recorded_mode2_experiments_say_what_the_research_code_found():
+    data = recorded()
+    figures = data["figures"]
+    constant = figures["reproduction"]["constant"]
+    # mode 2 for the penalised run only; gated, D4 joins its verdict
+    assert [constant[k]["mode2"] for k in ("BP", "DFA", "DFA + penalty 1e-2")] == [
+        False, False, True]
+    assert constant["DFA + penalty 1e-2"]["verdict_gated"] == "FAIL(D3+D4)"
+    assert constant["BP"]["verdict_gated"] == "PASS"
+    pen, van = figures["direction"]["DFA + penalty 1e-2"], figures["direction"]["DFA"]
+    # the penalised run: every reference valid, h_1 aligned, the deeper blocks at chance
+    assert all(row["reference_valid"] for row in pen["layers"])
+    assert [row["band"] for row in pen["layers"][1:]] == ["reasonable", "mediocre", "poor",
+                                                          "poor"]
+    assert pen["d4"]["at_chance"] == [2, 3, 4] and pen["d4"]["fires"] and pen["mode2"]
+    assert all(abs(row["null_mean"]) < 0.02 and row["null_std"] < 0.03
+               for row in pen["layers"])
+    # vanilla DFA: mode 1, no block has a valid reference, so D4 has nothing to judge
+    assert van["mode1"] and van["d4"]["fires"] is None
+    assert not any(row["reference_valid"] for row in van["layers"][1:])
+    # D4's verdict holds at every eval batch size measured
+    sizes = figures["direction_by_eval_size"]
+    assert set(sizes) == {"256", "1024", "2000"}
+    assert all(f["fires"] and f["mode2"] and f["share"] >= 0.5 for f in sizes.values())
+    assert set(data["predictions"]) == {"direction_quality", "perturbation_correlation"}
+
+
+def test_a_moved_mode2_judgement_is_a_disagreement():
+    script = figures_script()
+    figures = recorded()["figures"]
+    assert script.agree_direction(figures, figures) == []
+    moved = copy.deepcopy(figures)
+    moved["direction"]["DFA + penalty 1e-2"]["layers"][3]["at_chance"] = False
+    moved["direction"]["DFA + penalty 1e-2"]["layers"][1]["cosine"] += 0.02
+    moved["direction_by_eval_size"]["256"]["fires"] = False
+    problems = script.agree_direction(figures, moved)
+    assert len(problems) == 3
+    assert problems[0].startswith("direction DFA + penalty 1e-2 h_1 cosine: recorded ")
+    within = copy.deepcopy(figures)
+    within["direction"]["DFA"]["layers"][2]["rho"] += 0.005
+    assert script.agree_direction(figures, within) == []
+
+
 def test_the_readme_shows_the_recorded_figures():
     script = figures_script()
     blocks = script.markdown_tables(recorded()["figures"])
@@ -73,7 +116,8 @@ def test_only_constant_rate_bp_has_its_own_wider_band():
 
 @pytest.mark.slow
 def test_the_figures_reproduce_within_the_stated_tolerance(tmp_path):
-    """Every run of the README's tables trained again (about 3 minutes on 2 cores)."""
+    """Every run of the README's tables trained again, and the mode-2 experiments measured at
+    three eval sizes (about 6 minutes on 2 cores)."""
     script = figures_script()
     measured = script.measure(tmp_path / "cache", log=lambda _: None)
     assert script.agree(recorded()["figures"], measured) == []

@@ -117,7 +117,8 @@ def test_a_plain_run_collects_nothing_of_ours_and_imports_no_torch(
 
         # the flags' vocabulary, which imports no torch, is all the plugin loads of fa_checks
         VOCABULARY = {"fa_checks", "fa_checks.errors", "fa_checks.values", "fa_checks.flags",
-                      "fa_checks.report", "fa_checks.settings", "fa_checks.files"}
+                      "fa_checks.report", "fa_checks.settings", "fa_checks.files",
+                      "fa_checks.direction", "fa_checks.judgements"}
 
         def test_nothing_heavy_was_imported():
             assert "torch" not in sys.modules and "matplotlib" not in sys.modules
@@ -161,6 +162,30 @@ def test_a_passing_bp_checkpoint_exits_0_with_a_table_json_and_junit_properties(
     assert Path(subject["path"]).resolve() == (pytester.path / "bp.pt").resolve()
     assert subject["D1"]["max_growth"] == pytest.approx(float(props["fa_d1_max_growth"]))
     assert subject["credit"]["deep_cosine"] > 0.9
+
+
+def test_d4_is_an_item_only_when_gated_from_the_flag_or_the_ini_file(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path]
+) -> None:
+    use(pytester, checkpoints, "bp.pt")
+    result = run(pytester, "--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3",
+                 "--fa-report", "fa.json")
+    result.assert_outcomes(passed=3)  # D4 reported, not an item
+    subject = json.loads((pytester.path / "fa.json").read_text())["subjects"][0]
+    assert subject["D4"]["gated"] is False and subject["mode2"] is False
+    # BP has no feedback to redraw: its true gradient is held to the absolute floor and passes
+    assert subject["D4"]["test"] == "floor" and subject["D4"]["fires"] is False
+    pytester.makeini("[pytest]\nfa_gate_d4 = true\n")
+    result = run(pytester, "--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3")
+    result.assert_outcomes(passed=4)
+    assert junit(pytester.path / "junit.xml")["test_direction_quality[bp.pt]"].outcome == "passed"
+    result = run(pytester, "--fa-checkpoint", "bp.pt", "--fa-baseline-acc", "0.3",
+                 "--fa-d4-floor", "1", "-p", "no:cacheprovider")  # nothing exceeds a floor of 1
+    result.assert_outcomes(passed=3, failed=1)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*D4 direction quality failed: * blocks with a valid reference "
+                                 "learn from a signal at chance*absolute floor 1*",
+                                 "bp.pt * ok * ok * ok *FAIL(D4)  [[]mode 2[]]"])
 
 
 def test_an_exploding_checkpoint_fails_d1_d2_d3_with_sentences(

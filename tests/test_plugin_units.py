@@ -54,7 +54,8 @@ def test_ini_keys_are_the_documented_ones() -> None:
                     "fa_min_cosine", "fa_min_rho", "fa_device", "fa_epochs", "fa_data",
                     "fa_data_root", "fa_schedule", "fa_lr", "fa_batch_size",
                     "fa_weight_decay", "fa_threads", "fa_cache_dir", "fa_gpus_per_run",
-                    "fa_cpus_per_run"}
+                    "fa_cpus_per_run", "fa_gate_d4", "fa_d4_alpha", "fa_d4_share",
+                    "fa_d4_floor"}
 
 
 # -- flags read from a real pytest config (in process: no subprocess needed) --------------------

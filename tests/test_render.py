@@ -75,8 +75,35 @@ def test_the_layer_table_has_a_row_per_hidden_state_and_the_credit_columns() -> 
     r.credit = CreditMetrics(cosine=[0.5, None], pooled_cosine=[0.4, 0.3], rho=[0.2, 0.1],
                              nudging=[-0.01, -0.02])
     lines = layer_table(r)
-    assert lines[0].split() == ["layer", "||h_l||", "||g_l||", "growth", "cosine",
+    assert lines[0].split() == ["layer", "||h_l||", "||g_l||", "ref", "growth", "cosine",
                                 "pooled_cosine", "rho", "nudging"]
-    assert lines[1].split()[:4] == ["h_0", "1", "1.00e+00", "-"]
-    assert lines[2].split() == ["h_1", "2", "3.00e-03", "1.3", "-", "0.300", "0.100",
+    assert lines[1].split()[:5] == ["h_0", "1", "1.00e+00", "ok", "-"]
+    assert lines[2].split() == ["h_1", "2", "3.00e-03", "ok", "1.3", "-", "0.300", "0.100",
                                 "-0.020"]
+
+
+def test_the_layer_table_says_where_the_reference_holds_and_what_d4_found() -> None:
+    from fa_checks.direction import judge_direction
+    from fa_checks.output.render import REFERENCE_NOTE, subject_lines
+
+    r = report("pen.pt", g_last=3e-3)
+    r.d2 = ReferenceValidity(3e-3, [1.0, 1e-7, 3e-3], 1.28e-5, False, "d2")
+    r.d1 = ScaleStability(1.3, [1.3, 1.2], [1.0, 1.3, 1.5], 50.0, False, "d1", 0)
+    r.credit = CreditMetrics(cosine=[0.5, 0.4, 0.01], pooled_cosine=[0.4, 0.3, 0.0],
+                             rho=[0.2, 0.3, 0.0], nudging=[-0.01, -0.02, 0.0])
+    r.d4 = judge_direction(cosine=r.credit.cosine, rho=r.credit.rho, cosine_null=None,
+                           rho_null=None, draws=0, valid=r.d2.valid)
+    assert r.d2.valid == [True, False, True]
+    lines = layer_table(r)
+    assert lines[0].split()[-1] == "D4" and "ref" in lines[0].split()
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["h_1"][3] == "below" and rows["h_1"][-1] == "-"  # not judged: noise
+    assert rows["h_2"][3] == "ok" and rows["h_2"][-1] == "chance"  # 0.01 < the 0.05 floor
+    # one judged block, at chance: D4 fires, D1 and D2 pass: mode 2, tagged with its sentence
+    assert r.mode2 and r.d4.fires and r.verdict == "PASS"
+    said = subject_lines(r)
+    assert said[0] == "pen.pt: PASS  [mode 2]"
+    assert any(line.strip().startswith("mode 2: the scale is contained") for line in said)
+    assert said[-1].strip() == REFERENCE_NOTE
+    r.d4.gated = True
+    assert r.verdict == "FAIL(D4)" and verdict_table([r])[1].endswith("FAIL(D4)  [mode 2]")

@@ -30,6 +30,7 @@ EXAMPLES = {
     "baseline-acc": "0.496", "cache-dir": "/tmp/somewhere", "method-arg": "penalty=0.01",
     "arch-arg": "d_hidden=8", "data-arg": "num_samples=300",
     "ray": "10.0.0.5:6379", "gpus-per-run": "0.25", "cpus-per-run": "2", "baseline": "none",
+    "d4-alpha": "0.01", "d4-share": "0.75", "d4-floor": "0.1",
 }
 #: flags that set no field of their own name (--baseline none: no D3; --no-credit)
 SWITCHES = ("baseline", "no-credit")

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..models.anatomy import Anatomy, anatomy_of
 from ..report import CreditMetrics, Thresholds, format_number, format_signed
 from . import metrics
+from .direction import DirectionProbe, feedback_null, spread
 
 
 def credit_metrics(
@@ -42,7 +43,8 @@ def credit_metrics(
 
     ``hidden`` / ``grads``: the hidden states and each sample's own gradient at them;
     ``credit``: ``[a_0..a_L]`` shaped like ``hidden``.  The random directions of rho come from
-    a generator seeded ``seed + l`` for layer l, so a report is reproducible.
+    a generator seeded ``seed + l`` for layer l, so a report is reproducible; the null's
+    redrawn signals are taken along the same directions (D4's null of rho).
     """
     thresholds = thresholds or Thresholds()
     anatomy = anatomy_of(model)
@@ -61,26 +63,30 @@ def credit_metrics(
         signals.append(None if a is None else a.detach().to(h.device))
     cos, pooled, rho, nudge = [], [], [], []
     bad_layers = []
+    probes: list[DirectionProbe | None] = []
     for l, a in enumerate(signals):
         if a is None:
             for column in (cos, pooled, rho, nudge):
                 column.append(None)
+            probes.append(None)
             continue
         if not bool(torch.isfinite(a).all()):
             bad_layers.append(l)
         loss_fn = metrics.layer_loss(anatomy, l, y)
-        generator = torch.Generator(device=hidden[l].device).manual_seed(seed + l)
         cos.append(float(metrics.cosine(a, grads[l]).mean()))
         pooled.append(metrics.pooled_cosine(a, grads[l]))
-        rho.append(metrics.perturbation_correlation(
-            hidden[l], a, loss_fn, epsilon=epsilon, M=directions, generator=generator
-        ))
+        # the same directions as metrics.perturbation_correlation with a generator seeded
+        # seed + l; D4 judges only the blocks' layers h_1..h_L, so h_0's probe is not kept
+        probe = DirectionProbe(hidden[l], loss_fn, epsilon=epsilon, M=directions, seed=seed + l)
+        rho.append(probe.rho(a))
+        probes.append(probe if l > 0 else None)
         nudge.append(metrics.nudging(hidden[l], a, loss_fn, eta=eta))
-    null = None
+    null, rho_null = None, None
     if method is not None and x is not None and null_draws >= 2:
-        null = metrics.fresh_feedback_null(
-            method, x, y, draws=null_draws, seed=seed, reference=grads
-        )
+        found = feedback_null(method, x, y, grads, probes, draws=null_draws, seed=seed)
+        if found is not None:
+            null, rho_draws = found
+            rho_null = spread(rho_draws, len(hidden))
     credit = CreditMetrics(
         cosine=cos,
         pooled_cosine=pooled,
@@ -95,6 +101,8 @@ def credit_metrics(
         null_deep_std=None if null is None else null.deep_std,
         min_cosine=thresholds.min_cosine,
         min_rho=thresholds.min_rho,
+        null_rho_mean=None if rho_null is None else rho_null[0],
+        null_rho_std=None if rho_null is None else rho_null[1],
     )
     credit.judge()
     credit.explanation = _credit_sentence(credit, len(hidden) - 1, bad_layers, reference_valid)

@@ -8,14 +8,19 @@ D1   scale stability        max over blocks of (median per-sample ||h_{l+1}||) /
 D2   reference validity     median per-sample norm of each sample's own loss gradient    < floor
                             at the deepest hidden state h_L
 D3   depth utility          test accuracy minus the frozen-blocks baseline, in pp        < 2 pp
+D4   direction quality      share of the blocks with a valid reference whose credit      >= 1/2
+     (gated when asked)     does not beat the fresh-feedback null (cosine and rho)
 COS  credit cosine (opt-in) mean over layers 1..L of the mean per-sample cosine          < min
 RHO  credit rho (opt-in)    mean over layers 1..L of the perturbation correlation        < min
 ===  =====================  ===========================================================  ======
 
 The verdict is ``PASS`` or ``FAIL(`` + the firing ids joined by ``+`` + ``)``, in the order of
 the table; ``mode1`` (the silent failure: the stream explodes behind a terminal LayerNorm and
-the BP reference collapses) is D1 and D2 together.  Across seeds, D3 is gated by a one-sided
-Student-t lower confidence bound on the mean margin (:func:`gate_across_seeds`).
+the BP reference collapses) is D1 and D2 together; ``mode2`` (the second, separable failure of
+the research code: the scale contained, the reference valid, the deep blocks learning from a
+signal at chance) is D1 and D2 passing while D4 fires (:mod:`fa_checks.direction`).  Across
+seeds, D3 is gated by a one-sided Student-t lower confidence bound on the mean margin
+(:func:`gate_across_seeds`).
 
 D2 is batch-size independent: it is the gradient of each sample's *own* loss (the gradient of
 the summed per-sample losses), where the research code took the mean loss, whose per-sample
@@ -36,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..direction import direction_from
 from ..models.anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients
 from ..report import (
     DEFAULT_GRAD_FLOOR,
@@ -168,6 +174,12 @@ def reference_validity(
             f"the per-sample BP gradient at h_{last} is {_fmt(g_last)}, above the floor "
             f"{_fmt(floor)}"
         )
+    below = [l for l, g in enumerate(norms) if floor_fires(g, floor)]
+    if not below:
+        explanation += "; the floor holds at every h_l, so every layer's credit figures count"
+    elif len(below) < len(norms):
+        explanation += ("; below it at " + ", ".join(f"h_{l}" for l in below)
+                        + ", whose credit figures measure numerical noise")
     return ReferenceValidity(g_last, norms, floor, fires, explanation)
 
 
@@ -351,9 +363,11 @@ def evaluate(
                 epsilon=epsilon, eta=eta, null_draws=null_draws, seed=seed,
                 reference_valid=not d2.fires,
             )
-    return Report(
-        test_acc=acc, d1=d1, d2=d2, d3=d3, credit=summary, num_samples=int(x.shape[0])
-    )
+    d4 = direction_from(summary, d2.valid or [], alpha=thresholds.d4_alpha,
+                        max_share=thresholds.d4_share, floor=thresholds.d4_floor,
+                        gated=thresholds.gate_d4)
+    return Report(test_acc=acc, d1=d1, d2=d2, d3=d3, credit=summary,
+                  num_samples=int(x.shape[0]), d4=d4)
 
 
 __all__ = [

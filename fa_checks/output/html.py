@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files import write_atomic
+from ..report import MODE2_SENTENCE
 from ..text import short_name
 from . import figures
 
@@ -44,7 +45,7 @@ FIGURE_TITLES = {
     "seeds": "D3 margin across seeds",
 }
 
-DIAGNOSTICS = ("D1", "D2", "D3")
+DIAGNOSTICS = ("D1", "D2", "D3", "D4")
 
 
 # -- SVG ---------------------------------------------------------------------------------------
@@ -329,6 +330,8 @@ def subject_section(entry: Entry, anchor: str, *, index: int = 0, heading: str =
         out.append('<p class="meta"><strong>Mode 1:</strong> the residual stream exploded (D1) '
                    "and the BP reference collapsed (D2): a cosine against BP means nothing "
                    "here.</p>")
+    if entry.get("mode2") is True:  # MODE2_SENTENCE without its "mode 2: "
+        out.append(f'<p class="meta"><strong>Mode 2:</strong> {_e(MODE2_SENTENCE[8:])}.</p>')
     failing = failing_sentences(entry)
     if failing:
         out.append('<ul class="failing">' + "".join(f"<li>{_e(s)}</li>" for s in failing)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..report import (
     ERROR_VERDICT,
+    MODE2_SENTENCE,
     AcrossSeeds,
     Report,
     format_number,
@@ -37,8 +38,9 @@ def format_small(x: float | None) -> str:
 
 
 def verdict_cell(report: Report, gated: Collection[str] | None = None) -> str:
-    """``PASS``, ``FAIL(D1+D2+D3)  [mode 1]``, ``FAIL(D1+D2+D3)  [diverged]``, and what was not
-    gated: ``PASS (D3 not checked)``; ``FAIL(D3) (not gated in this run)``."""
+    """``PASS``, ``FAIL(D1+D2+D3)  [mode 1]``, ``FAIL(D3)  [mode 2]``, ``FAIL(D1+D2+D3)
+    [diverged]``, and what was not gated: ``PASS (D3 not checked)``; ``FAIL(D3) (not gated in
+    this run)``."""
     text = report.verdict
     if report.d3.fires is None:
         text += " (D3 not checked)"
@@ -48,6 +50,8 @@ def verdict_cell(report: Report, gated: Collection[str] | None = None) -> str:
         text += "  [diverged]"
     elif report.mode1:
         text += "  [mode 1]"
+    elif report.mode2:
+        text += "  [mode 2]"
     return text
 
 
@@ -110,29 +114,46 @@ def across_seeds_line(label: str, gate: AcrossSeeds | None, error: str | None = 
                      f"{gate.explanation}")
 
 
-_CREDIT_COLUMNS = ("cosine", "pooled_cosine", "rho", "nudging", "null_mean", "null_std")
+_CREDIT_COLUMNS = ("cosine", "pooled_cosine", "rho", "nudging", "null_mean", "null_std",
+                   "null_rho_mean", "null_rho_std")
+#: the layer table's note on its ``ref`` column (shown where the table has credit figures)
+REFERENCE_NOTE = ("ref: whether ||g_l|| is at or above D2's floor; a layer's credit figures "
+                  "mean something only where it is (below: they measure numerical noise)")
 
 
 def layer_table(report: Report) -> list[str]:
-    """Per hidden state: ``||h_l||``, ``||g_l||``, the growth into it, and the credit figures."""
+    """Per hidden state: ``||h_l||``, ``||g_l||``, whether D2's floor holds there (``ref``),
+    the growth into it, the credit figures and D4's judgement of each block."""
     hidden, grads = report.d1.hidden_norms, report.d2.grad_norms
+    valid = report.d2.valid or []
     growth = report.d1.per_block_growth
-    credit = report.credit
+    credit, d4 = report.credit, report.d4
     columns = {} if credit is None else {
         name: getattr(credit, name) for name in _CREDIT_COLUMNS
         if getattr(credit, name) is not None}
-    header = ["layer", "||h_l||", "||g_l||", "growth", *columns]
+    d4_columns = {} if d4 is None else {"p_cos": d4.p_cosine, "p_rho": d4.p_rho}
+    header = ["layer", "||h_l||", "||g_l||", "ref", "growth", *columns, *d4_columns]
+    if d4 is not None:
+        header.append("D4")
     rows = []
     for l in range(max(len(hidden), len(grads))):
         row = [
             f"h_{l}",
             _at(hidden, l, format_number),
             _at(grads, l, format_small),
+            ("ok" if valid[l] else "below") if l < len(valid) else "-",
             _at(growth, l - 1, format_number) if l > 0 else "-",
         ]
         row += [_at(values, l, _three) for values in columns.values()]
+        row += [_at(values, l, _p) for values in d4_columns.values()]
+        if d4 is not None:
+            row.append(_at(d4.at_chance, l, lambda c: "chance" if c else "beats"))
         rows.append(row)
     return table(header, rows)
+
+
+def _p(x: float | None) -> str:
+    return format_number(x) if x is None or not is_finite(x) else f"{x:.3g}"
 
 
 def _three(x: float | None) -> str:
@@ -149,8 +170,14 @@ def subject_lines(report: Report, *, layers: bool = True) -> list[str]:
     """A subject's block under the table: its verdict, failing sentences, per-layer figures."""
     lines = [printable(f"{report.id}: {verdict_cell(report)}")]
     lines += [f"  {printable(sentence)}" for sentence in report.failing_sentences()]
+    if report.d4 is not None and not (report.d4.gated and report.d4.fires):
+        lines.append(f"  D4: {printable(report.d4.explanation)}")
+    if report.mode2 and report.divergence is None:
+        lines.append(f"  {MODE2_SENTENCE}")
     if layers:
         lines += [f"  {line}" for line in layer_table(report)]
+        if report.credit is not None:
+            lines.append(f"  {REFERENCE_NOTE}")
     return lines
 
 

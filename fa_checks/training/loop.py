@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import Dataset, load_data
+from ..diagnostics.direction import credit_history
 from ..diagnostics.protocol import accuracy, reference_validity, scale_stability
 from ..methods import Method, MethodError, get_method, method_class, method_reference
 from ..models import build_model
@@ -71,22 +72,27 @@ class Run:
         return any(entry.get("diverged") for entry in self.history)
 
 
-def epoch_figures(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
+def epoch_figures(model: nn.Module, x: Tensor, y: Tensor,
+                  method: Method | None = None) -> dict[str, Any]:
     """The history's per-epoch figures from one forward/backward pass on the eval batch.
 
     ``h_L`` / ``g_L``: median per-sample ``||h_L||`` and ``||g_L||`` (each sample's own loss
     gradient); ``hidden_norms``: median per-sample ``||h_0..h_L||``; ``growth``: each block's
     growth as D1 measures it (the protocol's own definition, so "when did it blow up" reads off
-    the same numbers as the verdict).
+    the same numbers as the verdict).  Given the rule: ``credit_cosine`` per layer and its
+    fresh-feedback null ``credit_null_mean`` / ``credit_null_std`` (direction quality moves
+    while accuracy may not; :func:`~fa_checks.diagnostics.direction.credit_history`).
     """
     with eval_mode(model):
         hidden, grads, _ = per_sample_gradients(model, x, y)
+        direction = {} if method is None else credit_history(method, x, y, grads)
     d1 = scale_stability(hidden)
     return {
         "h_L": d1.hidden_norms[-1],
         "g_L": reference_validity(grads[-1:]).g_L,
         "hidden_norms": d1.hidden_norms,
         "growth": d1.per_block_growth,
+        **direction,
     }
 
 
@@ -258,7 +264,7 @@ def _fit(rule: Method, model: nn.Module, dataset: Dataset, x_eval: Tensor, y_eva
             "epoch": epoch,
             "train_loss": means.pop("loss", math.nan),
             "test_acc": accuracy(model, dataset.x_test, dataset.y_test),
-            **epoch_figures(model, x_eval, y_eval),
+            **epoch_figures(model, x_eval, y_eval, rule),
             "diverged": diverged,
         }
         for key, value in means.items():

@@ -163,6 +163,8 @@ def gate_applies(run: CheckRun | None, gate: Any) -> bool:
         return run.settings.thresholds.min_cosine is not None
     if gate is Gate.MIN_RHO:
         return run.settings.thresholds.min_rho is not None
+    if gate is Gate.GATE_D4:
+        return run.settings.thresholds.gate_d4
     if gate is Gate.ACROSS_SEEDS:
         return bool(run.seed_groups)
     raise ValueError(f"unknown fa-checks gate {gate!r}")

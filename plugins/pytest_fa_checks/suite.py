@@ -25,6 +25,7 @@ class Gate(enum.Enum):
 
     MIN_COSINE = "min-cosine"  # --fa-min-cosine was given
     MIN_RHO = "min-rho"  # --fa-min-rho was given
+    GATE_D4 = "gate-d4"  # --fa-gate-d4 (or ini fa_gate_d4) was given
     ACROSS_SEEDS = "across-seeds"  # a method was trained with two or more seeds
 
 
@@ -72,6 +73,15 @@ def test_depth_utility(fa_report: Any) -> None:
     """D3: the trained blocks beat frozen random blocks by at least the margin."""
     _refuse_diverged(fa_report, "D3 depth utility")
     _gate(fa_report.d3.fires, "D3 depth utility", fa_report.d3.explanation)
+
+
+@checks("D4", Gate.GATE_D4)
+def test_direction_quality(fa_report: Any) -> None:
+    """Opt-in D4: the blocks with a valid BP reference learn from a signal better than chance."""
+    _refuse_diverged(fa_report, "D4 direction quality")
+    if fa_report.d4 is None:
+        pytest.skip("D4 not evaluated: the method gives no credit signal")
+    _gate(fa_report.d4.fires, "D4 direction quality", fa_report.d4.explanation)
 
 
 def _credit_gate(report: Any, what: str, fires: str, missing: str) -> None:

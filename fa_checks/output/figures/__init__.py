@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .credit import at_or_under_null, credit_per_layer
+from .credit import at_or_under_null, credit_per_layer, d4_at_chance, invalid_layers
 from .drawing import (
     RED,
     STYLE,
@@ -80,7 +80,9 @@ __all__ = [
     "across_seeds",
     "at_or_under_null",
     "credit_per_layer",
+    "d4_at_chance",
     "fmt",
+    "invalid_layers",
     "missing_figures",
     "notes",
     "number",

@@ -1,4 +1,5 @@
-"""3. Credit per layer: cosine, pooled cosine and rho over the fresh-feedback null."""
+"""3. Credit per layer: cosine, pooled cosine and rho over the fresh-feedback null, with D4's
+blocks at chance marked and the layers whose BP reference is below D2's floor hatched."""
 
 from __future__ import annotations
 
@@ -24,11 +25,33 @@ from .drawing import (
     layer_ticks,
     mark_empty,
     new_figure,
+    number,
     numbers,
     plotted,
     set_title,
     styled,
 )
+
+#: said under every credit figure: where its figures mean something
+VALIDITY_NOTE = ("a layer's figures mean something only where its BP reference is valid "
+                 "(||g_l|| at or above D2's floor)")
+
+
+def invalid_layers(entry: Mapping[str, Any]) -> list[int]:
+    """The layers whose BP reference is below D2's floor (read from ``D2.valid``; older reports
+    without it: none known)."""
+    valid = entry_section(entry, "D2").get("valid")
+    if not isinstance(valid, list):
+        return []
+    return [l for l, ok in enumerate(valid) if ok is False]
+
+
+def d4_at_chance(entry: Mapping[str, Any]) -> list[int]:
+    """The blocks' layers D4 found at chance (none without a D4 section)."""
+    at_chance = entry_section(entry, "D4").get("at_chance")
+    if not isinstance(at_chance, list):
+        return []
+    return [l for l, c in enumerate(at_chance) if c is True]
 
 
 # -- 3. credit per layer -----------------------------------------------------------------------
@@ -62,7 +85,8 @@ def credit_per_layer(entry: Mapping[str, Any]) -> Figure:
                ("cosine", "pooled_cosine", "rho", "nudging", "null_mean", "null_std")}
     count = max((len(v) for v in columns.values()), default=0)
     figure, (ax, nudge_ax) = new_figure(2, 4.0, ratios=(3, 2), sharex=True)
-    set_title(figure, f"{entry_label(entry)}: credit per layer")
+    mode2 = "  [mode 2]" if entry.get("mode2") is True else ""
+    set_title(figure, f"{entry_label(entry)}: credit per layer{mode2}")
     if count == 0:
         mark_empty(ax, "the credit section holds no per-layer figures")
         nudge_ax.set_visible(False)
@@ -106,6 +130,19 @@ def credit_per_layer(entry: Mapping[str, Any]) -> Figure:
                           markersize=11, markerfacecolor="none", markeredgecolor=RED,
                           markeredgewidth=1.5, label="at or under the null")
         ring.set_gid("at_or_under_null")
+    chance = [l for l in d4_at_chance(entry) if l < count]
+    if chance:
+        cosine = padded(columns["cosine"])
+        (cross,) = ax.plot(chance, plotted([cosine[l] for l in chance]), linestyle="none",
+                           marker="x", markersize=12, color=RED, markeredgewidth=2,
+                           label="D4: the block learns from a signal at chance")
+        cross.set_gid("d4_at_chance")
+    invalid = [l for l in invalid_layers(entry) if l < count]
+    if invalid:
+        spans = ax.broken_barh([(l - 0.5, 1.0) for l in invalid], (-1.08, 2.16),
+                               facecolors="none", edgecolors=GREY, hatch="//", linewidth=0,
+                               label="reference below D2's floor: numerical noise")
+        spans.set_gid("reference_invalid")
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_ylim(-1.08, 1.08)
     ax.set_ylabel("alignment with BP")
@@ -113,8 +150,16 @@ def credit_per_layer(entry: Mapping[str, Any]) -> Figure:
     d2 = entry_section(entry, "D2")
     if d2.get("fires") is True:
         missing.append("the BP reference failed D2: these comparisons measure numerical noise")
-    if missing:
-        add_note(ax, missing)
+    d4 = entry_section(entry, "D4")
+    if d4.get("fires") is not None:
+        share = number(d4.get("share"))
+        missing.append(
+            f"D4: {len(chance)} of {d4.get('judged')} judged blocks at chance (crossed)"
+            + (f", {share:.0%}; it fires at {number(d4.get('max_share')) or 0:.0%}"
+               if share is not None else ""))
+    elif d4:
+        missing.append("D4 not evaluated: no block has a valid reference")
+    add_note(ax, [*missing, VALIDITY_NOTE])
 
     nudging = padded(columns["nudging"])
     if all(v is None for v in nudging):

@@ -1,4 +1,5 @@
-"""2. The training history: ||h_L|| and ||g_L|| per epoch, test accuracy, block growth."""
+"""2. The training history: ||h_L|| and ||g_L|| per epoch, test accuracy, block growth, and
+(where the run recorded it) each block's credit cosine against the fresh-feedback null."""
 
 from __future__ import annotations
 
@@ -78,7 +79,11 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
         mark_empty(ax, "no training history: the checkpoint records none")
         return figure
 
-    figure, (norms_ax, acc_ax, growth_ax) = new_figure(3, 5.4, sharex=True)
+    direction = any(isinstance(e.get("credit_cosine"), list) for e in history)
+    if direction:
+        figure, (norms_ax, acc_ax, growth_ax, cos_ax) = new_figure(4, 7.2, sharex=True)
+    else:
+        figure, (norms_ax, acc_ax, growth_ax) = new_figure(3, 5.4, sharex=True)
     set_title(figure, f"{entry_label(entry)}: training history")
     epochs = [number(e.get("epoch")) for e in history]
     epochs = [e if is_finite_number(e) else float(i + 1) for i, e in enumerate(epochs)]
@@ -178,11 +183,52 @@ def training_history(entry: Mapping[str, Any]) -> Figure:
                if v is not None and not drawable(v, log=True)]
         if bad:
             add_note(growth_ax, ["not drawn: growth " + ", ".join(bad)])
-    growth_ax.set_xlabel("epoch")
+    last_ax = growth_ax
+    if direction:
+        _direction_panel(cos_ax, epochs, history, marker)
+        last_ax = cos_ax
+    last_ax.set_xlabel("epoch")
     if len(epochs) <= 12:
-        growth_ax.set_xticks(epochs)
+        last_ax.set_xticks(epochs)
     else:
         from matplotlib.ticker import MaxNLocator
 
-        growth_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        last_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return figure
+
+
+#: one colour per block's layer h_1..h_L in the direction panel (cycled beyond)
+_LAYER_COLOURS = (BLUE, ORANGE, "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+
+
+def _direction_panel(ax: Any, epochs: Sequence[float], history: Sequence[Mapping[str, Any]],
+                     marker: str | None) -> None:
+    """Each block's credit cosine per epoch (h_1..h_L; the research code's point: direction
+    quality moves while accuracy may not), over the band the fresh-feedback null spans."""
+    cosines = [numbers(e.get("credit_cosine")) for e in history]
+    means = [numbers(e.get("credit_null_mean")) for e in history]
+    stds = [numbers(e.get("credit_null_std")) for e in history]
+    layers = max((len(c) for c in cosines), default=0)
+    low, high = [], []
+    for mean, std in zip(means, stds, strict=True):
+        bounds = [(m - s, m + s) for m, s in zip(mean[1:], std[1:], strict=False)
+                  if is_finite_number(m) and is_finite_number(s)]
+        low.append(min((b[0] for b in bounds), default=math.nan))
+        high.append(max((b[1] for b in bounds), default=math.nan))
+    if any(is_finite_number(v) for v in low):
+        band = ax.fill_between(epochs, low, high, color=GREY, alpha=0.25, linewidth=0,
+                               label="fresh-feedback null, mean ± std (widest block)")
+        band.set_gid("history_null_band")
+    for l in range(1, layers):
+        values = [c[l] if l < len(c) else None for c in cosines]
+        if all(v is None for v in values):
+            continue
+        (line,) = ax.plot(epochs, plotted(values), marker=marker,
+                          color=_LAYER_COLOURS[(l - 1) % len(_LAYER_COLOURS)],
+                          label=f"cosine at h_{l}")
+        line.set_gid(f"credit_cosine_h{l}")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_ylabel("credit cosine")
+    add_legend(ax, ncols=3)
+    add_note(ax, ["per epoch on a slice of the eval batch, a few null draws: a trend; D4 "
+                  "judges the final model"])
