@@ -50,19 +50,16 @@ from .report import (
 
 #: a report file larger than this is refused before it is parsed
 MAX_REPORT_BYTES = 64 * 2**20
-#: relative tolerance when a derived figure is compared with its recomputation (JSON keeps a
-#: float's 17 digits, so a report fa-checks wrote agrees exactly; this absorbs another libm)
+#: tolerance when a derived figure meets its recomputation (JSON keeps 17 digits: exact here)
 RELATIVE_TOLERANCE = 1e-9
 
 
 class ClaimRefused(ConfigError):
     """A report entry that is not a claim fa-checks can judge (one line, naming the field)."""
 
-
 @dataclass
 class Judgement:
     """What the thresholds in force make of a stored report."""
-
     report: Report
     #: one sentence per threshold that differs from the one the report was made with
     notes: list[str] = field(default_factory=list)
@@ -228,6 +225,8 @@ def _judged(stored: Report, in_force: InForce, where: str) -> Report:
                   for stream in ("residual stream", "hidden state") for ln in (False, True)]
     d1 = next((c for c in candidates if c.explanation == stored.d1.explanation), candidates[0])
     d2 = reference_from_norms(grads, limits.grad_floor)
+    if stored.d2.explanation.startswith(d2.explanation):  # the per-layer note it may add
+        d2.explanation = stored.d2.explanation
     baseline = stored.d3.baseline_acc if in_force.baseline_acc is None else in_force.baseline_acc
     if baseline is None and in_force.depth_utility:
         raise ClaimRefused(
@@ -354,10 +353,9 @@ def credit_sentence(credit: CreditMetrics, num_blocks: int, *, reference_valid: 
         fires = minimum_fires(value, minimum)
         if fires is not None:
             verb = "is below" if fires else "meets"
-            sentence += (f"; the {label} {format_signed(value)} {verb} the minimum "
-                         f"{format_number(minimum)}")
-    bad = [i for i, v in enumerate(credit.cosine) if v is not None and not is_finite(v)]
-    if bad:
+            sentence += f"; the {label} {format_signed(value)} {verb} the minimum " + \
+                format_number(minimum)
+    if bad := [i for i, v in enumerate(credit.cosine) if v is not None and not is_finite(v)]:
         sentence += "; the credit signal is non-finite at " + ", ".join(f"h_{i}" for i in bad)
     if not reference_valid:
         sentence += "; the BP reference failed D2, so these comparisons measure numerical noise"

@@ -101,7 +101,7 @@ def test_a_stored_verdict_and_flags_are_never_read(tmp_path, capsys):
     ("D3.baseline_acc", lambda e: e["D3"].update(baseline_acc=-3.0, margin_pp=310.0,
                                                  fires=False)),
     ("test_acc", lambda e: e.update(test_acc=5.0)),
-    ("D2.grad_norms", lambda e: e["D2"].update(grad_norms=[1.0])),
+    ("D2", lambda e: e["D2"].update(grad_norms=[1.0])),
 ])
 def test_a_derived_figure_that_disagrees_is_refused(tmp_path, capsys, field, edit):
     doctored = entry(norms=(1.0, 1e3, 1e6), grads=(1e-9, 1e-9, 1e-9), test_acc=0.1,
