@@ -163,15 +163,13 @@ def subject_id(entry: Entry, index: int = 0) -> str:
 
 
 def anchors(entries: Sequence[Entry]) -> list[str]:
-    """A stable, unique name per subject, for the page's links and the PNG files' names:
-    the id with everything but letters, digits, ``.``, ``_`` and ``-`` turned into ``-``,
-    shortened with a digest when long (:func:`fa_checks.text.short_name`)."""
+    """A stable, unique name per subject, for links and PNG names: the id with all but ``.``,
+    ``_``, ``-``, letters and digits turned into ``-``, shortened with a digest when long."""
     taken: set[str] = set()
     names = []
     for index, entry in enumerate(entries):
-        identity = subject_id(entry, index)
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", identity).strip("-.")
-        base = short_name(base or f"subject-{index + 1}", identity)
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", subject_id(entry, index)).strip("-.")
+        base = short_name(base or f"subject-{index + 1}", subject_id(entry, index))
         name, k = base, 2
         while name in taken:
             name, k = f"{base}-{k}", k + 1
