@@ -209,3 +209,18 @@ def read_bounded(path: str | Path, *, limit: int, what: str, follow: bool = True
         return b"".join(chunks)
     finally:
         os.close(descriptor)
+
+
+#: the longest name a subject gives a file (plus "-credit.png" and a counter: far below 255)
+MAX_NAME = 80
+
+
+def short_name(name: str, identity: str, limit: int = MAX_NAME) -> str:
+    """``name`` (made of ``identity``: a subject id, a deep path) when it fits ``limit``
+    characters, else its end and a digest of the whole ``identity``: unique and short."""
+    if len(name) <= limit:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(identity.encode("utf-8", "replace")).hexdigest()[:12]
+    return f"{name[-(limit - 13):].lstrip('-.')}-{digest}"

@@ -25,9 +25,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..files import write_atomic
+from ..files import short_name, write_atomic
 from ..report import MODE2_SENTENCE
-from ..text import short_name
 from . import figures
 
 if TYPE_CHECKING:
