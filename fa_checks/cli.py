@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__, cli_loop
+from .claims import InForce
 from .errors import UsageError, classify, one_line
 from .evaluation import Failure, Outcome, across_seeds, seed_groups
 from .files import check_writable, check_writable_folder, copy_atomic
@@ -38,6 +39,7 @@ from .session import CheckSession, Outputs, describe_failure, fill_checkpoints, 
 from .session.reports import load_report_files
 from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
 from .subjects import check_data_root, checkpoint_subjects, fresh_subjects
+from .text import printable
 from .values import counted, non_empty_text, parse_key_values, seed
 
 PROG = "fa-checks"
@@ -96,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                                              "pytest --fa-json; verdicts are recomputed "
                                              "from the figures.")
     report.add_argument("reports", nargs="+", metavar="REPORT_JSON")
-    # the across-seeds gate is judged by the threshold in force, never by a file's
-    add_to_argparse(report, _pick(EVALUATION, "min-margin"))
+    # a report is a claim: judged by the thresholds in force, never its own (claims.py)
+    add_to_argparse(report, _pick(EVALUATION, "max-growth", "grad-floor", "min-margin",
+                                  "min-cosine", "min-rho", "baseline-acc", "baseline"))
     add_to_argparse(report, _pick(OUTPUTS, "json", "html", "plots"))
     report.add_argument("--quiet", "-q", action="store_true", help="no per-layer figures")
     report.set_defaults(handler=_cmd_report)
@@ -162,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(None if argv is None else list(argv))
         return int(args.handler(args))
     except UsageError as exc:  # argparse's own line names the program already
-        print(one_line(exc), file=sys.stderr)
+        print(printable(one_line(exc)), file=sys.stderr)
         return EXIT_INPUT
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
@@ -172,17 +175,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         message, ours = classify(exc)
         if not ours:
-            print(f"{PROG}: error: {message}", file=sys.stderr)
+            print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
             return EXIT_INPUT
         print(f"{PROG}: internal error (a fault of fa-checks, not of your method or input; "
-              f"please report it): {message}", file=sys.stderr)
+              f"please report it): {printable(message)}", file=sys.stderr)
         traceback.print_exc()
         return EXIT_INTERNAL
 
 
 # -- helpers ---------------------------------------------------------------------------------
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line on stderr; what it quotes of a file or path is escaped (``printable``)."""
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def given_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -281,8 +285,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     note = (f" (diverged in epoch {last.get('epoch')}: the loss is not finite)"
             if last.get("diverged") else "")
     epochs = counted(saved.epochs, "epoch")
-    print(f"wrote {args.output}: {saved.method} on {saved.arch}/{subject.data}, seed "
-          f"{saved.seed}, {epochs}, test acc {saved.test_acc:.4f}{note}")
+    print(printable(f"wrote {args.output}: {saved.method} on {saved.arch}/{subject.data}, seed "
+          f"{saved.seed}, {epochs}, test acc {saved.test_acc:.4f}{note}"))
     return EXIT_PASS
 
 
@@ -310,7 +314,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     settings = _settings(args, ready=False)  # nothing is computed: no device, no Ray
     session = CheckSession(settings, [], _outputs(args))
-    items = load_report_files(args.reports)
+    items = load_report_files(args.reports, InForce.of(settings), log=_stderr)
     # the table even when every entry is an error: the file's own errors are the news
     print("\n".join(outcome_lines(items, quiet=args.quiet) or verdict_table(items)))
     reports = [item for item in items if isinstance(item, Report)]
@@ -378,7 +382,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     from .cache.summary import cache_summary
 
     cache = _settings(args, ready=False).open_cache(_stderr)
-    print("\n".join(cache_summary(cache, args.action, args.kind)))
+    print("\n".join(printable(line) for line in cache_summary(cache, args.action, args.kind)))
     return EXIT_PASS
 
 

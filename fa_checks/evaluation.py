@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from .cache.store import ArtifactCache
     from .checkpoint import Checkpoint
+    from .checkpoint.snapshot import Snapshot
     from .data import Dataset
     from .methods import Method
 
@@ -111,23 +112,41 @@ def evaluate_subject(
     served without importing torch (:func:`cached_report`); otherwise ``on_compute`` is called
     first (a face sets torch's threads there, so a cached rerun never imports torch).
     """
+    from .claims import InForce, check_cached_report
+
     cached = cached_report(subject, settings, cache)
     if cached is not None:
         return cached
     if on_compute is not None:
         on_compute()
+    from .checkpoint.snapshot import take_snapshot
+
     device = settings.torch_device()  # checked even when the report is cached
     path = _subject_file(subject, settings, cache, device, log)
-    spec = report_spec(subject, settings, path)
-    computed: dict[str, Report] = {}
+    # read once: the bytes hashed into the key are the bytes checked and loaded (a file
+    # replaced meanwhile is evaluated, and keyed, as the bytes read here)
+    snapshot = take_snapshot(path, trust=settings.trust)
+    try:
+        if subject.kind == "fresh":
+            _check_run_bytes(cache, path, snapshot.sha256)
+        spec = report_spec(subject, settings, snapshot.digest)
+        in_force = InForce.of(settings)
+        computed: dict[str, Report] = {}
 
-    def compute() -> dict[str, Any]:
-        computed["report"] = _evaluate_file(subject, path, settings, cache, device, log)
-        return computed["report"].to_dict()
+        def compute() -> dict[str, Any]:
+            computed["report"] = _evaluate_file(subject, path, settings, cache, device, log,
+                                                snapshot=snapshot)
+            return computed["report"].to_dict()
 
-    stored = cache.get_or_create_json("report", spec, compute, refresh=settings.retrain,
-                                      validate=Report.from_dict)
-    return _as_subject(computed.get("report") or Report.from_dict(stored), subject, path)
+        # a stored report is a claim too: served only when its figures agree with one
+        # another and with the thresholds in force, under the key it is bound to
+        stored = cache.get_or_create_json(
+            "report", spec, compute, refresh=settings.retrain,
+            validate=lambda value: check_cached_report(value, in_force))
+        report = computed.get("report") or check_cached_report(stored, in_force)
+    finally:
+        snapshot.close()
+    return _as_subject(report, subject, path)
 
 
 def _as_subject(report: Report, subject: Subject, path: Path) -> Report:
@@ -136,12 +155,9 @@ def _as_subject(report: Report, subject: Subject, path: Path) -> Report:
     return report
 
 
-def report_spec(subject: Subject, settings: Settings, path: Path) -> dict[str, Any]:
-    """The cache key of a subject's report: the subject, the settings that change figures and,
-    for a checkpoint, the file's content (a trained run's key already pins its content)."""
-    from .cache.store import file_digest
-
-    content = file_digest(path) if subject.kind == "checkpoint" else None
+def report_spec(subject: Subject, settings: Settings, content: str) -> dict[str, Any]:
+    """The cache key of a subject's report: the subject, the settings that change figures and
+    the digest of the bytes evaluated (``cache.store.file_digest``, as a snapshot records it)."""
     return {"kind": subject.kind, "subject": training_spec(subject), "content": content,
             **settings.evaluation_key()}
 
@@ -156,14 +172,22 @@ def cached_report(subject: Subject, settings: Settings, cache: ArtifactCache) ->
     settings alone, without importing torch (a cached CI rerun stays a few file reads); None
     when it must be computed: absent or damaged (the computing path says which), asked to
     recompute, a fresh subject (its run's key names a rule, which imports it), or a device
-    that must be checked first (``cuda``)."""
+    that must be checked first (``cuda``).  The stored report is judged as a claim against
+    the thresholds in force, like every report read back."""
+    from .cache.store import file_digest
+    from .claims import InForce, check_cached_report
+
     if (subject.kind != "checkpoint" or subject.path is None or settings.retrain
             or str(settings.device).strip().lower() not in _UNCHECKED_DEVICES):
         return None
     path = regular_file(subject.path, what="checkpoint")
-    stored = cache.read_json("report", report_spec(subject, settings, path),
-                             validate=Report.from_dict, quiet=True)
-    return None if stored is None else _as_subject(Report.from_dict(stored), subject, path)
+    in_force = InForce.of(settings)
+    stored = cache.read_json("report", report_spec(subject, settings, file_digest(path)),
+                             validate=lambda value: check_cached_report(value, in_force),
+                             quiet=True)
+    if stored is None:
+        return None
+    return _as_subject(check_cached_report(stored, in_force), subject, path)
 
 
 def cached_reports(subjects: Sequence[Subject], settings: Settings,
@@ -183,6 +207,17 @@ def cached_reports(subjects: Sequence[Subject], settings: Settings,
     return served
 
 
+def _check_run_bytes(cache: ArtifactCache, path: Path, sha256: str) -> None:
+    """A trained run read from the cache must be the bytes its digest records."""
+    from .cache.files import recorded_sha256
+    from .cache.store import CacheError
+
+    recorded = recorded_sha256(path)
+    if recorded is not None and recorded != sha256:
+        raise CacheError(f"the cached run {path} changed after it was checked (its bytes no "
+                         "longer match its digest); run again, or clear the cache")
+
+
 def load_subject(
     subject: Subject,
     settings: Settings,
@@ -192,13 +227,14 @@ def load_subject(
     device: torch.device | None = None,
     log: Log | None = None,
     path: Path | None = None,
+    snapshot: Snapshot | None = None,
 ) -> LoadedSubject:
     """The subject's model, rule and dataset (a fresh subject is trained first, once).
 
     The dataset is the one the checkpoint records; for a file that records none (the research
     code's formats), the subject's, or the one the model's input size suggests.  Errors name
     the file and the flag that fixes them.  ``path``: the subject's file when it is known
-    already (a fresh subject's trained run).
+    already (a fresh subject's trained run); ``snapshot``: its bytes, read once.
     """
     from .checkpoint import load_checkpoint
     from .data import DataError, load_data
@@ -210,7 +246,7 @@ def load_subject(
     named = {subject.method} if subject.kind == "fresh" and subject.method else set()
     archs = {subject.arch} if subject.kind == "fresh" else set()
     checkpoint = load_checkpoint(path, trust=settings.trust, import_methods=named,
-                                 import_archs=archs)
+                                 import_archs=archs, snapshot=snapshot)
     model = checkpoint.build_model().to(device).eval()
     # a method that cannot be rebuilt is a CheckpointError naming the file
     method = checkpoint.build_method(model) if with_method and checkpoint.method else None
@@ -260,13 +296,14 @@ def _check_data_fits(checkpoint: Checkpoint, dataset: Any, name: str, flag: str)
 
 
 def _evaluate_file(subject: Subject, path: Path, settings: Settings, cache: ArtifactCache,
-                   device: torch.device, log: Log | None) -> Report:
+                   device: torch.device, log: Log | None, *,
+                   snapshot: Snapshot | None = None) -> Report:
     from .diagnostics.protocol import accuracy, evaluate
 
     # the path is the evaluated file itself (a fresh subject's run is already trained); the
     # subject stays fresh, so the rule it names on the command line may import
     loaded = load_subject(subject, settings, cache, with_method=settings.credit, device=device,
-                          log=log, path=path)
+                          log=log, path=path, snapshot=snapshot)
     checkpoint, dataset = loaded.checkpoint, loaded.data
     baseline_acc = settings.baseline_acc
     if baseline_acc is None and settings.depth_utility:

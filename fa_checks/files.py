@@ -161,3 +161,66 @@ def regular_file(path: str | Path, *, what: str) -> Path:
         raise UserError(f"{target}: is not a regular file (a pipe, socket or device); "
                         f"give a {what} file")
     return target
+
+
+def read_bounded(path: str | Path, *, limit: int, what: str, follow: bool = True) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes, read once.
+
+    A FIFO, device or socket is refused without waiting (opened non-blocking, checked with
+    ``fstat`` on the open descriptor, so a file swapped after a check is still checked), and so
+    is a file above ``limit`` (a sparse file of gigabytes costs nothing to refuse); at most
+    ``limit + 1`` bytes are ever read, so a file that grows while it is read is refused too.
+    ``follow=False``: a symbolic link is refused (``O_NOFOLLOW``), for files inside the cache.
+    A refusal is a UserError naming the file and ``what`` it was meant to be.
+    """
+    target = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(target, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if not follow and os.path.islink(target):
+            raise UserError(f"{target}: is a symbolic link, not a {what}; fa-checks does not "
+                            "follow links inside its cache (remove it)") from None
+        raise UserError(f"{target}: cannot read this {what} ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(descriptor)
+        if stat.S_ISDIR(mode.st_mode):
+            raise UserError(f"{target}: is a folder, not a {what}")
+        if not stat.S_ISREG(mode.st_mode):
+            raise UserError(f"{target}: is not a regular file (a pipe, socket or device); "
+                            f"it cannot be a {what}")
+        if mode.st_size > limit:
+            raise UserError(f"{target}: is {mode.st_size:,} bytes, more than a {what} can be "
+                            f"({limit:,})")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(descriptor, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise UserError(f"{target}: grew past {limit:,} bytes while it was read; it "
+                            f"cannot be a {what}")
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+#: the longest name a subject gives a file (plus "-credit.png" and a counter: far below 255)
+MAX_NAME = 80
+
+
+def short_name(name: str, identity: str, limit: int = MAX_NAME) -> str:
+    """``name`` (made of ``identity``: a subject id, a deep path) when it fits ``limit``
+    characters, else its end and a digest of the whole ``identity``: unique and short."""
+    if len(name) <= limit:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(identity.encode("utf-8", "replace")).hexdigest()[:12]
+    return f"{name[-(limit - 13):].lstrip('-.')}-{digest}"

@@ -45,7 +45,10 @@ def format_signed(x: float | None) -> str:
 
 
 def is_finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    try:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    except OverflowError:  # an integer too large for a float, read from a file
+        return False
 
 
 # -- judgements: whether a figure fails its threshold (NaN always fails) -------------------------

@@ -365,7 +365,7 @@ class Report:
                 )
         growth = self.d1.per_block_growth
         if growth and all(is_finite(g) for g in growth) and max(growth) != self.d1.max_growth:
-            raise ValueError(f"{self.id}: D1 max_growth {self.d1.max_growth!r} is not the "
+            raise ValueError(f"{self.id}: D1.max_growth {self.d1.max_growth!r} is not the "
                              f"largest of its per-block growths (edited or damaged)")
         if self.d2.valid != self.d2.layer_validity():
             raise ValueError(f"{self.id}: D2's per-layer validity disagrees with its norms and "

@@ -9,7 +9,6 @@ the flag.  Nothing here imports torch at import time.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 from . import values
 from .errors import ConfigError
+from .globs import expand
 from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS
 from .values import format_key_values
 
@@ -94,7 +94,7 @@ def checkpoint_subjects(
         matches = [expanded]
         if _GLOB_CHARS & set(expanded) and not (base / expanded).exists():
             root = None if Path(expanded).is_absolute() else base
-            matches = sorted(m for m in glob.glob(expanded, root_dir=root, recursive=True)
+            matches = sorted(m for m in expand(expanded, root or Path("/"))
                              if (base / m).is_file())
             if not matches:
                 raise ConfigError(f"{what} {pattern!r} matches no file (looked in {base})")

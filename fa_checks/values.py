@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -221,7 +222,31 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}{'s' * (number != 1)}"
 
 
+# -- strings from files, shown on a terminal (fa_checks.text says why) --------------------------
+#: Unicode categories that are not shown as themselves: controls (C0, DEL, C1), format
+#: characters (bidi overrides and isolates, zero-width joiners), line and paragraph
+#: separators, surrogates and unassigned code points
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: Any) -> str:
+    """``text`` (any value: it is ``str``-ed) with every control, format, separator or
+    unassigned character escaped as ``\\xNN`` / ``\\uNNNN``; printable text is unchanged."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in _HIDDEN else c for c in text)
+
+
 __all__ = [
+    "printable",
     "baseline",
     "DEVICES",
     "MAX_SEED",

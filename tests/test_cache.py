@@ -258,7 +258,7 @@ def test_clear_removes_only_what_the_cache_wrote(tmp_path):
     assert set(cache.info()) == {"run"}  # "src" holds nothing of the cache's
     left = cache.clear()
     assert sorted(left) == sorted([root / "notes.txt", root / "run" / "draft.txt",
-                                   root / "src" / "main.py"])
+                                   root / "src"])
     assert (root / "src" / "main.py").read_text() == "code"
     assert (root / "notes.txt").read_text() == "important"
     assert [p.name for p in (root / "run").iterdir()] == ["draft.txt"]
@@ -370,7 +370,8 @@ def test_every_artifact_has_a_digest_beside_it(tmp_path):
     cache = ArtifactCache(tmp_path)
     path = cache.get_or_create("run", {}, _writer("weights", []))
     record = json.loads(Path(f"{path}.sha256").read_text())
-    assert record == {"sha256": hashlib.sha256(b"weights").hexdigest(), "bytes": 7}
+    assert record == {"sha256": hashlib.sha256(b"weights").hexdigest(), "bytes": 7,
+                      "binding": cache.binding("run", path)}
     json_path = stored_json(cache, "report", {}, {"a": 1})
     assert json.loads(Path(f"{json_path}.sha256").read_text())["bytes"] == \
         json_path.stat().st_size
@@ -402,9 +403,8 @@ def test_a_json_artifact_that_fails_its_schema_is_recomputed(tmp_path, stored):
     good = {"test_acc": 0.5}
     cache.get_or_create_json("baseline", {}, lambda: good, validate=_baseline_schema)
     path = cache.path_for("baseline", {}, ".json")
-    path.write_text(stored)  # and a digest that matches it: only the schema can tell
-    Path(f"{path}.sha256").write_text(json.dumps(
-        {"sha256": hashlib.sha256(stored.encode()).hexdigest(), "bytes": len(stored)}))
+    # bound to its key, with a digest that matches it: only the schema can tell
+    _forge(cache, "baseline", path, _bound_entry(cache, "baseline", {}, path, stored))
     value = cache.get_or_create_json("baseline", {}, lambda: {"test_acc": 0.25},
                                      validate=_baseline_schema)
     assert value == {"test_acc": 0.25}
@@ -420,9 +420,7 @@ def test_json_that_would_exhaust_the_reader_is_damage_and_recomputed(tmp_path, s
     cache, lines = _recording_cache(tmp_path)
     cache.get_or_create_json("baseline", {}, lambda: {"test_acc": 0.5}, validate=_baseline_schema)
     path = cache.path_for("baseline", {}, ".json")
-    path.write_text(stored)  # with a matching digest: the reader itself must refuse it
-    Path(f"{path}.sha256").write_text(json.dumps(
-        {"sha256": hashlib.sha256(stored.encode()).hexdigest(), "bytes": len(stored)}))
+    _forge(cache, "baseline", path, stored)  # with a matching digest: the reader must refuse it
     assert cache.get_or_create_json("baseline", {}, lambda: {"test_acc": 0.25},
                                     validate=_baseline_schema) == {"test_acc": 0.25}
     (line,) = lines
@@ -457,9 +455,7 @@ def test_a_file_artifact_can_be_checked_by_the_caller(tmp_path):
     calls: list[Path] = []
     cache.get_or_create("run", {}, _writer("weights END", calls), validate=complete)
     path = cache.path_for("run", {})
-    path.write_text("weights")  # with a matching digest: the caller's check catches it
-    Path(f"{path}.sha256").write_text(json.dumps(
-        {"sha256": hashlib.sha256(b"weights").hexdigest(), "bytes": 7}))
+    _forge(cache, "run", path, "weights")  # with a matching digest: the caller's check catches it
     cache.get_or_create("run", {}, _writer("weights END", calls), validate=complete)
     assert len(calls) == 2 and "no END marker" in lines[0]
 
@@ -593,3 +589,18 @@ def test_info_counts_artifacts_and_bytes_per_kind_and_clear_removes_one_kind(tmp
     with pytest.raises(CacheError, match="bad artifact kind"):
         cache.clear("../elsewhere")
     assert ArtifactCache(tmp_path / "none").info() == {}
+
+
+def _bound_entry(cache: ArtifactCache, kind: str, spec, path: Path, value_text: str) -> str:
+    """A JSON entry's text as the cache writes it, holding ``value_text`` as its value."""
+    binding = {**cache.binding(kind, path), "spec": spec}
+    return '{"binding": ' + json.dumps(binding) + ', "value": ' + value_text + "}"
+
+
+def _forge(cache: ArtifactCache, kind: str, path: Path, text: str) -> None:
+    """Write ``text`` as the artifact at ``path`` with a digest that matches it and is bound
+    to the key it sits under: only what reads the value can tell."""
+    path.write_text(text)
+    Path(f"{path}.sha256").write_text(json.dumps(
+        {"sha256": hashlib.sha256(text.encode()).hexdigest(), "bytes": len(text.encode()),
+         "binding": cache.binding(kind, path)}))

@@ -19,17 +19,25 @@ import json
 import os
 import re
 import socket
+import stat
 import time
 import uuid
 from pathlib import Path
 
-from ..files import read_json
+from ..errors import UserError
+from ..files import read_bounded, read_json
 
 #: what may follow an artifact's key in its file name (``.pt``, ``.json``, ``.pt.sha256``)
 SUFFIX_PATTERN = re.compile(r"(\.[A-Za-z0-9_-]+)*")
 DIGEST_SUFFIX = ".sha256"
 HOLDER_SUFFIX = ".holder"
 DEFAULT_STALE_AFTER = 24 * 3600.0
+#: what every entry and digest records of the key it was written under (``binding``)
+ENTRY_SCHEMA = "fa-checks-cache/2"
+#: a digest or a lock holder's record is a line of JSON: anything larger is not one
+MAX_RECORD_BYTES = 4096
+#: the largest JSON artifact (a report with its history) the cache reads back
+MAX_JSON_BYTES = 64 * 2**20
 #: this machine, as it appears in temporary names (a hash: host names may hold dots)
 HOST_ID = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 # ".<name>.<host>.<pid>.<random>.tmp<suffix>"; older writers left ".<name>.<pid>.<random>.tmp"
@@ -43,38 +51,129 @@ def digest_path(path: Path) -> Path:
     return path.with_name(path.name + DIGEST_SUFFIX)
 
 
-def write_digest(source: Path, artifact: Path) -> None:
+def write_digest(source: Path, artifact: Path, binding: dict[str, str]) -> None:
     """Record the digest of the bytes at ``source`` (the artifact's temporary file) as the
-    digest of ``artifact``, atomically."""
+    digest of ``artifact``, with the ``binding`` (schema, kind, key, version) it was written
+    under, atomically."""
     digest, size = hashlib.sha256(), 0
     with open(source, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
             size += len(chunk)
-    record = json.dumps({"sha256": digest.hexdigest(), "bytes": size}, sort_keys=True)
+    record = json.dumps({"sha256": digest.hexdigest(), "bytes": size, "binding": binding},
+                        sort_keys=True)
     target = digest_path(artifact)
     tmp = temporary_name(target, "")
     try:
-        tmp.write_text(record + "\n", encoding="utf-8")
+        write_exclusive(tmp, record + "\n")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def digest_problem(path: Path, data: bytes) -> str | None:
-    """Why ``data`` (the bytes at ``path``) does not match its recorded digest, or None."""
+def write_exclusive(path: Path, text: str) -> None:
+    """Create ``path`` (it must not exist, and a link is never followed) and write ``text``."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    descriptor = os.open(path, flags, 0o644)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def file_problem(path: Path, binding: dict[str, str], limit: int) -> str | None:
+    """Why the artifact at ``path`` may not be served, or None: it must be a regular file
+    (not a link, FIFO or device) of at most ``limit`` bytes whose bytes match its digest, and
+    the digest must be bound to the key it is read under."""
+    record = _digest_record(path, binding)
+    if isinstance(record, str):
+        return record
+    expected, size = record
     try:
-        record = read_json(digest_path(path).read_bytes())
-        expected, size = record["sha256"], record["bytes"]
+        actual, length = _hash(path, min(limit, size))  # a larger file is refused unread
+    except FileNotFoundError:
+        return "it vanished"
+    except UserError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror}"
+    if size != length:
+        return f"it holds {length:,} bytes, its digest says {size:,}: truncated or edited"
+    if actual != expected:
+        return "its bytes do not match its digest: edited or corrupt"
+    return None
+
+
+def _digest_record(path: Path, binding: dict[str, str]) -> tuple[str, int] | str:
+    """The (sha256, bytes) recorded beside ``path`` for ``binding``, or why there is none."""
+    try:
+        record = read_json(read_bounded(digest_path(path), limit=MAX_RECORD_BYTES,
+                                        what="cache digest", follow=False))
+        expected, size, bound = str(record["sha256"]), int(record["bytes"]), record["binding"]
     except FileNotFoundError:
         return "it has no digest beside it"
+    except UserError as exc:
+        return f"its digest file is not one: {exc}"
     except (OSError, ValueError, KeyError, TypeError):
         return "its digest file is damaged"
+    if bound != binding:
+        return "its digest is bound to another key (copied from another entry or edited)"
+    return expected, size
+
+
+def data_problem(path: Path, data: bytes, binding: dict[str, str]) -> str | None:
+    """Like :func:`file_problem`, for bytes already read (bounded) from ``path``."""
+    record = _digest_record(path, binding)
+    if isinstance(record, str):
+        return record
+    expected, size = record
     if size != len(data):
         return f"it holds {len(data):,} bytes, its digest says {size:,}: truncated or edited"
     if hashlib.sha256(data).hexdigest() != expected:
         return "its bytes do not match its digest: edited or corrupt"
     return None
+
+
+def _hash(path: Path, limit: int) -> tuple[str, int]:
+    """SHA-256 and length of a regular file's bytes, read in chunks, never a link, at most
+    ``limit`` bytes (a UserError otherwise)."""
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UserError("it is a symbolic link, which the cache never writes") from None
+        raise UserError(f"it cannot be read: {exc.strerror}") from None
+    try:
+        mode = os.fstat(descriptor)
+        if not stat.S_ISREG(mode.st_mode):
+            raise UserError("it is not a regular file (a pipe, socket or device)")
+        if mode.st_size > limit:
+            raise UserError(f"it is {mode.st_size:,} bytes, above the limit {limit:,}")
+        digest, size = hashlib.sha256(), 0
+        while True:
+            chunk = os.read(descriptor, 1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise UserError(f"it grew past the limit {limit:,} while it was read")
+            digest.update(chunk)
+        return digest.hexdigest(), size
+    finally:
+        os.close(descriptor)
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The full SHA-256 the digest beside ``path`` records, or None."""
+    try:
+        record = read_json(read_bounded(digest_path(path), limit=MAX_RECORD_BYTES,
+                                        what="cache digest", follow=False))
+        return str(record["sha256"])
+    except (OSError, UserError, ValueError, KeyError, TypeError):
+        return None
 
 
 # -- temporary files --------------------------------------------------------------------------
@@ -144,23 +243,32 @@ def holder_path(lock_path: Path) -> Path:
 
 
 def record_holder(holder: Path, artifact: Path) -> None:
-    """Say that this process holds the lock of ``artifact`` (only a message depends on it)."""
+    """Say that this process holds the lock of ``artifact`` (only a message depends on it).
+    Whatever is at ``holder`` (a killed holder's record, a link someone put there) is
+    removed, never written through: the record is created exclusively."""
     with contextlib.suppress(OSError):
-        holder.write_text(json.dumps({
+        holder.unlink(missing_ok=True)
+        write_exclusive(holder, json.dumps({
             "pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-            "artifact": str(artifact)}), encoding="utf-8")
+            "artifact": str(artifact)}))
 
 
 def describe_holder(holder: Path) -> str:
     """``"pid 123 on host (since ...)"``, or that the holder is not recorded."""
+    from ..text import printable
+
     try:
-        record = read_json(holder.read_bytes())
+        record = read_json(read_bounded(holder, limit=MAX_RECORD_BYTES, what="lock holder",
+                                        follow=False))
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record["since"])))
-        return f"pid {int(record['pid'])} on {record['host']} (since {since})"
-    except (OSError, ValueError, KeyError, TypeError):
+        return printable(f"pid {int(record['pid'])} on {str(record['host'])[:100]} "
+                         f"(since {since})")
+    except (OSError, UserError, ValueError, KeyError, TypeError, OverflowError):
         return "another process (which one is not recorded)"
 
 
-__all__ = ["DEFAULT_STALE_AFTER", "DIGEST_SUFFIX", "HOLDER_SUFFIX", "HOST_ID", "SUFFIX_PATTERN",
-           "describe_holder", "digest_path", "digest_problem", "holder_path", "is_cache_file",
-           "record_holder", "remove_stale_temporaries", "temporary_name", "write_digest"]
+__all__ = ["DEFAULT_STALE_AFTER", "DIGEST_SUFFIX", "ENTRY_SCHEMA", "HOLDER_SUFFIX", "HOST_ID",
+           "MAX_JSON_BYTES", "MAX_RECORD_BYTES", "SUFFIX_PATTERN", "data_problem",
+           "describe_holder", "digest_path", "file_problem", "holder_path", "is_cache_file",
+           "record_holder", "recorded_sha256", "remove_stale_temporaries", "temporary_name",
+           "write_digest", "write_exclusive"]

@@ -35,8 +35,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,39 +43,33 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..errors import Log, UserError, one_line
-from ..files import read_json
+from ..files import read_bounded, read_json
 from .files import (
     DEFAULT_STALE_AFTER,
     DIGEST_SUFFIX,
-    HOLDER_SUFFIX,
+    ENTRY_SCHEMA,
     HOST_ID,
+    MAX_JSON_BYTES,
     SUFFIX_PATTERN,
+    data_problem,
     describe_holder,
-    digest_problem,
+    file_problem,
     holder_path,
-    is_cache_file,
     record_holder,
     remove_stale_temporaries,
     temporary_name,
     write_digest,
+    write_exclusive,
 )
+from .index import CREATED_LOG, KEY_LENGTH, RESERVED_SUFFIXES, CacheError, CacheIndex, check_kind
 
-CREATED_LOG = "created.jsonl"
-KEY_LENGTH = 20
 #: the environment variable that sets how long to wait for another process's lock (seconds)
 LOCK_TIMEOUT_VARIABLE = "FA_CHECKS_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 3600.0
 
-_KIND_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_RESERVED_SUFFIXES = (DIGEST_SUFFIX, ".lock", HOLDER_SUFFIX)
 _MISSING = object()
 
 Validator = Callable[[Any], Any]
-
-
-class CacheError(UserError):
-    """A spec that cannot be hashed, a bad kind or suffix, a ``create`` that wrote nothing, a
-    freshly computed value that fails its check, or a lock held too long by another process."""
 
 
 def default_cache_root() -> Path:
@@ -124,7 +116,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} {value!r} cannot be part of a cache key")
 
 
-class ArtifactCache:
+class ArtifactCache(CacheIndex):
     """Artifacts under ``root``, each computed once across processes; see the module docstring.
 
     ``version`` (default: the library version) is part of every key, so a new release never
@@ -151,6 +143,10 @@ class ArtifactCache:
         self.lock_timeout = default_lock_timeout() if lock_timeout is None else float(
             lock_timeout)
         self.stale_after = float(stale_after)
+        from ..limits import default_limits
+
+        #: the largest file artifact read back (a trained run is a checkpoint: its limit)
+        self.max_artifact_bytes = int(default_limits().max_file_bytes)
 
     def __repr__(self) -> str:
         return f"ArtifactCache({str(self.root)!r})"
@@ -158,15 +154,15 @@ class ArtifactCache:
     # -- naming -----------------------------------------------------------------------------
     def key(self, kind: str, spec: Any) -> str:
         """The first KEY_LENGTH hex digits of the SHA-256 of the canonical kind+spec+version."""
-        _check_kind(kind)
+        check_kind(kind)
         text = canonical_json({"kind": kind, "spec": spec, "version": self.version})
         return hashlib.sha256(text.encode("ascii")).hexdigest()[:KEY_LENGTH]
 
     def path_for(self, kind: str, spec: Any, suffix: str = ".pt") -> Path:
         """``root/kind/<key><suffix>``; the file may not exist yet."""
-        if not SUFFIX_PATTERN.fullmatch(suffix) or suffix.endswith(_RESERVED_SUFFIXES):
+        if not SUFFIX_PATTERN.fullmatch(suffix) or suffix.endswith(RESERVED_SUFFIXES):
             raise CacheError(f"bad artifact suffix {suffix!r}: use '' or something like '.pt' "
-                             f"(not {', '.join(_RESERVED_SUFFIXES)}, which the cache uses)")
+                             f"(not {', '.join(RESERVED_SUFFIXES)}, which the cache uses)")
         return self.root / kind / f"{self.key(kind, spec)}{suffix}"
 
     # -- computing once ---------------------------------------------------------------------
@@ -190,9 +186,10 @@ class ArtifactCache:
         does not raise; otherwise it is logged and created again.
         """
         path = self.path_for(kind, spec, suffix)
+        self.check_parts(kind)
         if not refresh and self._usable(kind, path, validate, say=True):
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(kind)
         with self._locked(kind, path):
             # another process may have made it while we waited
             if not refresh and self._usable(kind, path, validate, say=False):
@@ -200,7 +197,7 @@ class ArtifactCache:
             self._write(kind, path, suffix, create)
             if validate is not None:
                 self._check_fresh(kind, path, lambda: validate(path))
-            self._log_creation(kind, path.stem)
+            self._log_creation(kind, path.name[:KEY_LENGTH])
         return path
 
     def get_or_create_json(
@@ -221,8 +218,9 @@ class ArtifactCache:
         back (tuples become lists).
         """
         path = self.path_for(kind, spec, ".json")
+        self.check_parts(kind)
         if not refresh:
-            value = self._read_json(kind, path, validate, say=True)
+            value = self._read_json(kind, spec, path, validate, say=True)
             if value is not _MISSING:
                 return value
 
@@ -230,17 +228,17 @@ class ArtifactCache:
             value = compute()
             if validate is not None:
                 self._check_fresh(kind, path, lambda: validate(value))
-            tmp.write_text(_dump_json(value), encoding="utf-8")
+            write_exclusive(tmp, self._dump_entry(kind, spec, path, value))
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(kind)
         with self._locked(kind, path):
             if not refresh:
-                value = self._read_json(kind, path, validate, say=False)
+                value = self._read_json(kind, spec, path, validate, say=False)
                 if value is not _MISSING:
                     return value
             self._write(kind, path, ".json", create)
-            self._log_creation(kind, path.stem)
-        value = self._read_json(kind, path, None, say=False)
+            self._log_creation(kind, path.name[:KEY_LENGTH])
+        value = self._read_json(kind, spec, path, None, say=False)
         if value is _MISSING:  # what was just written does not read back: the disk is at fault
             raise CacheError(f"the {kind!r} artifact {path} does not read back after writing; "
                              "check the disk, or clear the cache")
@@ -251,7 +249,8 @@ class ArtifactCache:
                   quiet: bool = False) -> Any | None:
         """The stored JSON value, or None when it is absent or damaged (logged: recompute it;
         ``quiet`` for a caller whose next step, computing it, says so itself)."""
-        value = self._read_json(kind, self.path_for(kind, spec, ".json"), validate,
+        self.check_parts(kind)
+        value = self._read_json(kind, spec, self.path_for(kind, spec, ".json"), validate,
                                 say=not quiet)
         return None if value is _MISSING else value
 
@@ -262,17 +261,38 @@ class ArtifactCache:
         ``validate(path)``, when given, accepts it), else None; computes nothing.  A damaged
         one is said through ``log``, as :meth:`get_or_create` would say it."""
         path = self.path_for(kind, spec, suffix)
+        self.check_parts(kind)
         return path if self._usable(kind, path, validate, say=True) else None
+
+    # -- what binds an entry to its key -----------------------------------------------------
+    def binding(self, kind: str, path: Path) -> dict[str, str]:
+        """What an artifact's digest records of the key it was written under: a file copied
+        over from another entry (another subject's report, another run) is bound to that
+        entry's name, and refused here."""
+        return {"schema": ENTRY_SCHEMA, "kind": kind, "name": path.name,
+                "version": self.version}
+
+    def _dump_entry(self, kind: str, spec: Any, path: Path, value: Any) -> str:
+        """A JSON artifact as stored: its value inside its binding (kind, key, spec, version,
+        schema), so the entry itself says which key it answers."""
+        binding = {**self.binding(kind, path), "spec": spec}
+        return _dump_json({"binding": binding, "value": value})
+
+    def _unbound(self, kind: str, spec: Any, path: Path, entry: Any) -> Any:
+        """The value of a stored entry, or ``_MISSING`` when its binding is not this key's."""
+        if not isinstance(entry, dict) or set(entry) != {"binding", "value"}:
+            return _MISSING
+        bound = entry["binding"]
+        expected = {**self.binding(kind, path), "spec": spec}
+        if not isinstance(bound, dict) or canonical_json(bound) != canonical_json(expected):
+            return _MISSING
+        return entry["value"]
 
     def _usable(self, kind: str, path: Path, validate: Callable[[Path], Any] | None, *,
                 say: bool) -> bool:
-        if not path.is_file():
+        if not os.path.lexists(path):
             return False
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            return self._damaged(kind, path, f"it cannot be read: {exc.strerror}", say)
-        problem = digest_problem(path, data)
+        problem = file_problem(path, self.binding(kind, path), self.max_artifact_bytes)
         if problem is None and validate is not None:
             try:
                 validate(path)
@@ -280,23 +300,28 @@ class ArtifactCache:
                 problem = f"it fails its check: {one_line(exc)}"
         return problem is None or self._damaged(kind, path, problem, say)
 
-    def _read_json(self, kind: str, path: Path, validate: Validator | None, *,
+    def _read_json(self, kind: str, spec: Any, path: Path, validate: Validator | None, *,
                    say: bool) -> Any:
-        """The verified value at ``path``, or ``_MISSING`` (absent or damaged)."""
+        """The verified value at ``path``, or ``_MISSING`` (absent or damaged): a regular
+        file under a size bound (never a link), matching its digest, bound to this key."""
         try:
-            data = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            data = read_bounded(path, limit=MAX_JSON_BYTES, what="cache entry", follow=False)
+        except FileNotFoundError:
             return _MISSING
-        except OSError as exc:
-            self._damaged(kind, path, f"it cannot be read: {exc.strerror}", say)
+        except (OSError, UserError) as exc:
+            self._damaged(kind, path, one_line(exc), say)
             return _MISSING
-        problem = digest_problem(path, data)
+        problem = data_problem(path, data, self.binding(kind, path))
         value = _MISSING
         if problem is None:
             try:
-                value = read_json(data)
+                value = self._unbound(kind, spec, path, read_json(data))
             except ValueError as exc:
                 problem = f"it is not JSON fa-checks wrote: {exc}"
+            else:
+                if value is _MISSING:
+                    problem = ("it is bound to another key (copied from another entry, or "
+                               "edited)")
         if problem is None and validate is not None:
             try:
                 validate(value)
@@ -309,8 +334,10 @@ class ArtifactCache:
 
     def _damaged(self, kind: str, path: Path, problem: str, say: bool) -> bool:
         if say:
-            self._say(f"fa-checks cache: the {kind!r} artifact {path} is damaged ({problem}); "
-                      "computing it again")
+            from ..text import printable
+
+            self._say(printable(f"fa-checks cache: the {kind!r} artifact {path} is damaged "
+                                f"({problem}); computing it again"))
         return False
 
     def _say(self, line: str) -> None:
@@ -339,7 +366,9 @@ class ArtifactCache:
                 raise CacheError(
                     f"creating the {kind!r} artifact wrote no file at the path it was given "
                     f"({tmp})")
-            write_digest(tmp, path)
+            if os.path.islink(tmp) or not os.path.isfile(tmp):
+                raise CacheError(f"creating the {kind!r} artifact wrote no regular file ({tmp})")
+            write_digest(tmp, path, self.binding(kind, path))
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -349,6 +378,8 @@ class ArtifactCache:
     def _locked(self, kind: str, path: Path) -> Iterator[None]:
         lock_path = Path(f"{path}.lock")
         holder = holder_path(lock_path)
+        for part in (lock_path, holder):  # a lock opens its file for writing: never a link
+            self._refuse_link(part)
         lock = FileLock(str(lock_path), timeout=self.lock_timeout)
         try:
             lock.acquire()
@@ -365,101 +396,6 @@ class ArtifactCache:
             holder.unlink(missing_ok=True)  # before the release: the next holder writes its own
             lock.release()
 
-    # -- bookkeeping ------------------------------------------------------------------------
-    def created(self) -> list[dict[str, Any]]:
-        """Every creation logged so far, oldest first (a partial last line is skipped)."""
-        log = self.root / CREATED_LOG
-        if not log.is_file():
-            return []
-        entries = []
-        for line in log.read_text(encoding="utf-8").splitlines():
-            try:
-                entries.append(read_json(line))
-            except ValueError:
-                continue  # a line cut short by a crash; the artifacts themselves are intact
-        return entries
-
-    def info(self) -> dict[str, dict[str, int]]:
-        """Per kind: ``artifacts`` (count), ``bytes`` (the cache's files in its folder:
-        artifacts, digests, locks, temporaries) and ``temporary_files`` (left by writers)."""
-        out: dict[str, dict[str, int]] = {}
-        self.check_root()
-        if not self.root.is_dir():
-            return out
-        for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir() or not _KIND_PATTERN.fullmatch(folder.name):
-                continue
-            artifacts = size = temporaries = 0
-            ours = [e for e in folder.iterdir() if is_cache_file(e.name, KEY_LENGTH)]
-            for entry in ours:
-                try:
-                    size += entry.stat().st_size
-                except OSError:
-                    continue  # removed meanwhile
-                if entry.name.startswith("."):
-                    temporaries += 1
-                elif not entry.name.endswith(_RESERVED_SUFFIXES):
-                    artifacts += 1
-            if ours:  # a folder of someone else's beside the cache's is not a kind
-                out[folder.name] = {"artifacts": artifacts, "bytes": size,
-                                    "temporary_files": temporaries}
-        return out
-
-    def clear(self, kind: str | None = None) -> list[Path]:
-        """Remove the artifacts of ``kind``, or every artifact and the creation log (None).
-
-        Only files the cache writes are removed (a cache pointed at a folder of the user's
-        own deletes none of it); the others are returned, left in place.  A file that cannot
-        be removed is an OSError naming it.  The root directory stays.  Clear when no run is
-        using the cache: a writer whose folder is removed under it fails.
-        """
-        self.check_root()
-        if not self.root.exists():
-            return []
-        if kind is not None:
-            _check_kind(kind)
-            folders = [self.root / kind]
-        else:
-            folders = [f for f in sorted(self.root.iterdir())
-                       if f.is_dir() and not f.is_symlink() and _KIND_PATTERN.fullmatch(f.name)]
-        left: list[Path] = []
-        for folder in folders:
-            if not folder.is_dir():
-                continue
-            for entry in sorted(folder.iterdir()):
-                if entry.is_file() and is_cache_file(entry.name, KEY_LENGTH):
-                    entry.unlink()
-                else:
-                    left.append(entry)
-            if not any(folder.iterdir()):
-                folder.rmdir()
-        if kind is None:
-            for name in (CREATED_LOG, f"{CREATED_LOG}.lock"):
-                (self.root / name).unlink(missing_ok=True)
-            left += [entry for entry in sorted(self.root.iterdir())
-                     if not (entry.is_dir() and _KIND_PATTERN.fullmatch(entry.name))]
-        return left
-
-    def check_root(self) -> None:
-        """A CacheError when the root exists and is not a folder (``$FA_CHECKS_CACHE`` naming
-        a file), before any work is done."""
-        if self.root.exists() and not self.root.is_dir():
-            raise CacheError(f"cache {self.root}: not a folder; point FA_CHECKS_CACHE (or the "
-                             "cache-dir option) at a folder")
-
-    def _log_creation(self, kind: str, key: str) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        log = self.root / CREATED_LOG
-        entry = {"kind": kind, "key": key, "pid": os.getpid(), "time": time.time()}
-        lock = FileLock(f"{log}.lock", timeout=min(self.lock_timeout, 300.0))
-        try:
-            with lock, open(log, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry, sort_keys=True) + "\n")
-        except Timeout:
-            raise CacheError(f"the cache's creation log {log} stayed locked for "
-                             f"{lock.timeout:g} s; another process holds it") from None
-
-
 def default_lock_timeout() -> float:
     """``$FA_CHECKS_LOCK_TIMEOUT`` seconds, else one hour; a bad value is a CacheError."""
     text = os.environ.get(LOCK_TIMEOUT_VARIABLE, "").strip()
@@ -471,14 +407,6 @@ def default_lock_timeout() -> float:
         return values.positive_float(text)
     except ValueError as exc:
         raise CacheError(f"{LOCK_TIMEOUT_VARIABLE}={text!r}: {exc} (seconds)") from None
-
-
-def _check_kind(kind: str) -> None:
-    if not isinstance(kind, str) or not _KIND_PATTERN.fullmatch(kind):
-        raise CacheError(
-            f"bad artifact kind {kind!r}: use letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit"
-        )
 
 
 def _dump_json(value: Any) -> str:

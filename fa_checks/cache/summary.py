@@ -14,15 +14,10 @@ def cache_summary(cache: Any, action: str, kind: str | None = None) -> list[str]
     """``clear`` (of ``kind``, or of everything) and say what was left; ``info``: a table of
     the artifacts by kind."""
     from ..output.render import table
+    from .index import cleared_lines
 
     if action == "clear":
-        left = cache.clear(kind)
-        lines = [f"cleared {kind + ' artifacts' if kind else 'every artifact'} in {cache.root}"]
-        if left:
-            shown = ", ".join(str(path) for path in left[:3])
-            lines.append(f"left {len(left)} entr{'y' if len(left) == 1 else 'ies'} fa-checks "
-                         f"did not write: {shown}{', ...' if len(left) > 3 else ''}")
-        return lines
+        return cleared_lines(cache.root, kind, cache.clear(kind))
     kinds = cache.info()
     lines = [f"cache: {cache.root}" + ("" if kinds else " (empty)")]
     if kinds:

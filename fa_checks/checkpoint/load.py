@@ -21,6 +21,7 @@ from .errors import TRUST_HINT, CheckpointError, is_allocation_failure, machine_
 from .fields import from_fa_checks
 from .rebuild import FORMAT, Checkpoint
 from .seed_formats import from_seed_dict, from_seed_state_dict
+from .snapshot import Snapshot
 from .torchfile import FileRefused, read_torch_file
 
 
@@ -32,6 +33,7 @@ def load_checkpoint(
     limits: Limits | None = None,
     import_methods: Collection[str] = (),
     import_archs: Collection[str] = (),
+    snapshot: Snapshot | None = None,
 ) -> Checkpoint:
     """Read a checkpoint (``fa-checks/1`` or the research code's formats) and validate it.
 
@@ -50,11 +52,14 @@ def load_checkpoint(
     reads back); such a name may import its module even from an untrusted file, since the user
     named it, not the file.  Every problem is a :class:`CheckpointError` naming
     the file, raised here, including a failed allocation or read (``OSError``).
+    ``snapshot``: the file's bytes already read once (:func:`.snapshot.take_snapshot`), so the
+    bytes a cache key hashed are the bytes loaded; it is consumed (closed).
     """
     path = Path(path)
     limits = limits if limits is not None else default_limits()
     try:
-        raw = _read(path, trust=trust, map_location=map_location, limits=limits)
+        raw = _read(path, trust=trust, map_location=map_location, limits=limits,
+                    snapshot=snapshot)
         checkpoint = _parse(path, raw, limits, None if trust else frozenset(import_archs))
         checkpoint.trusted, checkpoint.limits = bool(trust), limits
         checkpoint.importable_methods = frozenset(import_methods)
@@ -72,9 +77,11 @@ def load_checkpoint(
         raise machine_fault(path, exc, "loading it") from None
 
 
-def _read(path: Path, *, trust: bool, map_location: Any, limits: Limits) -> Any:
+def _read(path: Path, *, trust: bool, map_location: Any, limits: Limits,
+          snapshot: Snapshot | None = None) -> Any:
+    opened = None if snapshot is None else (snapshot.handle, snapshot.size)
     try:
-        checked = read_torch_file(path, trust=trust, limits=limits)
+        checked = read_torch_file(path, trust=trust, limits=limits, opened=opened)
     except FileRefused as exc:
         hint = f"; {TRUST_HINT}" if exc.needs_trust else ""
         raise CheckpointError(f"{path}: {exc}{hint}") from None

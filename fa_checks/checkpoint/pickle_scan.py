@@ -35,6 +35,12 @@ STORAGE_TYPES: dict[str, tuple[str, int]] = {
 }
 ALLOWED_DTYPES = frozenset(dtype for dtype, _ in STORAGE_TYPES.values())
 MAX_RANK = 8
+#: how deep a value read from a pickle may nest (a checkpoint nests about five levels)
+MAX_VALUE_DEPTH = 32
+#: how many values a pickle may hold, counting a value shared by reference once per place it
+#: is reachable from (as anything that formats or walks it would): 100,000 tensors with their
+#: keys and a long history fit; a nest of shared lists that doubles at each level does not
+MAX_VALUE_NODES = 2_000_000
 
 
 class FileRefused(UserError):
@@ -109,6 +115,7 @@ class PickleScan(pickle.Unpickler):
             ) from None
         if self.refused:
             raise _needs_trust(self.refused)
+        check_value_size(value)
         return value
 
     def find_class(self, module: str, name: str) -> Any:
@@ -163,6 +170,66 @@ class PickleScan(pickle.Unpickler):
         record = _TensorRecord(storage, offset, size, stride)
         self.tensors.append(record)
         return record
+
+
+_CONTAINERS = (dict, list, tuple, set, frozenset, _TensorRecord)
+
+
+def check_value_size(value: Any, *, max_depth: int = MAX_VALUE_DEPTH,
+                     max_nodes: int = MAX_VALUE_NODES) -> None:
+    """Refuse a value that nests deeper than ``max_depth``, contains itself, or, walked as a
+    tree (a shared reference counted at every place it is reachable from, as anything that
+    formats or copies it would), holds more than ``max_nodes`` values: before anything
+    formats, copies or compares it.  Each distinct object is visited once (its tree size and
+    depth memoised), so a value built to grow exponentially costs what its pickle costs."""
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (tree size, height) of a container
+    keep: list[Any] = []  # the objects whose ids are memoised stay alive while we look
+    open_ids: set[int] = set()
+    if not isinstance(value, _CONTAINERS):
+        return
+    stack: list[tuple[Any, list[Any] | None]] = [(value, None)]
+    while stack:
+        item, children = stack.pop()
+        key = id(item)
+        if children is None:  # first visit: open it, and visit its containers first
+            if key in sizes:
+                continue
+            if key in open_ids:
+                raise FileRefused("holds a value that contains itself; a checkpoint never "
+                                  "does")
+            if len(open_ids) >= max_depth:
+                raise FileRefused(f"holds values nested deeper than {max_depth} levels; a "
+                                  "checkpoint never does")
+            inner = _children(item)
+            open_ids.add(key)
+            keep.append(item)
+            stack.append((item, inner))
+            stack.extend((child, None) for child in inner
+                         if isinstance(child, _CONTAINERS) and id(child) not in sizes)
+            continue
+        open_ids.discard(key)
+        size, height = 1, 0
+        for child in children:
+            if isinstance(child, _CONTAINERS):
+                child_size, child_height = sizes[id(child)]
+                size += child_size
+                height = max(height, child_height + 1)
+            else:
+                size += 1
+                height = max(height, 1)
+        if size > max_nodes:
+            raise FileRefused(
+                f"holds more than {max_nodes:,} values counted as a tree (values shared by "
+                "reference and nested); a checkpoint never does")
+        sizes[key] = (size, height)
+
+
+def _children(item: Any) -> list[Any]:
+    if isinstance(item, dict):
+        return [*item.keys(), *item.values()]
+    if isinstance(item, _TensorRecord):
+        return [item.size, item.stride]
+    return list(item)
 
 
 def _first_argument(data: Any, *rest: Any) -> Any:
@@ -268,5 +335,6 @@ def first_line(exc: BaseException) -> str:
 
 
 __all__ = ["ALLOWED_DTYPES", "MAX_RANK", "STORAGE_TYPES", "FileRefused", "PickleScan",
-           "check_metadata_size", "check_scanned_tensors", "check_view", "element_size",
+           "check_metadata_size", "check_scanned_tensors", "check_value_size", "check_view",
+           "element_size",
            "first_line"]

@@ -107,12 +107,19 @@ def _require_regular(mode: int) -> None:
     raise FileRefused(f"is {kind}, not a checkpoint file; give the path of a file")
 
 
-def read_torch_file(path: Path, *, trust: bool, limits: Limits) -> TorchFile:
+def read_torch_file(path: Path, *, trust: bool, limits: Limits,
+                    opened: tuple[BinaryIO, int] | None = None) -> TorchFile:
     """Open ``path`` and check it as the module docstring says; the caller closes ``handle``.
 
-    Every refusal is a :class:`FileRefused` whose message follows the file's name.
+    ``opened``: the file already open (a :class:`~.snapshot.Snapshot`'s private copy and its
+    size), checked and returned instead of opening ``path`` again.  Every refusal is a
+    :class:`FileRefused` whose message follows the file's name.
     """
-    handle, size = open_regular_file(path, limits)
+    if opened is not None and opened[1] > limits.max_file_bytes:
+        opened[0].close()
+        raise FileRefused(f"is {opened[1]:,} bytes, above the limit max_file_bytes="
+                          f"{limits.max_file_bytes:,}")
+    handle, size = opened if opened is not None else open_regular_file(path, limits)
     try:
         head = handle.read(4)
         handle.seek(0)
@@ -148,6 +155,7 @@ def _check_zip(handle: BinaryIO, size: int, *, trust: bool, limits: Limits) -> T
             f"{limits.max_tensors:,}; if you mean it, raise it with "
             f"{LIMITS_VARIABLE}=max_tensors={len(members)}"
         )
+    _check_names(members)
     for info in members:
         if info.compress_type != zipfile.ZIP_STORED:
             raise FileRefused(
@@ -189,6 +197,36 @@ def _check_zip(handle: BinaryIO, size: int, *, trust: bool, limits: Limits) -> T
     check_scanned_tensors(scan, limits)
     checked.storages, checked.tensors = scan.storages, len(scan.tensors)
     return checked
+
+
+def _check_names(members: list[zipfile.ZipInfo]) -> None:
+    """Every member name names one member, for every reader: torch's own reader (miniz) may
+    match names without regard to case, so ``data.pkl`` beside ``DATA.PKL`` could be scanned
+    as one and loaded as the other.  Refused: exact or case-insensitive duplicates, more than
+    one pickle, and names that readers normalise differently (backslashes, ``..``, absolute
+    paths, control characters)."""
+    from ..text import printable
+
+    seen: dict[str, str] = {}
+    pickles = 0
+    for info in members:
+        name = info.filename
+        folded = name.casefold()
+        if folded in seen:
+            raise FileRefused(
+                f"holds two archive members named {printable(seen[folded])!r} and "
+                f"{printable(name)!r}, which a reader may take for one another; torch.save "
+                "never writes such an archive")
+        seen[folded] = name
+        parts = name.split("/")
+        if ("\\" in name or name.startswith("/") or ".." in parts or "" in parts[:-1]
+                or not name.isprintable()):
+            raise FileRefused(f"holds an archive member with an ambiguous name "
+                              f"{printable(name)!r}; torch.save never writes one")
+        pickles += folded.endswith(".pkl")
+    if pickles > 1:
+        raise FileRefused(f"holds {pickles} pickles; a torch checkpoint holds one data.pkl, "
+                          "and which one a reader loads would be ambiguous")
 
 
 def _check_tiling(handle: BinaryIO, archive: zipfile.ZipFile, members: list[zipfile.ZipInfo],

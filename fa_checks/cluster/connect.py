@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "pip install 'fa-checks[ray]'"
 #: seconds to wait for a ``host:port`` to answer before ``ray.init`` (which retries for minutes)
-REACHABLE_TIMEOUT = 10.0
+REACHABLE_TIMEOUT = 5.0
 
 
 
@@ -120,17 +120,58 @@ def import_ray(flag: str) -> Any:
 
 def check_reachable(address: str | None, flag: str,
                     timeout: float = REACHABLE_TIMEOUT) -> None:
-    """Refuse at once a ``host:port`` where nothing listens (``ray.init`` retries for minutes)."""
+    """Refuse at once a ``host:port`` where nothing listens, or where what listens is not
+    Ray's GCS (``ray.init`` retries for minutes, and waits without end on a server that
+    accepts and says nothing): a gRPC server answers HTTP/2's preface with a SETTINGS frame
+    within ``timeout`` seconds."""
+    from ..text import printable
+
     text = str(address or "")
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or "://" in text:
         return  # auto, ray://..., $RAY_ADDRESS: Ray's own look-up
+    shown = printable(address)
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise RayError(f"{flag} {address}: no Ray cluster answers there "
-                       f"({exc.strerror or type(exc).__name__}); start one with "
-                       "`ray start --head` or give the address it prints") from None
+        with socket.create_connection((host or "127.0.0.1", int(port)),
+                                      timeout=timeout) as connection:
+            connection.settimeout(timeout)
+            connection.sendall(_HTTP2_PREFACE)
+            answer = _read_some(connection, 9, timeout)
+    except (OSError, ValueError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
+            "no answer" if isinstance(exc, TimeoutError) else type(exc).__name__)
+        raise RayError(f"{flag} {shown}: no Ray cluster answers there ({reason}); start one "
+                       "with `ray start --head` or give the address it prints") from None
+    if len(answer) < 9 or answer[3] != 0x04:  # an HTTP/2 frame header: type 4 is SETTINGS
+        raise RayError(f"{flag} {shown}: something listens there, but it is not a Ray cluster "
+                       f"(it did not answer as Ray's gRPC server does within {timeout:g} s); "
+                       "give the address `ray start --head` prints")
+
+
+#: HTTP/2's client preface and an empty SETTINGS frame: what a gRPC client sends first
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _read_some(connection: socket.socket, count: int, timeout: float) -> bytes:
+    """Up to ``count`` bytes, within ``timeout`` seconds in all (a server that trickles
+    bytes cannot hold the connection open)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        connection.settimeout(left)
+        try:
+            chunk = connection.recv(count - len(data))
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def rules_environment(subjects: Sequence[Subject], given: Mapping[str, Any] | None

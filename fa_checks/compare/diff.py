@@ -16,15 +16,11 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..report import Report
+from ..values import printable
 from .rules import FIGURES, FailRule, Figure, figure_values, worse_change
 from .stats import mean, welch_worse_p
 
 Item = Report | Mapping[str, Any]
-
-
-def printable(text: str) -> str:
-    """Text from a report as a terminal may show it: control characters escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 @dataclass

@@ -120,21 +120,60 @@ def _params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:KEY_LENGTH]
 
 
+#: MNIST-1D's samples have 40 features; a cache file holds them as float32 and the labels as
+#: int64, and at most this much besides (the pickle and the archive's records)
+_FEATURES, _OVERHEAD = 40, 1 << 20
+
+
+def expected_bytes(params: dict[str, Any]) -> int:
+    """The most bytes the cache file of ``params`` can hold: anything larger is not ours."""
+    return int(params["num_samples"]) * (_FEATURES * 4 + 8) + _OVERHEAD
+
+
 def _read_cache(path: Path, params: dict[str, Any]) -> dict[str, torch.Tensor] | None:
-    if not path.exists():
+    """The cached tensors, or None (absent, or refused and said: regenerated).  The file is
+    read as untrusted data: a regular file under the size its parameters need, checked by
+    the checkpoint reader before ``torch.load`` sees it, holding tensors of the right shapes."""
+    if not os.path.lexists(path):
         return None
+    from dataclasses import replace
+
+    from ..checkpoint.torchfile import read_torch_file
+    from ..limits import default_limits
+    from ..text import printable
+
     try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        if stored.get("params") != params or stored.get("format") != CACHE_FORMAT:
-            raise ValueError(f"it holds {stored.get('params')}, expected {params}")
-        return {key: stored[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+        limits = replace(default_limits(), max_file_bytes=expected_bytes(params))
+        checked = read_torch_file(path, trust=False, limits=limits)
+        with checked.handle as handle:
+            stored = torch.load(handle, map_location="cpu", weights_only=True)
+        if not isinstance(stored, dict) or stored.get("params") != params \
+                or stored.get("format") != CACHE_FORMAT:
+            raise ValueError("it holds other parameters than its name says")
+        tensors = {key: stored[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+        _check_shapes(tensors, params)
+        return tensors
     except Exception as error:  # a damaged or foreign file: regenerate rather than fail
         warnings.warn(
-            f"mnist1d cache file {path} is unreadable ({error}); regenerating it",
+            printable(f"mnist1d cache file {path} is unreadable ({error}); regenerating it"),
             RuntimeWarning,
             stacklevel=3,
         )
         return None
+
+
+def _check_shapes(tensors: dict[str, Any], params: dict[str, Any]) -> None:
+    total = int(params["num_samples"])
+    rows = 0
+    for split in ("train", "test"):
+        x, y = tensors[f"x_{split}"], tensors[f"y_{split}"]
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+                and x.dtype == torch.float32 and y.dtype == torch.int64 and x.dim() == 2
+                and x.shape[1] == _FEATURES and y.shape == (x.shape[0],)):
+            raise ValueError(f"its {split} split is not {_FEATURES}-feature samples and labels")
+        rows += int(x.shape[0])
+    if rows != total:
+        raise ValueError(f"it holds {rows} samples, its parameters say {total}")
 
 
 def _generate_and_cache(path: Path, params: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..files import write_atomic
+from ..files import short_name, write_atomic
 from ..report import MODE2_SENTENCE
 from . import figures
 from .comparison import comparison_section
@@ -163,13 +163,13 @@ def subject_id(entry: Entry, index: int = 0) -> str:
 
 
 def anchors(entries: Sequence[Entry]) -> list[str]:
-    """A stable, unique name per subject, for the page's links and the PNG files' names:
-    the id with everything but letters, digits, ``.``, ``_`` and ``-`` turned into ``-``."""
+    """A stable, unique name per subject, for links and PNG names: the id with all but ``.``,
+    ``_``, ``-``, letters and digits turned into ``-``, shortened with a digest when long."""
     taken: set[str] = set()
     names = []
     for index, entry in enumerate(entries):
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", subject_id(entry, index)).strip("-.")
-        base = base or f"subject-{index + 1}"
+        base = short_name(base or f"subject-{index + 1}", subject_id(entry, index))
         name, k = base, 2
         while name in taken:
             name, k = f"{base}-{k}", k + 1

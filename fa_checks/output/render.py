@@ -20,6 +20,7 @@ from ..report import (
     format_percent,
     is_finite,
 )
+from ..text import printable
 
 HEADER = ("subject", "accuracy", "D1 growth", "D2 |g_L|", "D3 margin", "verdict")
 
@@ -75,7 +76,9 @@ def verdict_row(row: Row, gated: Collection[str] | None = None) -> list[str]:
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """Columns padded to their widest cell; the last column is not padded."""
-    body = [list(map(str, row)) for row in rows]
+    # cells may come from a file (ids, error sentences): escaped before they are measured
+    header = [printable(cell) for cell in header]
+    body = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(header[i]), *(len(r[i]) for r in body)]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -106,8 +109,9 @@ def gated_line(gated: Collection[str] | None) -> str | None:
 def across_seeds_line(label: str, gate: AcrossSeeds | None, error: str | None = None) -> str:
     """``across seeds dfa: FAIL: mean D3 margin over 2 seeds is ...``."""
     if gate is None:
-        return f"across seeds {label}: {ERROR_VERDICT}: {error or 'not evaluated'}"
-    return f"across seeds {label}: {'FAIL' if gate.fires else 'PASS'}: {gate.explanation}"
+        return printable(f"across seeds {label}: {ERROR_VERDICT}: {error or 'not evaluated'}")
+    return printable(f"across seeds {label}: {'FAIL' if gate.fires else 'PASS'}: "
+                     f"{gate.explanation}")
 
 
 _CREDIT_COLUMNS = ("cosine", "pooled_cosine", "rho", "nudging", "null_mean", "null_std",
@@ -164,10 +168,10 @@ def _at(values: Sequence[Any], index: int, fmt: Any) -> str:
 
 def subject_lines(report: Report, *, layers: bool = True) -> list[str]:
     """A subject's block under the table: its verdict, failing sentences, per-layer figures."""
-    lines = [f"{report.id}: {verdict_cell(report)}"]
-    lines += [f"  {sentence}" for sentence in report.failing_sentences()]
+    lines = [printable(f"{report.id}: {verdict_cell(report)}")]
+    lines += [f"  {printable(sentence)}" for sentence in report.failing_sentences()]
     if report.d4 is not None and not (report.d4.gated and report.d4.fires):
-        lines.append(f"  D4: {report.d4.explanation}")
+        lines.append(f"  D4: {printable(report.d4.explanation)}")
     if report.mode2 and report.divergence is None:
         lines.append(f"  {MODE2_SENTENCE}")
     if layers:

@@ -1,43 +1,68 @@
-"""Saved reports read back (``fa-checks report``): each file checked, each verdict recomputed
-from its figures, never taken from the file."""
+"""Saved reports read back (``fa-checks report``): each file a claim, judged by
+:mod:`fa_checks.claims` against the thresholds in force, never by the file's own; every
+derived figure recomputed and every verdict computed anew."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import ConfigError, one_line
-from ..files import read_json, regular_file
-from ..report import Report, read_entries
+from ..claims import MAX_REPORT_BYTES, ClaimRefused, InForce, judge_entry
+from ..files import read_bounded, read_json, regular_file
+from ..report import ERROR_VERDICT, IDENTITY, Report
+from ..text import printable
 
 
-def load_report_files(paths: Sequence[str]) -> list[Report | dict[str, Any]]:
+def load_report_files(paths: Sequence[str], in_force: InForce | None = None, *,
+                      log: Callable[[str], None] | None = None
+                      ) -> list[Report | dict[str, Any]]:
     """Reports (and error entries) from JSON files holding ``{"subjects": [...]}`` or one
-    report; each is checked, and its verdict recomputed from its figures."""
+    report, judged against ``in_force`` (default: the default thresholds); ``log`` gets one
+    line per file made with other thresholds than those in force."""
+    items, notes = read_report_files(paths, in_force or InForce())
+    for note in notes:
+        if log is not None:
+            log(f"fa-checks: {note}")
+    return items
+
+
+def read_report_files(paths: Sequence[str], in_force: InForce
+                      ) -> tuple[list[Report | dict[str, Any]], list[str]]:
+    """The subjects of JSON report files (``{"subjects": [...]}`` or one report), each judged
+    by :func:`judge_entry` against ``in_force``, error entries kept as they are; and the notes
+    on thresholds that differ.  Every refusal is one line naming the file and the field."""
     items: list[Report | dict[str, Any]] = []
+    notes: list[str] = []
     for name in paths:
         path = regular_file(name, what="report")
+        shown = printable(path)
+        data = read_bounded(path, limit=MAX_REPORT_BYTES, what="report")
         try:
-            payload = read_json(path.read_bytes())
+            payload = read_json(data)
         except ValueError as exc:
-            raise ConfigError(f"{path}: not a JSON report ({exc})") from None
+            raise ClaimRefused(f"{shown}: not a JSON report ({exc})") from None
         entries = payload.get("subjects") if isinstance(payload, dict) else None
         if entries is None:
             entries = [payload]
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ConfigError(f"{path}: expected {{\"subjects\": [report, ...]}}")
+            raise ClaimRefused(f"{shown}: expected {{\"subjects\": [report, ...]}}")
         if not entries:  # a gate over nothing must not read as a pass
-            raise ConfigError(f"{path}: holds no subjects, so there is nothing to gate; give "
-                              "a report that fa-checks check or pytest --fa-json wrote")
-        try:
-            found = read_entries(entries)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{path}: {one_line(exc)}") from None
-        for item in found:
-            if isinstance(item, Report) and not item.subject.get("id"):
-                item.subject["id"] = str(path)
-        items.extend(found)
-    return items
+            raise ClaimRefused(f"{shown}: holds no subjects, so there is nothing to gate; give "
+                               "a report that fa-checks check or pytest --fa-report wrote")
+        for index, entry in enumerate(entries):
+            where = f"{shown}: subjects[{index}]"
+            if entry.get("verdict") == ERROR_VERDICT:
+                error = entry.get("error")
+                kept = {key: entry.get(key) for key in IDENTITY}
+                kept.update(verdict=ERROR_VERDICT, error=str(error)[:2000])
+                items.append(kept)
+                continue
+            judgement = judge_entry(entry, in_force, where=where)
+            if not judgement.report.subject.get("id"):
+                judgement.report.subject["id"] = str(path)
+            items.append(judgement.report)
+            notes.extend(judgement.notes)
+    return items, notes
 
 
-__all__ = ["load_report_files"]
+__all__ = ["load_report_files", "read_report_files"]

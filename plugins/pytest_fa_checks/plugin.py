@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from fa_checks.values import printable
+
 from .ci import add_ci_flags, configure_ci
 from .flags import Request, add_flags, read_request
 from .parallel import XdistController, choose_dist_mode, configure_worker
@@ -263,8 +265,8 @@ def fa_subject(request: pytest.FixtureRequest) -> Any:
     if subject_id is None:
         pytest.skip(NO_SUBJECT)
     if subject_id not in run.subjects:
-        pytest.fail(f"unknown fa-checks subject {subject_id!r}; the subjects are "
-                    f"{', '.join(run.subjects)}", pytrace=False)
+        pytest.fail(printable(f"unknown fa-checks subject {subject_id!r}; the subjects are "
+                              f"{', '.join(run.subjects)}"), pytrace=False)
     return run.subjects[subject_id]
 
 
@@ -274,7 +276,7 @@ def _or_fail(compute: Callable[[], T]) -> T:
 
     result = compute()
     if isinstance(result, Failure):
-        pytest.fail(result.sentence, pytrace=False)
+        pytest.fail(printable(result.sentence), pytrace=False)  # it may quote a file
     return result
 
 

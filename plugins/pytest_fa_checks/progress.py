@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from fa_checks.values import printable
+
 if TYPE_CHECKING:  # the events' class is imported when the first one arrives
     from fa_checks.training.progress import TrainingProgress
 
@@ -68,7 +70,7 @@ def write_line(config: pytest.Config, text: str) -> None:
         writer = getattr(reporter, "_tw", None)
         if writer is not None and writer.width_of_current_line:
             reporter.write("\n")
-        reporter.write_line(text)
+        reporter.write_line(printable(text))
 
 
 class TerminalProgress:

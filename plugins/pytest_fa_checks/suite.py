@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from fa_checks.text import printable
+
 Test = TypeVar("Test", bound=Callable[..., Any])
 
 
@@ -41,15 +43,15 @@ def checks(diagnostic: str, gate: Gate | None = None) -> Callable[[Test], Test]:
 def _refuse_diverged(report: Any, what: str) -> None:
     cause = report.divergence
     if cause is not None:
-        pytest.fail(f"{what} failed: {cause}; a diverged model passes no diagnostic",
+        pytest.fail(printable(f"{what} failed: {cause}; a diverged model passes no diagnostic"),
                     pytrace=False)
 
 
 def _gate(fires: bool | None, what: str, explanation: str) -> None:
     if fires is None:
-        pytest.skip(f"{what} not evaluated: {explanation}")
+        pytest.skip(printable(f"{what} not evaluated: {explanation}"))
     if fires:
-        pytest.fail(f"{what} failed: {explanation}", pytrace=False)
+        pytest.fail(printable(f"{what} failed: {explanation}"), pytrace=False)
 
 
 @checks("D1")

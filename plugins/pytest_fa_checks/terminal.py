@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from fa_checks.values import printable
+
 from .records import GroupRecord, SubjectRecord, absorb
 
 if TYPE_CHECKING:
@@ -136,8 +138,9 @@ class VerdictReporter:
             what = {".json": "the JSON report", ".html": "the visual report"}.get(
                 path.suffix, "a figure")
             if what != "a figure":
-                terminalreporter.write_line(f"fa-checks: wrote {what} to {path}")
+                terminalreporter.write_line(printable(f"fa-checks: wrote {what} to {path}"))
         if self.outputs.plots is not None and self.written:
-            terminalreporter.write_line(f"fa-checks: wrote the figures to {self.outputs.plots}")
+            terminalreporter.write_line(
+                printable(f"fa-checks: wrote the figures to {self.outputs.plots}"))
         if self.write_error is not None:
-            terminalreporter.write_line(self.write_error, red=True)
+            terminalreporter.write_line(printable(self.write_error), red=True)
