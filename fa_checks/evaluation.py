@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cache.reports import as_subject, cached_report, report_spec
 from .errors import ConfigError, Log, classify, user_sentence
 from .files import regular_file
 from .report import AcrossSeeds, Report, error_entry
 from .settings import DEFAULT_DATA, Settings
 from .subjects import Subject
-from .training.runs import baseline_subject, frozen_baseline, train_subject, training_spec
+from .training.runs import baseline_subject, frozen_baseline, train_subject
 
 if TYPE_CHECKING:
     import torch
@@ -146,65 +147,7 @@ def evaluate_subject(
         report = computed.get("report") or check_cached_report(stored, in_force)
     finally:
         snapshot.close()
-    return _as_subject(report, subject, path)
-
-
-def _as_subject(report: Report, subject: Subject, path: Path) -> Report:
-    # the same file may be reached by another path: who was checked is always this subject
-    report.subject.update(id=subject.id, kind=subject.kind, path=str(path))
-    return report
-
-
-def report_spec(subject: Subject, settings: Settings, content: str) -> dict[str, Any]:
-    """The cache key of a subject's report: the subject, the settings that change figures and
-    the digest of the bytes evaluated (``cache.store.file_digest``, as a snapshot records it)."""
-    return {"kind": subject.kind, "subject": training_spec(subject), "content": content,
-            **settings.evaluation_key()}
-
-
-#: devices that need no check (and so no torch) before a cached report is served: ``auto``
-#: falls back to the CPU, and the CPU is always there
-_UNCHECKED_DEVICES = ("auto", "cpu")
-
-
-def cached_report(subject: Subject, settings: Settings, cache: ArtifactCache) -> Report | None:
-    """A checkpoint's report when the cache holds it, decided from the file's digest and the
-    settings alone, without importing torch (a cached CI rerun stays a few file reads); None
-    when it must be computed: absent or damaged (the computing path says which), asked to
-    recompute, a fresh subject (its run's key names a rule, which imports it), or a device
-    that must be checked first (``cuda``).  The stored report is judged as a claim against
-    the thresholds in force, like every report read back."""
-    from .cache.store import file_digest
-    from .claims import InForce, check_cached_report
-
-    if (subject.kind != "checkpoint" or subject.path is None or settings.retrain
-            or str(settings.device).strip().lower() not in _UNCHECKED_DEVICES):
-        return None
-    path = regular_file(subject.path, what="checkpoint")
-    in_force = InForce.of(settings)
-    stored = cache.read_json("report", report_spec(subject, settings, file_digest(path)),
-                             validate=lambda value: check_cached_report(value, in_force),
-                             quiet=True)
-    if stored is None:
-        return None
-    return _as_subject(check_cached_report(stored, in_force), subject, path)
-
-
-def cached_reports(subjects: Sequence[Subject], settings: Settings,
-                   cache: ArtifactCache) -> dict[str, Report] | None:
-    """Every subject's cached report by id, or None when any one must be computed (or cannot
-    be looked up: the evaluation says why), without importing torch.  A face decides from it
-    that a rerun has no work to spread over processes."""
-    served: dict[str, Report] = {}
-    for subject in subjects:
-        try:
-            report = cached_report(subject, settings, cache)
-        except Exception:  # a missing or unreadable file: evaluating it says so, in one line
-            return None
-        if report is None:
-            return None
-        served[subject.id] = report
-    return served
+    return as_subject(report, subject, path)
 
 
 def _check_run_bytes(cache: ArtifactCache, path: Path, sha256: str) -> None:
@@ -413,13 +356,10 @@ __all__ = [
     "LoadedSubject",
     "Outcome",
     "across_seeds",
-    "cached_report",
-    "cached_reports",
     "checkpoint_data",
     "evaluate_subject",
     "load_subject",
     "outcome",
-    "report_spec",
     "seed_group",
     "seed_groups",
 ]

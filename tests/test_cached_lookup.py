@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from fa_checks.cache.reports import cached_report
 from fa_checks.cache.store import ArtifactCache
 from fa_checks.checkpoint import save_checkpoint
 from fa_checks.data import load_data
-from fa_checks.evaluation import cached_report, evaluate_subject
+from fa_checks.evaluation import evaluate_subject
 from fa_checks.models import build_model
 from fa_checks.report import Thresholds
 from fa_checks.settings import Settings

@@ -125,7 +125,7 @@ class CheckSession:
     def serve_cached(self) -> bool:
         """Whether every subject's report is in the cache (decided from the files' digests and
         the settings, without torch); if so they are this session's outcomes already."""
-        from ..evaluation import cached_reports
+        from ..cache.reports import cached_reports
 
         if self.settings.retrain or self.settings.ray_address is not None:
             return False
