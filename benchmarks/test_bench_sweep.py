@@ -25,7 +25,7 @@ ARGS = ["sweep", "--methods", "bp", "--seeds", "0", "1", "2", "3", "--epochs", "
 
 def _sweep(tmp: Path, jobs: int) -> tuple[float, str]:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "fa_checks.cli", *ARGS, "-j", str(jobs),
+    done = subprocess.run([sys.executable, "-m", "fa_checks.cli.main", *ARGS, "-j", str(jobs),
                            "-o", str(tmp / f"j{jobs}")], capture_output=True, text=True,
                           env={**os.environ, "FA_CHECKS_CACHE": str(tmp / "cache")}, check=False)
     seconds = time.perf_counter() - start

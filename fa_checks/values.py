@@ -222,7 +222,10 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}{'s' * (number != 1)}"
 
 
-# -- strings from files, shown on a terminal (fa_checks.text says why) --------------------------
+# -- strings from files, shown on a terminal ----------------------------------------------------
+# A report's ids, sentences and error entries, a checkpoint's file name, a value read from a
+# pickle may hold escape sequences (which repaint the table a person reads) or bidi overrides
+# (which reorder what they see): every face shows such strings through printable().
 #: Unicode categories that are not shown as themselves: controls (C0, DEL, C1), format
 #: characters (bidi overrides and isolates, zero-width joiners), line and paragraph
 #: separators, surrogates and unassigned code points

@@ -17,7 +17,7 @@ import pytest
 from hostile import tiny_checkpoints
 
 from fa_checks.cache.store import ArtifactCache, CacheError
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 
 CHECK = ["--baseline-acc", "0.3", "--no-credit", "-q", "--device", "cpu"]
 

@@ -16,7 +16,7 @@ import torch
 from hostile import archive_with, nested_lists_pickle, not_ray_server, shared_bomb
 
 from fa_checks.checkpoint import CheckpointError, load_checkpoint
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.subjects import checkpoint_subjects
 
 ESCAPE = "\x1b[2J\u202e"
@@ -199,7 +199,7 @@ def test_a_long_or_deep_checkpoint_path_gets_short_plot_names(tmp_path, capsys):
 
 
 def test_module_does_not_need_torch_for_the_escape_helper():
-    from fa_checks.text import printable
+    from fa_checks.values import printable
 
     assert printable("plain") == "plain"
     assert printable("a\x1b[0mb\u202ec\u2028") == "a\\x1b[0mb\\u202ec\\u2028"

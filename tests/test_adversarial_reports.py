@@ -17,7 +17,7 @@ import pytest
 from hostile import entry, write_report
 
 from fa_checks.claims import ClaimRefused, InForce, judge_entry
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.report import Thresholds
 
 #: a model that fails every diagnostic, measured honestly

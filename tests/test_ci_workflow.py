@@ -118,4 +118,4 @@ def test_a_wheel_built_from_the_repository_carries_the_plugin_and_the_command(tm
         (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
         text = archive.read(entry_points).decode()
     assert "pytest_fa_checks/__init__.py" in names and "fa_checks/methods/contract.py" in names
-    assert "fa_checks = pytest_fa_checks" in text and "fa-checks = fa_checks.cli:main" in text
+    assert "fa_checks = pytest_fa_checks" in text and "fa-checks = fa_checks.cli.main:main" in text

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from fa_checks.checkpoint import load_checkpoint, save_checkpoint
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.errors import ConfigError
 from fa_checks.models import build_model
 from fa_checks.report import Report
-from fa_checks.sweep import sweep_cells
+from fa_checks.sweep.grid import sweep_cells
 from fa_checks.training.loop import train
 
 TINY = ["--arch", "resmlp", "--arch-arg", "d_hidden=16", "num_blocks=2", "--data", "synthetic",

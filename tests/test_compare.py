@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.compare import ReportStore, compare_reports, parse_fail_rule
 from fa_checks.compare.stats import welch_worse_p
 from fa_checks.errors import ConfigError
@@ -43,7 +43,7 @@ def report(subject: str, *, acc: float = 0.8, growth: float = 1.2, g_last: float
         test_acc=acc,
         d1=ScaleStability(growth, [growth], [1.0, growth], LIMITS.max_growth,
                           growth_fires(growth, LIMITS.max_growth), f"growth {growth}", 0),
-        d2=ReferenceValidity(g_last, [g_last], LIMITS.grad_floor,
+        d2=ReferenceValidity(g_last, [g_last, g_last], LIMITS.grad_floor,
                              floor_fires(g_last, LIMITS.grad_floor), f"g_L {g_last}"),
         d3=DepthUtility(margin, baseline, LIMITS.min_margin_pp,
                         margin_fires(margin, LIMITS.min_margin_pp), f"margin {margin}"),

@@ -232,7 +232,7 @@ def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path: Path) -
 
 def test_generated_data_is_in_the_one_cache_that_info_and_clear_see(monkeypatch, tmp_path,
                                                                      capsys) -> None:
-    from fa_checks.cli import main
+    from fa_checks.cli.main import main
     from fa_checks.settings import Settings
 
     monkeypatch.delenv("FA_CHECKS_DATA_DIR", raising=False)

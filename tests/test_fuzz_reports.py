@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from fa_checks.cache.store import ArtifactCache
 from fa_checks.claims import ClaimRefused, InForce, check_cached_report, judge_entry
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.report import DEFAULT_GRAD_FLOOR, DEFAULT_MAX_GROWTH, DEFAULT_MIN_MARGIN_PP
 
 FAST = settings(max_examples=60, deadline=timedelta(seconds=10),

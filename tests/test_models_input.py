@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.data import available_datasets, data_shape, needs_root
 from fa_checks.errors import UserError
 from fa_checks.models import MODELS, ModelError, ResNet, ViT, build_model, check_input_shape

@@ -22,7 +22,7 @@ import ray_rules
 from ray_cluster import ray_cluster  # noqa: F401 - the session fixture
 
 from fa_checks.cache.store import ArtifactCache
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.cluster import RayError, evaluate_on_ray
 from fa_checks.cluster.connect import rules_environment
 from fa_checks.cluster.plan import Missing, StoredOnly, fresh_baseline, plan

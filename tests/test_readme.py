@@ -57,7 +57,7 @@ def test_the_readme_library_example_runs(tmp_path, monkeypatch):
 def test_the_readme_names_every_flag_of_both_faces():
     from pytest_fa_checks.flags import FLAGS
 
-    from fa_checks.cli import build_parser
+    from fa_checks.cli.main import build_parser
 
     text = README.read_text()
     missing = [f"--fa-{name}" for name in FLAGS if f"--fa-{name}" not in text]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.errors import UserError
-from fa_checks.sweep_config import read_sweep_config
+from fa_checks.sweep.config import read_sweep_config
 
 GRID = """
 methods = ["dfa"]

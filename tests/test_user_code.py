@@ -15,7 +15,7 @@ import torch
 
 import fa_checks
 from fa_checks.checkpoint import CheckpointError, load_checkpoint
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.methods import MethodError, method_class
 from fa_checks.models import ModelError, build_model
 

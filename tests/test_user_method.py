@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from fa_checks.checkpoint import load_checkpoint
-from fa_checks.cli import main
+from fa_checks.cli.main import main
 from fa_checks.data import load_data
 
 HERE = Path(__file__).parent

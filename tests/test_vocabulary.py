@@ -13,8 +13,8 @@ from pytest_fa_checks.flags import read_request
 from pytest_fa_checks.session import build_settings as plugin_settings
 from pytest_fa_checks.session import build_subjects
 
-from fa_checks.cli import build_parser, given_flags
-from fa_checks.cli import main as cli_main
+from fa_checks.cli.main import build_parser, given_flags
+from fa_checks.cli.main import main as cli_main
 from fa_checks.errors import UsageError
 from fa_checks.flags import FRESH_ONLY, OUTPUTS, SHARED, build_settings
 from fa_checks.settings import Settings

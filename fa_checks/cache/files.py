@@ -255,7 +255,7 @@ def record_holder(holder: Path, artifact: Path) -> None:
 
 def describe_holder(holder: Path) -> str:
     """``"pid 123 on host (since ...)"``, or that the holder is not recorded."""
-    from ..text import printable
+    from ..values import printable
 
     try:
         record = read_json(read_bounded(holder, limit=MAX_RECORD_BYTES, what="lock holder",

@@ -53,7 +53,7 @@ class CacheIndex:
     # -- the cache's own parts: never links ----------------------------------------------------
     def _refuse_link(self, part: Path) -> None:
         if os.path.islink(part):
-            from ..text import printable
+            from ..values import printable
 
             raise CacheError(printable(
                 f"cache {self.root}: {part} is a symbolic link, which fa-checks never makes; "

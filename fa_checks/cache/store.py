@@ -334,7 +334,7 @@ class ArtifactCache(CacheIndex):
 
     def _damaged(self, kind: str, path: Path, problem: str, say: bool) -> bool:
         if say:
-            from ..text import printable
+            from ..values import printable
 
             self._say(printable(f"fa-checks cache: the {kind!r} artifact {path} is damaged "
                                 f"({problem}); computing it again"))

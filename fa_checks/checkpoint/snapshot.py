@@ -50,7 +50,7 @@ def take_snapshot(path: str | Path, limits: Limits | None = None, *,
     checkpoint at all (neither a zip archive with its end record nor a pickle: a sparse file
     of zeros, random bytes) is refused before it is copied, unless it is ``trust``-ed (torch's
     oldest format is a tar archive)."""
-    from ..text import printable
+    from ..values import printable
 
     path = Path(path)
     limits = limits or default_limits()

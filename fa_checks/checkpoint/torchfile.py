@@ -205,7 +205,7 @@ def _check_names(members: list[zipfile.ZipInfo]) -> None:
     as one and loaded as the other.  Refused: exact or case-insensitive duplicates, more than
     one pickle, and names that readers normalise differently (backslashes, ``..``, absolute
     paths, control characters)."""
-    from ..text import printable
+    from ..values import printable
 
     seen: dict[str, str] = {}
     pickles = 0

@@ -124,7 +124,7 @@ def check_reachable(address: str | None, flag: str,
     Ray's GCS (``ray.init`` retries for minutes, and waits without end on a server that
     accepts and says nothing): a gRPC server answers HTTP/2's preface with a SETTINGS frame
     within ``timeout`` seconds."""
-    from ..text import printable
+    from ..values import printable
 
     text = str(address or "")
     host, sep, port = text.rpartition(":")

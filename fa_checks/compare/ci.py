@@ -74,8 +74,9 @@ class CiResult:
         return lines
 
 
-def prepare(request: CiRequest, here: str | Path = ".") -> CiPlan:
-    """Everything checked before any work; a ConfigError names the flag."""
+def prepare(request: CiRequest, here: str | Path = ".", in_force: Any = None) -> CiPlan:
+    """Everything checked before any work; a ConfigError names the flag.  The base report is
+    judged against ``in_force`` (the run's thresholds: a claims.InForce), as the run is."""
     from ..files import check_writable
 
     p = request.prefix
@@ -87,7 +88,7 @@ def prepare(request: CiRequest, here: str | Path = ".") -> CiPlan:
     plan = CiPlan(request, Path(here), store, rule)
     if request.compare:
         try:
-            plan.base = read_report_file(store.resolve(request.compare))
+            plan.base = read_report_file(store.resolve(request.compare), in_force)
         except ConfigError as exc:
             raise ConfigError(f"{p}compare: {exc}") from None
     if request.md:

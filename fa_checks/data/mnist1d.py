@@ -140,7 +140,7 @@ def _read_cache(path: Path, params: dict[str, Any]) -> dict[str, torch.Tensor] |
 
     from ..checkpoint.torchfile import read_torch_file
     from ..limits import default_limits
-    from ..text import printable
+    from ..values import printable
 
     try:
         limits = replace(default_limits(), max_file_bytes=expected_bytes(params))

@@ -20,7 +20,7 @@ from ..report import (
     format_percent,
     is_finite,
 )
-from ..text import printable
+from ..values import printable
 
 HEADER = ("subject", "accuracy", "D1 growth", "D2 |g_L|", "D3 margin", "verdict")
 

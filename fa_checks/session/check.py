@@ -137,10 +137,10 @@ class CheckSession:
 
     def outcomes(self) -> list[Outcome]:
         """Every subject's outcome, in order (with ``jobs`` > 1, those not yet known computed
-        in parallel processes first: :mod:`fa_checks.parallel`)."""
+        in parallel processes first: :mod:`fa_checks.session.processes`)."""
         waiting = [s for sid, s in self.subjects.items() if sid not in self._outcomes]
         if self.jobs > 1 and len(waiting) > 1 and self.settings.ray_address is None:
-            from ..parallel import evaluate_in_processes
+            from .processes import evaluate_in_processes
 
             done = evaluate_in_processes(waiting, self.settings, self.jobs, log=self.log)
             self._outcomes.update(zip([s.id for s in waiting], done, strict=True))

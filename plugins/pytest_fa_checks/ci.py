@@ -94,10 +94,11 @@ class CiLoop:
             terminalreporter.write_line(command)
 
 
-def configure_ci(config: pytest.Config, reporter: Any) -> None:
+def configure_ci(config: pytest.Config, reporter: Any, settings: Any = None) -> None:
     """Check the CI flags now (a usage error before any work) and register :class:`CiLoop`
     beside the controller's verdict ``reporter`` (None: nothing to check; then nothing of
-    fa_checks.compare is imported, so an idle plugin stays light)."""
+    fa_checks.compare is imported, so an idle plugin stays light).  The base report is judged
+    against the run's ``settings``' thresholds, as the run is."""
     given = any(config.getoption("fa_ci_" + name, default=None)
                 for name in ("autosave", "compare", "compare_fail", "md", "store"))
     if given and reporter is None:
@@ -112,7 +113,10 @@ def configure_ci(config: pytest.Config, reporter: Any) -> None:
     if not request.active:
         return
     try:
-        plan = prepare(request, config.invocation_params.dir)
+        from fa_checks.claims import InForce
+
+        in_force = InForce.of(settings) if settings is not None else None
+        plan = prepare(request, config.invocation_params.dir, in_force)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(CiLoop(config, plan, reporter), "fa-checks-ci")

@@ -108,7 +108,8 @@ def pytest_configure(config: pytest.Config) -> None:
         run.check_outputs()
         reporter = VerdictReporter(config, list(run.subjects), run.outputs)
         config.pluginmanager.register(reporter, "fa-checks-verdicts")
-        configure_ci(config, reporter)  # registered after: its summary follows the table
+        # registered after the reporter: its summary follows the table
+        configure_ci(config, reporter, run.settings)
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(
                 XdistController(config, run),

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fa_checks.text import printable
+from fa_checks.values import printable
 
 Test = TypeVar("Test", bound=Callable[..., Any])
 

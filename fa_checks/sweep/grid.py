@@ -11,18 +11,18 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import ConfigError
-from .output.render import table
-from .report import Report
-from .values import format_key_values, parse_value
+from ..errors import ConfigError
+from ..output.render import table
+from ..report import Report
+from ..values import format_key_values, parse_value
 
 
 def sweep_cells(methods: Sequence[str], pairs: Sequence[str], *,
                 flag: str = "--method-arg") -> list[tuple[str, dict[str, Any]]]:
     """``(method, options)`` per cell: every combination of the comma-separated values, each
     option applied to the methods that take it."""
-    from .methods import MethodError, get_method, method_class
-    from .methods.base import method_takes_option
+    from ..methods import MethodError, get_method, method_class
+    from ..methods.base import method_takes_option
 
     grid: dict[str, list[Any]] = {}
     for pair in pairs:
@@ -78,7 +78,7 @@ def sweep_table(cells: Sequence[tuple[str, Sequence[Report]]], min_margin_pp: fl
                 failures: dict[str, int] | None = None) -> list[str]:
     """Per cell: runs, mean ± std of accuracy and each diagnostic's figure, the across-seeds
     bound, and the verdicts; ``failures``: runs per cell that could not be evaluated."""
-    from .evaluation import across_seeds
+    from ..evaluation import across_seeds
 
     header = ["cell", "n", "test acc", "D1 growth", "D2 g_L", "D3 margin (pp)",
               "D3 bound (pp)", "verdicts"]

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: a sweep file is a few hundred bytes; far more is not one
 MAX_CONFIG_BYTES = 1 << 20
@@ -93,7 +93,7 @@ def read_sweep_config(path: str | Path) -> dict[str, Any]:
     sweep."""
     import tomllib
 
-    from .files import regular_file
+    from ..files import regular_file
 
     source = regular_file(path, what="sweep config")
     if source.stat().st_size > MAX_CONFIG_BYTES:

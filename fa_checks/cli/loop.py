@@ -8,10 +8,10 @@ import argparse
 import sys
 from typing import Any
 
-from .errors import ConfigError, UsageError, one_line
-from .files import check_writable
-from .flags import TRAINING
-from .report import Report, is_error_entry
+from ..errors import ConfigError, UsageError, one_line
+from ..files import check_writable
+from ..flags import TRAINING
+from ..report import Report, is_error_entry
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
 PROG = "fa-checks"
@@ -35,7 +35,7 @@ def add_ci_flags(parser: argparse.ArgumentParser, *, run: bool = True,
                  sweep: bool = False) -> None:
     """The CI loop's flags (fa_checks.compare.ci): the same names as pytest's without ``fa-``;
     ``sweep``: also ``--config`` and ``-j``."""
-    from .compare.rules import DEFAULT_SPEC
+    from ..compare.rules import DEFAULT_SPEC
 
     if sweep:
         parser.add_argument("--config", metavar="TOML",
@@ -82,21 +82,23 @@ def jobs_of(args: argparse.Namespace, settings: Any) -> int:
     return jobs
 
 
-def ci_plan_of(args: argparse.Namespace) -> Any:
-    from .compare.ci import CiRequest, prepare
+def ci_plan_of(args: argparse.Namespace, settings: Any = None) -> Any:
+    from ..claims import InForce
+    from ..compare.ci import CiRequest, prepare
 
     request = CiRequest(autosave=bool(getattr(args, "autosave", False)), store=args.store,
                         compare=getattr(args, "compare", None), compare_fail=args.compare_fail,
                         md=args.md)
-    return prepare(request) if request.active else None
+    in_force = InForce.of(settings) if settings is not None else None
+    return prepare(request, in_force=in_force) if request.active else None
 
 
 def ci_comparison(plan: Any, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The comparison as the HTML page's section (None without ``--compare``)."""
     if plan is None or plan.base is None:
         return None
-    from .compare.diff import compare_reports
-    from .report import read_entries
+    from ..compare.diff import compare_reports
+    from ..report import read_entries
 
     return compare_reports(plan.base.items, read_entries(entries), rule=plan.rule,
                            base_name=plan.base.name, new_name="this run").to_dict()
@@ -106,7 +108,7 @@ def ci_finish(plan: Any, data: dict[str, Any], code: int) -> int:
     """Compare, save and write the job page; a regression turns a pass into exit 1."""
     if plan is None:
         return code
-    from .compare.ci import finish
+    from ..compare.ci import finish
 
     result = finish(plan, data)
     lines = result.lines()
@@ -122,7 +124,7 @@ def apply_sweep_config(args: argparse.Namespace) -> None:
     """Fill the sweep's flags that were not given from ``--config`` (each value read by the
     flag's own parser, so the file meets the same checks as the command line)."""
     if args.config:
-        from .sweep_config import KEYS, read_sweep_config
+        from ..sweep.config import KEYS, read_sweep_config
 
         for key, value in read_sweep_config(args.config).items():
             name = KEYS[key][1].removeprefix("--")
@@ -144,10 +146,10 @@ def apply_sweep_config(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Exit 0 no regression, 1 a regression, 2 a file that is not a report."""
-    from .compare import comparison_lines, parse_fail_rule, read_report_file
-    from .compare.diff import compare_reports
-    from .compare.store import ReportStore, store_root
-    from .output.markdown import write_job_page
+    from ..compare import comparison_lines, parse_fail_rule, read_report_file
+    from ..compare.diff import compare_reports
+    from ..compare.store import ReportStore, store_root
+    from ..output.markdown import write_job_page
 
     rule = parse_fail_rule(args.compare_fail)
     if args.html:
@@ -161,7 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print("\n".join(comparison_lines(comparison)))
     entries = [i.to_dict() if isinstance(i, Report) else i for i in new.items]
     if args.html:
-        from .output.render import write_visual_report
+        from ..output.render import write_visual_report
 
         write_visual_report(entries, new.across_seeds, html=args.html,
                             comparison=comparison.to_dict())

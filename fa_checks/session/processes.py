@@ -17,20 +17,20 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .evaluation import Outcome
-    from .settings import Settings
-    from .subjects import Subject
+    from ..evaluation import Outcome
+    from ..settings import Settings
+    from ..subjects import Subject
 
 
 def _start_worker(jobs: int) -> None:
-    from .training.threads import share_cores
+    from ..training.threads import share_cores
 
     share_cores(jobs)
 
 
 def _evaluate_one(subject: Subject, settings: Settings) -> Outcome:
-    from .evaluation import outcome
-    from .training.threads import use_threads
+    from ..evaluation import outcome
+    from ..training.threads import use_threads
 
     use_threads(settings.threads)
     return outcome(subject, settings, settings.open_cache(None), log=None)

@@ -1,5 +1,5 @@
 """The ``fa-checks`` command line: ``train``, ``check``, ``report``, ``sweep``, ``compare``
-and ``cache`` (the CI loop's flags, ``compare`` and ``sweep --config`` in :mod:`.cli_loop`).
+and ``cache`` (the CI loop's flags, ``compare`` and ``sweep --config`` in :mod:`.loop`).
 
 Exit codes, the contract CI reads: 0 when every subject passes, 1 when a diagnostic failed,
 2 for a usage or input error (a bad flag, a bad or missing file, a dataset that is not there,
@@ -17,12 +17,12 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__, cli_loop
-from .claims import InForce
-from .errors import UsageError, classify, one_line
-from .evaluation import Failure, Outcome, across_seeds, seed_groups
-from .files import check_writable, check_writable_folder, copy_atomic
-from .flags import (
+from .. import __version__
+from ..claims import InForce
+from ..errors import UsageError, classify, one_line
+from ..evaluation import Failure, Outcome, across_seeds, seed_groups
+from ..files import check_writable, check_writable_folder, copy_atomic
+from ..flags import (
     EVALUATION,
     FRESH_ONLY,
     OUTPUTS,
@@ -33,14 +33,14 @@ from .flags import (
     build_settings,
     fresh_only_error,
 )
-from .output.render import across_seeds_line, outcome_lines, verdict_table
-from .report import AcrossSeeds, Report, is_error_entry
-from .session import CheckSession, Outputs, describe_failure, fill_checkpoints, prepare
-from .session.reports import load_report_files
-from .settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
-from .subjects import check_data_root, checkpoint_subjects, fresh_subjects
-from .text import printable
-from .values import counted, non_empty_text, parse_key_values, seed
+from ..output.render import across_seeds_line, outcome_lines, verdict_table
+from ..report import AcrossSeeds, Report, is_error_entry
+from ..session import CheckSession, Outputs, describe_failure, fill_checkpoints, prepare
+from ..session.reports import load_report_files
+from ..settings import DEFAULT_ARCH, DEFAULT_DATA, DEFAULT_EPOCHS, Settings
+from ..subjects import check_data_root, checkpoint_subjects, fresh_subjects
+from ..values import counted, non_empty_text, parse_key_values, printable, seed
+from . import loop as cli_loop
 
 PROG = "fa-checks"
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -262,7 +262,7 @@ def _write_outputs(session: CheckSession, entries: list[dict[str, Any]] | None =
 
 # -- commands --------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .training.runs import train_subject
+    from ..training.runs import train_subject
 
     # every name and option is checked before training, and so is the output path
     (subject,) = fresh_subjects(
@@ -276,7 +276,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = _settings(args)
     check_data_root(subject.data, settings.data_root)
     path = train_subject(subject, settings, settings.open_cache(_stderr), log=_stderr)
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     # read before it is copied: a cached file that cannot be read never reaches -o
     saved = load_checkpoint(path, import_archs={subject.arch})  # the model the user named
@@ -300,7 +300,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                                 data=args.data, data_options=data_options, epochs=args.epochs)
     session = CheckSession(settings, subjects, _outputs(args), log=None if args.quiet else _stderr,
                            on_compute=lambda: prepare(settings, device=False))
-    ci = cli_loop.ci_plan_of(args)
+    ci = cli_loop.ci_plan_of(args, settings)
     outcomes = session.outcomes()
     print_outcomes(outcomes, quiet=args.quiet)
     gates = session.gates()
@@ -329,7 +329,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import cell_name, sweep_cells, sweep_table
+    from ..sweep.grid import cell_name, sweep_cells, sweep_table
 
     cli_loop.apply_sweep_config(args)
     arch_options = parse_key_values(args.arch_arg or [], what="--arch-arg")
@@ -350,7 +350,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     every = [subject for _, subjects in plan for subject in subjects]
     session = CheckSession(settings, every, _outputs(args), jobs=cli_loop.jobs_of(args, settings),
                            log=None if args.quiet else _stderr)
-    ci = cli_loop.ci_plan_of(args)
+    ci = cli_loop.ci_plan_of(args, settings)
     table_cells: list[tuple[str, list[Report]]] = []
     failures: dict[str, int] = {}
     everything: list[Outcome] = []
@@ -379,7 +379,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from .cache.summary import cache_summary
+    from ..cache.summary import cache_summary
 
     cache = _settings(args, ready=False).open_cache(_stderr)
     print("\n".join(printable(line) for line in cache_summary(cache, args.action, args.kind)))
