@@ -54,16 +54,23 @@ def test_the_cache_the_workflow_keeps_is_the_one_fa_checks_uses():
     assert steps()["actions/cache@v4"]["with"]["path"] == cache_folder
 
 
-def gate_command() -> list[str]:
-    words = shlex.split(steps()["Gate the method"]["run"])
+#: the workflow's two gates: on main (saving the accepted report), and on a pull request
+#: (comparing with main's)
+GATES = ("Gate the method (on main, save the report as the new base)",
+         "Gate the method and compare with main")
+
+
+def gate_command(name: str = GATES[0]) -> list[str]:
+    words = shlex.split(steps()[name]["run"])
     assert words[0] == "pytest"
     return words[1:]
 
 
-def test_the_gate_command_is_understood_by_the_plugin(pytester):
+@pytest.mark.parametrize("name", GATES)
+def test_the_gate_command_is_understood_by_the_plugin(pytester, name):
     from pytest_fa_checks.flags import read_request
 
-    request = read_request(pytester.parseconfig(*gate_command()))
+    request = read_request(pytester.parseconfig(*gate_command(name)))
     assert request.methods == ("mypkg.rules:MyRule",) and request.get("seeds") == (1, 2, 3)
     assert request.report_path == "fa.json" and request.html_path == "fa.html"
 

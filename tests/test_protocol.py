@@ -449,9 +449,9 @@ def test_credit_gates_add_cos_and_rho_to_the_verdict() -> None:
 def test_credit_of_the_wrong_shape_or_length_is_a_clear_error() -> None:
     model, (x, y) = tiny("resmlp"), batch("resmlp")
     grads = per_sample_gradients(model, x, y)[1]
-    with pytest.raises(ValueError, match=r"got 2 credit signals for 3 hidden states"):
+    with pytest.raises(ValueError, match=r"credit returned 2 signals for 3 hidden states"):
         evaluate(model, x, y, credit=grads[:2])
-    with pytest.raises(ValueError, match=r"credit signal a_1 has shape \(16, 8\)"):
+    with pytest.raises(ValueError, match=r"credit returned signals shaped \[\(16, 16\), \(16, 8\)"):
         evaluate(model, x, y, credit=[grads[0], grads[1][:, :8], grads[2]])
 
 

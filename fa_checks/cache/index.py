@@ -186,7 +186,8 @@ class CacheIndex:
             raise CacheError(f"cache {self.root}: not a folder; point FA_CHECKS_CACHE (or the "
                              "cache-dir option) at a folder")
 
-    def _log_creation(self, kind: str, key: str) -> None:
+    def log_creation(self, kind: str, key: str) -> None:
+        """Record in the index that the cache wrote ``key`` of ``kind`` (what ``clear`` removes)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.check_parts()
         log = self.root / CREATED_LOG

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import regular_file
+from ..limits import default_limits
 from ..report import Report
 from ..settings import Settings
 from ..subjects import Subject
@@ -48,6 +49,8 @@ def cached_report(subject: Subject, settings: Settings, cache: ArtifactCache) ->
             or str(settings.device).strip().lower() not in _UNCHECKED_DEVICES):
         return None
     path = regular_file(subject.path, what="checkpoint")
+    if path.stat().st_size > default_limits().max_file_bytes or not _looks_saved(path):
+        return None  # never hashed here: evaluating it refuses it in one line
     in_force = InForce.of(settings)
     stored = cache.read_json("report", report_spec(subject, settings, file_digest(path)),
                              validate=lambda value: check_cached_report(value, in_force),
@@ -55,6 +58,14 @@ def cached_report(subject: Subject, settings: Settings, cache: ArtifactCache) ->
     if stored is None:
         return None
     return as_subject(check_cached_report(stored, in_force), subject, path)
+
+
+def _looks_saved(path: Path) -> bool:
+    """Whether ``path`` opens as torch.save writes (a zip archive, or a pickle): what does not
+    (a sparse file of zeros) is refused by the evaluation at once, so is not hashed first."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def cached_reports(subjects: Sequence[Subject], settings: Settings,

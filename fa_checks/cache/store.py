@@ -197,7 +197,7 @@ class ArtifactCache(CacheIndex):
             self._write(kind, path, suffix, create)
             if validate is not None:
                 self._check_fresh(kind, path, lambda: validate(path))
-            self._log_creation(kind, path.name[:KEY_LENGTH])
+            self.log_creation(kind, path.name[:KEY_LENGTH])
         return path
 
     def get_or_create_json(
@@ -237,7 +237,7 @@ class ArtifactCache(CacheIndex):
                 if value is not _MISSING:
                     return value
             self._write(kind, path, ".json", create)
-            self._log_creation(kind, path.name[:KEY_LENGTH])
+            self.log_creation(kind, path.name[:KEY_LENGTH])
         value = self._read_json(kind, spec, path, None, say=False)
         if value is _MISSING:  # what was just written does not read back: the disk is at fault
             raise CacheError(f"the {kind!r} artifact {path} does not read back after writing; "

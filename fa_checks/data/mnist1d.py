@@ -193,6 +193,10 @@ def _generate_and_cache(path: Path, params: dict[str, Any]) -> dict[str, torch.T
         tensors = _generate(params)
         payload = {"format": CACHE_FORMAT, "params": params, **tensors}
         write_atomic(path, lambda tmp: torch.save(payload, tmp))
+        if path.parent.name == DATA_KIND:  # in a cache: its index names it, so clear removes it
+            from ..cache.store import ArtifactCache
+
+            ArtifactCache(path.parent.parent).log_creation(DATA_KIND, path.name[:KEY_LENGTH])
     return tensors
 
 
