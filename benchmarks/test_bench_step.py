@@ -77,7 +77,10 @@ class SeedLoopDFA:
 
         self.head_opt = adamw(self.anatomy.readout_parameters())
         self.block_opts = [adamw(self.anatomy.block_parameters(l)) for l in range(L)]
-        self.embed_opt = adamw(self.anatomy.embed_parameters())
+        # the embedding is every parameter neither in a block nor in the readout
+        taken = {id(p) for p in self.anatomy.readout_parameters()}
+        taken.update(id(p) for l in range(L) for p in self.anatomy.block_parameters(l))
+        self.embed_opt = adamw([p for p in model.parameters() if id(p) not in taken])
 
     def step(self, x: Tensor, y: Tensor) -> None:
         anatomy = self.anatomy
