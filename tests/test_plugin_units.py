@@ -158,7 +158,9 @@ def test_a_subjects_items_share_one_scope(ids: list[str], data: st.DataObject) -
     nodeids = [
         f"pytest_fa_checks/suite.py::test_scale_stability[{subject}]",
         f"pytest_fa_checks/suite.py::test_depth_utility[{subject}]",
-        f"tests/test_mine.py::TestX::test_y[{subject}-3]",
+        # the user's own parameter: a value no subject id can be ('#' is outside ``ident``), so
+        # the item belongs to exactly one subject (with ids ['3', '0'], "[0-3]" would name two)
+        f"tests/test_mine.py::TestX::test_y[{subject}-#3]",
     ]
     assert {subject_scope(n, ids, []) for n in nodeids} == {f"subject:{subject}"}
 
