@@ -30,6 +30,7 @@ from typing import Any
 
 from .errors import ConfigError, one_line
 from .report import (
+    DEFAULT_MIN_MARGIN_PP,
     CreditMetrics,
     DepthUtility,
     ReferenceValidity,
@@ -235,8 +236,8 @@ def _judged(stored: Report, in_force: InForce, where: str) -> Report:
             "--baseline none to accept a report without D3")
     if not in_force.depth_utility:
         baseline = None
-    d3 = depth_from_accuracies(stored.test_acc, baseline, limits.min_margin_pp,
-                               divergence=divergence_of(d1, d2))
+    d3 = depth_utility(stored.test_acc, baseline, limits.min_margin_pp,
+                       divergence=divergence_of(d1, d2))
     credit = None
     if stored.credit is not None:
         credit = replace(stored.credit, min_cosine=limits.min_cosine, min_rho=limits.min_rho)
@@ -314,17 +315,23 @@ def reference_from_norms(grads: Sequence[float], floor: float) -> ReferenceValid
     return ReferenceValidity(g_last, list(grads), floor, fires, sentence)
 
 
-def depth_from_accuracies(test_acc: float, baseline_acc: float | None, min_margin_pp: float, *,
-                          divergence: str | None) -> DepthUtility:
-    """D3 worded and judged from the two accuracies (None: not evaluated)."""
+def depth_utility(test_acc: float, baseline_acc: float | None,
+                  min_margin_pp: float = DEFAULT_MIN_MARGIN_PP, *,
+                  divergence: str | None = None) -> DepthUtility:
+    """D3: ``100 * (test_acc - baseline_acc)`` against ``min_margin_pp`` (None: no baseline, not
+    evaluated), for a report computed here and one read back alike.  ``divergence``: why the
+    model diverged; D3 then fails whatever the margin (its accuracy credits nothing learned)."""
     if baseline_acc is None:
         return DepthUtility(None, None, min_margin_pp, None,
                             "not evaluated: no frozen-blocks baseline accuracy was given")
     margin = depth_margin(test_acc, baseline_acc)
-    if divergence is not None:
+    if divergence is not None or not math.isfinite(margin):
+        cause = divergence or (f"the accuracy margin is not a number (test accuracy "
+                               f"{format_percent(test_acc)}, baseline "
+                               f"{format_percent(baseline_acc)}): the model has diverged")
         return DepthUtility(margin, baseline_acc, min_margin_pp, True,
-                            f"{divergence}; a diverged model shows no depth utility, whatever "
-                            "its accuracy", diverged=True)
+                            f"{cause}; a diverged model shows no depth utility, whatever its "
+                            "accuracy", diverged=divergence is not None)
     fires = bool(margin_fires(margin, min_margin_pp))
     side = "above" if margin >= 0 else "below"
     return DepthUtility(
@@ -383,18 +390,6 @@ def check_cached_report(value: Any, in_force: InForce) -> Report:
     return judged
 
 
-__all__ = [
-    "MAX_REPORT_BYTES",
-    "ClaimRefused",
-    "InForce",
-    "Judgement",
-    "check_cached_report",
-    "credit_sentence",
-    "deep_mean",
-    "depth_from_accuracies",
-    "growth_of",
-    "judge_entry",
-    "max_growth_of",
-    "reference_from_norms",
-    "scale_from_norms",
-]
+__all__ = ["MAX_REPORT_BYTES", "ClaimRefused", "InForce", "Judgement", "check_cached_report",
+           "credit_sentence", "deep_mean", "depth_utility", "growth_of", "judge_entry",
+           "max_growth_of", "reference_from_norms", "scale_from_norms"]

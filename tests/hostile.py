@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fa_checks.claims import depth_from_accuracies, reference_from_norms, scale_from_norms
+from fa_checks.claims import depth_utility, reference_from_norms, scale_from_norms
 from fa_checks.report import Report, Thresholds, divergence_of
 
 TINY = {"d_hidden": 16, "num_blocks": 2}
@@ -31,7 +31,7 @@ def entry(norms: Sequence[float] = (1.0, 1.2, 1.3), grads: Sequence[float] = (0.
     limits = thresholds or Thresholds()
     d1 = scale_from_norms(list(norms), limits.max_growth)
     d2 = reference_from_norms(list(grads), limits.grad_floor)
-    d3 = depth_from_accuracies(test_acc, baseline, limits.min_margin_pp,
+    d3 = depth_utility(test_acc, baseline, limits.min_margin_pp,
                                divergence=divergence_of(d1, d2))
     report = Report(test_acc=test_acc, d1=d1, d2=d2, d3=d3, num_samples=32,
                     subject={"id": ident, "method": "bp", "seed": 0, "path": f"{ident}.pt"},

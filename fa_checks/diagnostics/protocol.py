@@ -41,24 +41,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..claims import depth_utility  # torch-free: one D3 for computed and read-back reports
 from ..direction import direction_from
 from ..models.anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients
 from ..report import (
     DEFAULT_GRAD_FLOOR,
     DEFAULT_MAX_GROWTH,
-    DEFAULT_MIN_MARGIN_PP,
-    DepthUtility,
     ReferenceValidity,
     Report,
     ScaleStability,
     Thresholds,
-    depth_margin,
     divergence_of,
     floor_fires,
     format_number,
     format_percent,
     growth_fires,
-    margin_fires,
 )
 from . import metrics
 from .credit import credit_metrics
@@ -179,41 +176,6 @@ def reference_validity(
         explanation += ("; below it at " + ", ".join(f"h_{l}" for l in below)
                         + ", whose credit figures measure numerical noise")
     return ReferenceValidity(g_last, norms, floor, fires, explanation)
-
-
-def depth_utility(
-    test_acc: float,
-    baseline_acc: float | None,
-    min_margin_pp: float = DEFAULT_MIN_MARGIN_PP,
-    *,
-    divergence: str | None = None,
-) -> DepthUtility:
-    """D3: ``100 * (test_acc - baseline_acc)`` against ``min_margin_pp``; skipped without a
-    baseline.  ``divergence``: why the model diverged, if it did; D3 then fails whatever the
-    margin, since a diverged model's accuracy credits it with nothing it learned."""
-    if baseline_acc is None:
-        return DepthUtility(
-            None, None, min_margin_pp, None,
-            "not evaluated: no frozen-blocks baseline accuracy was given",
-        )
-    margin = depth_margin(test_acc, baseline_acc)
-    if divergence is not None or not math.isfinite(margin):
-        cause = divergence or (f"the accuracy margin is not a number (test accuracy "
-                               f"{_pct(test_acc)}, baseline {_pct(baseline_acc)}): the model "
-                               "has diverged")
-        return DepthUtility(
-            margin, baseline_acc, min_margin_pp, True,
-            f"{cause}; a diverged model shows no depth utility, whatever its accuracy",
-            diverged=divergence is not None,
-        )
-    fires = bool(margin_fires(margin, min_margin_pp))
-    side = "above" if margin >= 0 else "below"
-    return DepthUtility(
-        margin, baseline_acc, min_margin_pp, fires,
-        f"test accuracy {_pct(test_acc)} is {abs(margin):.1f} pp {side} the frozen-blocks "
-        f"baseline {_pct(baseline_acc)}; the trained blocks must add at least "
-        f"{min_margin_pp:.1f} pp",
-    )
 
 
 def accuracy(model: nn.Module | Anatomy, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> float:
