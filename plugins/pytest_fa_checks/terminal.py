@@ -57,8 +57,9 @@ class VerdictReporter:
     def json_data(self) -> dict[str, Any]:
         data = {
             "subjects": self.entries(),
+            # by label, not by when a worker's report arrived: the same run, the same file
             "across_seeds": [{"label": g.label, **(g.gate or {"error": g.error})}
-                             for g in self.groups.values()],
+                             for g in sorted(self.groups.values(), key=lambda g: g.label)],
         }
         self.config.hook.pytest_fa_checks_update_json(config=self.config, data=data)
         return data
