@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fa_checks.methods import MethodError, get_method
+from fa_checks.methods.low_rank import linear_backward_in_factors, linear_producing
 from fa_checks.models import build_model
 from fa_checks.models.anatomy import anatomy_of
 
@@ -162,6 +163,11 @@ def test_interleaved_step_ratios(benchmark):
         method.setup(model, int(model.out_head.out_features), torch.Generator().manual_seed(0))
         steppers[name] = (method.step, x, y)
     model, x, y = model_and_batch()
+    dense = get_method("dfa")
+    dense.setup(model, int(model.out_head.out_features), torch.Generator().manual_seed(0))
+    dense.low_rank = False  # the step before its gradients were taken in factors
+    steppers["dfa dense"] = (dense.step, x, y)
+    model, x, y = model_and_batch()
     steppers["seed loop dfa"] = (SeedLoopDFA(model, torch.Generator().manual_seed(0)).step, x, y)
     times: dict[str, list[float]] = {name: [] for name in steppers}
 
@@ -196,11 +202,13 @@ def _bp_parts(method, x: Tensor, y: Tensor) -> list[float]:
     loss.backward()
     backward = clock()
     optimizer.step()
-    return [forward - start, 0.0, backward - forward, clock() - backward]
+    return [forward - start, 0.0, 0.0, backward - forward, clock() - backward]
 
 
 def _dfa_parts(method, x: Tensor, y: Tensor) -> list[float]:
-    """DFA's step (``LocalLossMethod.step`` without clipping) with a clock between its stages."""
+    """DFA's step (``LocalLossMethod.step`` without clipping) with a clock between its stages:
+    forward, credit (the signals in factors), the Linear layers' backward in factors, autograd's
+    backward from there, optimizer."""
     anatomy, optimizer, clock = method.anatomy, method.optimizer, time.process_time
     start = clock()
     optimizer.zero_grad(set_to_none=True)
@@ -213,25 +221,34 @@ def _dfa_parts(method, x: Tensor, y: Tensor) -> list[float]:
     logits = anatomy.readout(inputs[-1])
     head_loss = F.cross_entropy(logits, y)
     forward = clock()
-    grads = method.local_gradients(inputs, logits.detach(), y, branches)
+    _, factors = method.factored_gradients(inputs, logits.detach(), y, branches)
     credit = clock()
-    torch.autograd.backward([head_loss, *branches, h0], [None, *grads[1:], grads[0]])
+    pairs = [(head_loss, None)]
+    for out, factor in zip([*branches, h0], [*factors[1:], factors[0]], strict=True):
+        call = linear_producing(out)
+        assert call is not None, "the benchmark's model must end its blocks in a Linear"
+        gradient = linear_backward_in_factors(call, factor)
+        if gradient is not None:
+            pairs.append((call.input, gradient))
+    factored = clock()
+    torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
     backward = clock()
     optimizer.step()
-    return [forward - start, credit - forward, backward - credit, clock() - backward]
+    return [forward - start, credit - forward, factored - credit, backward - factored,
+            clock() - backward]
 
 
 def test_interleaved_step_parts(benchmark):
-    """Where a DFA step's time goes against BP's: forward, DFA's credit (projection and RMS
-    normalisation), backward, optimizer; round-robin in process CPU time, each stage's median
-    as a fraction of BP's whole step."""
+    """Where a DFA step's time goes against BP's: forward, DFA's credit (its signals in factors),
+    the blocks' last Linear layers in factors, autograd's backward, optimizer; round-robin in
+    process CPU time, each stage's median as a fraction of BP's whole step."""
     steppers = {}
     for name, parts in (("bp", _bp_parts), ("dfa", _dfa_parts)):
         model, x, y = model_and_batch()
         method = get_method(name)
         method.setup(model, int(model.out_head.out_features), torch.Generator().manual_seed(0))
         steppers[name] = (parts, method, x, y)
-    stages = ("forward", "credit", "backward", "optimizer")
+    stages = ("forward", "credit", "factored backward", "backward", "optimizer")
     times: dict[str, list[list[float]]] = {name: [] for name in steppers}
 
     def round_robin(rounds: int = 200) -> None:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .base import MethodError, register
 from .local import RMS_EPS, LocalLossMethod, output_error
+from .low_rank import Factors
 
 
 @register
@@ -55,6 +56,12 @@ class DFA(LocalLossMethod):
         block_credit = [broadcast(a, h) for a, h in zip(projected, hidden[1:], strict=True)]
         return [broadcast(projected[0], hidden[0]), *block_credit]
 
+    def _flat(self, hidden: list[Tensor]) -> bool:
+        """Whether every hidden state is (N, d) and all feedback matrices share one d."""
+        return (self.anatomy is not None and self.anatomy.feature_axis in (-1, 1)
+                and all(h.dim() == 2 for h in hidden)
+                and len({b.shape[0] for b in self.feedback}) == 1)
+
     def local_gradients(
         self, hidden: list[Tensor], logits: Tensor, y: Tensor, branches: list[Tensor]
     ) -> list[Tensor]:
@@ -64,10 +71,7 @@ class DFA(LocalLossMethod):
         differently at batch sizes 1-3), so the bits are the per-block form's (tested); that
         form remains for hidden states with positions and for subclasses with their own credit.
         """
-        flat = all(h.dim() == 2 for h in hidden) and self.anatomy is not None and (
-            self.anatomy.feature_axis in (-1, 1))
-        sizes = {b.shape[0] for b in self.feedback}
-        if type(self).local_credit is not DFA.local_credit or not flat or len(sizes) != 1:
+        if type(self).local_credit is not DFA.local_credit or not self._flat(hidden):
             return super().local_gradients(hidden, logits, y, branches)
         with torch.no_grad():
             signal = self.error_signal(logits.detach(), y)
@@ -77,6 +81,47 @@ class DFA(LocalLossMethod):
             scaled = a.div_(rms).mul_(self._inverse_batch(a, signal.shape[0]))
             per_block = list(scaled.unbind(1))
             return self._add_penalty([per_block[0], *per_block], branches)
+
+    def can_factor(self) -> bool:
+        # the penalty's gradient 2 lam f / N has full rank; a subclass's own credit is unknown
+        return not self.penalty and type(self).local_credit is DFA.local_credit
+
+    def factored_gradients(
+        self, hidden: list[Tensor], logits: Tensor, y: Tensor, branches: list[Tensor]
+    ) -> tuple[list[Tensor | None], list[Factors | None]]:
+        """Every ``g_l = (e / rms_l / N) @ B_l^T`` in its factors only (rank at most C).
+
+        ``rms_l`` comes from ``B_l``'s Gram matrix, ``rms_l^2 = e^T (B_l^T B_l / d) e``, in
+        float64 (exact to float32 rounding for any B, also a rank-deficient one), so no
+        (N, d) projection is written out; the step multiplies the factors out only where a
+        block's output is not a Linear's.
+        """
+        if not (self.can_factor() and self._flat(hidden)):
+            return super().factored_gradients(hidden, logits, y, branches)
+        with torch.no_grad():
+            signal = self.error_signal(logits.detach(), y)
+            wide = signal.double()
+            # (L, N): each sample's mean square of e @ B_l^T; then 1 / (N (rms + 1e-6))
+            mean_square = ((wide @ self._feedback_gram()) * wide).sum(-1)
+            scales = mean_square.clamp_min_(0).sqrt_().add_(RMS_EPS).mul_(signal.shape[0])
+            scales = scales.reciprocal_().to(signal.dtype)
+            left = (signal * scales.unsqueeze(-1)).unbind(0)  # L of (N, C): few operations,
+            # since a step pays for each small one far more than its arithmetic
+        factors: list[Factors | None] = list(zip(left, self.feedback, strict=True))
+        return [None] * (len(factors) + 1), [factors[0], *factors]
+
+    def _feedback_gram(self) -> Tensor:
+        """``B_l^T B_l / d`` for every l, (L, C, C) in float64, kept while the matrices are the same
+        tensors with the same contents (a redraw or a load gives new tensors; an in-place
+        edit bumps a tensor's version)."""
+        key = [(b, b._version) for b in self.feedback]  # holds the tensors: no id is reused
+        cached = getattr(self, "_gram", None)
+        if cached is None or len(cached[0]) != len(key) or any(
+                a is not b or va != vb for (a, va), (b, vb) in zip(cached[0], key, strict=True)):
+            gram = torch.stack([b.T.double() @ b.double() for b in self.feedback]) / len(
+                self.feedback[0])
+            cached = self._gram = (key, gram)
+        return cached[1]
 
 
 @register

@@ -19,6 +19,12 @@ parameter's gradient exactly as the seeds' loop of L+2 separate backward passes 
 updates each parameter on its own, so one optimizer over all groups takes the same step as the
 seeds' separate head, block and embedding optimizers (tested to float32 rounding).
 
+Low rank: a rule whose ``g_l`` has low rank (DFA's ``diag(s) E B_l^T``, rank <= C) says so with
+``can_factor`` and gives ``factored_gradients``; where a block's output is a Linear layer's, the
+step then takes that layer's backward in the factors (:mod:`fa_checks.methods.low_rank`), the
+same gradients to float rounding for a ninth of the layer's backward arithmetic.
+``low_rank = False`` keeps the dense arithmetic of the seeds' loop, to the bit.
+
 Conventions where hidden states have positions (vit tokens, resnet maps): ``<f, a>`` and
 ``||f||^2`` sum over every non-batch axis, positions included (the seeds averaged over positions
 for convolutional maps; under Adam this constant factor per block only meets the optimizer's
@@ -44,6 +50,7 @@ from torch import Tensor
 from ..models.anatomy import eval_mode
 from .base import Figures, Method, MethodError
 from .contract import fit_signals
+from .low_rank import Factors, fits, linear_backward_in_factors, linear_producing, written_out
 
 RMS_EPS = 1e-6
 FEEDBACK_PREFIX = "feedback."
@@ -117,6 +124,9 @@ class LocalLossMethod(Method):
     """
 
     name = "local"
+    #: take a low-rank gradient through a Linear in its factors (:mod:`.low_rank`); False keeps
+    #: autograd's dense arithmetic, e.g. to match another implementation to the bit
+    low_rank: bool = True
 
     def __init__(self, penalty: float = 0.0, clip: float | None = None) -> None:
         penalty = _number(self.name, "penalty", penalty, allow_none=False, minimum=0.0)
@@ -157,12 +167,27 @@ class LocalLossMethod(Method):
         logits = anatomy.readout(inputs[-1])
         head_loss = F.cross_entropy(logits, y)
 
-        grads = self.local_gradients(inputs, logits.detach(), y, branches)
+        if self.low_rank and self.can_factor():
+            grads, factors = self.factored_gradients(inputs, logits.detach(), y, branches)
+        else:
+            grads = self.local_gradients(inputs, logits.detach(), y, branches)
+            factors = [None] * len(grads)
         outputs = [head_loss, *branches, h0]
         out_grads = [None, *grads[1:], grads[0]]
-        pairs = [  # frozen parts have no graph
-            (out, grad) for out, grad in zip(outputs, out_grads, strict=True) if out.requires_grad
-        ]
+        out_factors = [None, *factors[1:], factors[0]]
+        pairs = []
+        for out, grad, factor in zip(outputs, out_grads, out_factors, strict=True):
+            if not out.requires_grad:  # frozen parts have no graph
+                continue
+            call = linear_producing(out) if fits(factor, out) else None
+            if call is not None:  # a low-rank gradient through a Linear: in its factors
+                assert factor is not None
+                out, grad = call.input, linear_backward_in_factors(call, factor)
+                if grad is None:
+                    continue
+            elif grad is None and factor is not None:  # (the head's loss has no grad given)
+                grad = written_out(factor)
+            pairs.append((out, grad))
         if pairs:
             torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
 
@@ -174,6 +199,19 @@ class LocalLossMethod(Method):
         self.after_backward()
         optimizer.step()
         return {"loss": head_loss.detach()}
+
+    def can_factor(self) -> bool:
+        """Whether ``factored_gradients`` gives factors (a rule with low-rank credit says so)."""
+        return False
+
+    def factored_gradients(
+        self, hidden: list[Tensor], logits: Tensor, y: Tensor, branches: list[Tensor]
+    ) -> tuple[list[Tensor | None], list[Factors | None]]:
+        """``[g_0..g_L]`` as ``local_gradients`` gives them, and for each ``g_l`` of low rank its
+        factors ``(left, right)``, ``g_l = left @ right.T``; a gradient given in factors may be
+        None in the first list (the step multiplies it out where it needs it)."""
+        grads = self.local_gradients(hidden, logits, y, branches)
+        return grads, [None] * len(grads)
 
     def local_gradients(
         self, hidden: list[Tensor], logits: Tensor, y: Tensor, branches: list[Tensor]
@@ -199,7 +237,7 @@ class LocalLossMethod(Method):
     @staticmethod
     def _inverse_batch(like: Tensor, batch: int) -> Tensor:
         # 1/N rounded as autograd rounds it for the seeds' batch-mean losses
-        # (``mean(<f, a>) + lam * mean(||f||^2)``), so the step matches their loop to the bit
+        # (``mean(<f, a>) + lam * mean(||f||^2)``), so the dense step matches their loop to the bit
         return torch.ones((), dtype=like.dtype, device=like.device) / batch
 
     def _add_penalty(self, grads: list[Tensor], branches: list[Tensor]) -> list[Tensor]:
