@@ -188,7 +188,8 @@ def agree(recorded: dict[str, Any], measured: dict[str, Any]) -> list[str]:
 
 
 def agree_direction(recorded: dict[str, Any], measured: dict[str, Any]) -> list[str]:
-    """The mode-2 figures: judgements exactly, cosines and rho within DIRECTION_TOLERANCE."""
+    """The mode-2 figures: judgements exactly; cosines and rho within DIRECTION_TOLERANCE where
+    the layer's reference is valid (where it is not, they measure noise and are not figures)."""
     problems = []
     for label, figures in recorded.get("direction", {}).items():
         now = measured["direction"][label]
@@ -197,6 +198,8 @@ def agree_direction(recorded: dict[str, Any], measured: dict[str, Any]) -> list[
                 if was[key] != got[key]:
                     problems.append(f"direction {label} {was['layer']} {key}: recorded "
                                     f"{was[key]}, now {got[key]}")
+            if not was["reference_valid"]:
+                continue  # against a reference below float resolution both are noise (D2)
             for key in ("cosine", "rho"):
                 if was[key] is not None and abs(got[key] - was[key]) > DIRECTION_TOLERANCE:
                     problems.append(f"direction {label} {was['layer']} {key}: recorded "

@@ -80,8 +80,17 @@ def test_a_moved_mode2_judgement_is_a_disagreement():
     assert len(problems) == 3
     assert problems[0].startswith("direction DFA + penalty 1e-2 h_1 cosine: recorded ")
     within = copy.deepcopy(figures)
-    within["direction"]["DFA"]["layers"][2]["rho"] += 0.005
+    within["direction"]["DFA + penalty 1e-2"]["layers"][2]["rho"] += 0.005
     assert script.agree_direction(figures, within) == []
+    # vanilla DFA's references are below float resolution: its cosines and rho are noise,
+    # compared by judgement only, never as figures
+    noise = copy.deepcopy(figures)
+    assert not noise["direction"]["DFA"]["layers"][2]["reference_valid"]
+    noise["direction"]["DFA"]["layers"][2]["rho"] += 0.05
+    noise["direction"]["DFA"]["layers"][2]["cosine"] -= 0.05
+    assert script.agree_direction(figures, noise) == []
+    noise["direction"]["DFA"]["layers"][2]["band"] = "reasonable"
+    assert len(script.agree_direction(figures, noise)) == 1
 
 
 def test_the_readme_shows_the_recorded_figures():

@@ -197,3 +197,25 @@ def test_an_input_changed_in_place_after_the_forward_is_not_read():
     with torch.no_grad():
         u.add_(1.0)
     assert linear_producing(out) is None
+
+
+def test_a_subclass_with_its_own_gradients_keeps_them(factored_calls):
+    from fa_checks.methods.dfa import DFA
+
+    class Halved(DFA):
+        name = "halved-dfa-test"
+
+        def local_gradients(self, hidden, logits, y, branches):
+            return [g / 2 for g in super().local_gradients(hidden, logits, y, branches)]
+
+    model = resmlp()
+    x, y = batch(16)
+    method = Halved()
+    method.setup(model, C, torch.Generator().manual_seed(3))
+    grads: dict[str, Tensor] = {}
+    method.after_backward = lambda: grads.update(  # type: ignore[method-assign]
+        {name: p.grad.clone() for name, p in model.named_parameters()})
+    method.step(x, y)
+    assert factored_calls == []
+    full = step_gradients(resmlp(), "dfa", x, y, low_rank=False)
+    torch.testing.assert_close(grads["blocks.0.w2.weight"], full["blocks.0.w2.weight"] / 2)

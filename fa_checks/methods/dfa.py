@@ -83,8 +83,11 @@ class DFA(LocalLossMethod):
             return self._add_penalty([per_block[0], *per_block], branches)
 
     def can_factor(self) -> bool:
-        # the penalty's gradient 2 lam f / N has full rank; a subclass's own credit is unknown
-        return not self.penalty and type(self).local_credit is DFA.local_credit
+        # the penalty's gradient 2 lam f / N has full rank; a subclass's own credit (or its
+        # own gradients) the factors would not follow
+        cls = type(self)
+        return (not self.penalty and cls.local_credit is DFA.local_credit
+                and cls.local_gradients is DFA.local_gradients)
 
     def factored_gradients(
         self, hidden: list[Tensor], logits: Tensor, y: Tensor, branches: list[Tensor]
