@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,33 @@ class CheckSession:
             return False
         self._outcomes.update(served)
         return True
+
+    def generate_data_meanwhile(self) -> threading.Thread | None:
+        """Generate the fresh subjects' MNIST-1D on a thread of this process, while it does
+        something else (the controller of parallel workers, while they start): the first
+        worker to need the data finds it in the cache, or waits on its lock for this thread
+        instead of generating it while the other waits.  Nothing else is generated
+        (other datasets are read, not made); a failure is left for the workers to report."""
+        specs: dict[str, tuple[str, dict[str, Any]]] = {}
+        for subject in self.subjects.values():
+            if subject.kind == "fresh" and str(subject.data).lower() == "mnist1d":
+                options = dict(subject.data_options or {})
+                specs.setdefault(repr(sorted(options.items())), (subject.data, options))
+        if not specs:
+            return None
+
+        def generate() -> None:
+            from ..data import load_data
+
+            for name, options in specs.values():
+                try:
+                    load_data(name, root=self.settings.data_root_for(name), **options)
+                except Exception:  # noqa: BLE001 - the workers meet it again and report it
+                    return
+
+        thread = threading.Thread(target=generate, name="fa-checks-data", daemon=True)
+        thread.start()
+        return thread
 
     def outcomes(self) -> list[Outcome]:
         """Every subject's outcome, in order (with ``jobs`` > 1, those not yet known computed

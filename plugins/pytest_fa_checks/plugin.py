@@ -96,6 +96,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # every report is cached: reading them takes less than starting one worker (xdist's
         # own pytest_configure runs after this one, and then starts none)
         config.option.numprocesses, config.option.dist, config.option.tx = 0, "no", []
+    elif not worker and getattr(config.option, "numprocesses", None):
+        # the workers take seconds to start: the data they will all wait for is made meanwhile
+        run.session.generate_data_meanwhile()
     if worker or not getattr(config.option, "numprocesses", None):
         run.computes = True  # this process trains and evaluates: its threads are set before
         run.settings.progress = progress_sink(config, run, worker)  # its first work
