@@ -59,3 +59,29 @@ def test_the_plugin_trains_on_the_gpu_with_and_without_xdist(pytester, monkeypat
         data = json.loads((pytester.path / "fa.json").read_text())
         assert {s["verdict"] for s in data["subjects"]} <= {"PASS", "FAIL(D1)", "FAIL(D2)",
                                                              "FAIL(D1+D2)"}
+
+
+def test_dfas_gradients_in_factors_equal_the_dense_ones_on_the_gpu():
+    from fa_checks.methods import get_method
+    from fa_checks.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resmlp", input_shape=(20,), num_classes=10, d_hidden=64,
+                        num_blocks=3).cuda()
+    x = torch.randn(32, 20, device="cuda")
+    y = torch.randint(0, 10, (32,), device="cuda")
+    grads = {}
+    for low_rank in (False, True):
+        copy = build_model("resmlp", input_shape=(20,), num_classes=10, d_hidden=64,
+                           num_blocks=3).cuda()
+        copy.load_state_dict(model.state_dict())
+        method = get_method("dfa")
+        method.setup(copy, 10, torch.Generator(device="cuda").manual_seed(3))
+        method.low_rank = low_rank
+        seen = {}
+        method.after_backward = lambda seen=seen, copy=copy: seen.update(
+            {n: p.grad.clone() for n, p in copy.named_parameters()})
+        method.step(x, y)
+        grads[low_rank] = seen
+    for name, dense in grads[False].items():
+        torch.testing.assert_close(grads[True][name], dense, rtol=1e-4, atol=1e-6, msg=name)
