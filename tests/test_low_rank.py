@@ -51,11 +51,14 @@ def step_gradients(model: nn.Module, rule: str, x: Tensor, y: Tensor, *, low_ran
 
 
 def assert_same_gradients(dense: dict[str, Tensor], factored: dict[str, Tensor]) -> None:
+    """Equal to float32 rounding: the sums run in another order, and the rounding passes
+    through the block's backward (600 random draws: at most 1.8e-5 of a tensor's largest
+    entry, at d = 2; a wrong factor or scale is off by O(1))."""
     assert dense.keys() == factored.keys() and dense
     for name, expected in dense.items():
         scale = expected.abs().max().item()
         error = (factored[name] - expected).abs().max().item()
-        assert error <= 1e-5 * scale + 1e-9, f"{name}: {error:.3g} off, scale {scale:.3g}"
+        assert error <= 1e-4 * scale + 1e-9, f"{name}: {error:.3g} off, scale {scale:.3g}"
 
 
 @settings(max_examples=30, deadline=None)
