@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fa_checks.methods import MethodError, get_method
-from fa_checks.methods.low_rank import linear_backward_in_factors, linear_producing
 from fa_checks.models import build_model
 from fa_checks.models.anatomy import anatomy_of
 
@@ -206,35 +205,22 @@ def _bp_parts(method, x: Tensor, y: Tensor) -> list[float]:
 
 
 def _dfa_parts(method, x: Tensor, y: Tensor) -> list[float]:
-    """DFA's step (``LocalLossMethod.step`` without clipping) with a clock between its stages:
-    forward, credit (the signals in factors), the Linear layers' backward in factors, autograd's
-    backward from there, optimizer."""
-    anatomy, optimizer, clock = method.anatomy, method.optimizer, time.process_time
+    """DFA's step (``LocalLossMethod.step`` without clipping), its own stages with a clock
+    between them: forward, credit (the signals in factors), the Linear layers' backward in
+    factors, autograd's backward from there, optimizer."""
+    optimizer, clock = method.optimizer, time.process_time
     start = clock()
     optimizer.zero_grad(set_to_none=True)
-    h0 = anatomy.embed(x)
-    inputs, branches = [h0.detach()], []
-    for l in range(anatomy.num_blocks):
-        f, h_next = anatomy.branch_and_step(l, inputs[-1])
-        branches.append(f)
-        inputs.append(h_next.detach())
-    logits = anatomy.readout(inputs[-1])
-    head_loss = F.cross_entropy(logits, y)
-    forward = clock()
-    _, factors = method.factored_gradients(inputs, logits.detach(), y, branches)
+    forward = method.local_forward(x, y)
+    forwarded = clock()
+    grads, factors = method.step_gradients(forward, y)
     credit = clock()
-    pairs = [(head_loss, None)]
-    for out, factor in zip([*branches, h0], [*factors[1:], factors[0]], strict=True):
-        call = linear_producing(out)
-        assert call is not None, "the benchmark's model must end its blocks in a Linear"
-        gradient = linear_backward_in_factors(call, factor)
-        if gradient is not None:
-            pairs.append((call.input, gradient))
+    roots = method.backward_roots(forward, grads, factors)
     factored = clock()
-    torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
+    torch.autograd.backward([out for out, _ in roots], [grad for _, grad in roots])
     backward = clock()
     optimizer.step()
-    return [forward - start, credit - forward, factored - credit, backward - factored,
+    return [forwarded - start, credit - forwarded, factored - credit, backward - factored,
             clock() - backward]
 
 

@@ -41,6 +41,7 @@ clip=...)`` and adds its options to ``self.options`` (so unknown options stay an
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -116,6 +117,17 @@ def _number(method: str, option: str, value: Any, *, allow_none: bool, minimum: 
     return number
 
 
+@dataclass(frozen=True)
+class LocalForward:
+    """One forward pass of the fused step: the graphs the backward pass starts from."""
+
+    h0: Tensor  # the embedding's output, with its graph
+    inputs: list[Tensor]  # [h_0..h_L], detached: each block's input
+    branches: list[Tensor]  # [f_0..f_{L-1}], each with its block's graph
+    logits: Tensor
+    head_loss: Tensor
+
+
 class LocalLossMethod(Method):
     """Base of rules that train each block on a local loss from a credit signal (DFA, FA, vec).
 
@@ -156,7 +168,24 @@ class LocalLossMethod(Method):
     def step(self, x: Tensor, y: Tensor) -> Figures:
         anatomy, optimizer = self._attached()
         optimizer.zero_grad(set_to_none=True)
+        forward = self.local_forward(x, y)
+        grads, factors = self.step_gradients(forward, y)
+        roots = self.backward_roots(forward, grads, factors)
+        if roots:
+            torch.autograd.backward([out for out, _ in roots], [grad for _, grad in roots])
+        if self.clip is not None:
+            for l in range(anatomy.num_blocks):
+                params = [p for p in anatomy.block_parameters(l) if p.grad is not None]
+                if params:
+                    torch.nn.utils.clip_grad_norm_(params, self.clip)
+        self.after_backward()
+        optimizer.step()
+        return {"loss": forward.head_loss.detach()}
 
+    # the step's stages, public so a benchmark can time each of them as the step runs them
+    def local_forward(self, x: Tensor, y: Tensor) -> LocalForward:
+        """The forward pass with every block's input detached (and the readout's)."""
+        anatomy, _ = self._attached(optimizer=False)
         h0 = anatomy.embed(x)  # keeps its graph to the embedding parameters
         inputs = [h0.detach()]
         branches: list[Tensor] = []
@@ -165,40 +194,40 @@ class LocalLossMethod(Method):
             branches.append(f)
             inputs.append(h_next.detach())
         logits = anatomy.readout(inputs[-1])
-        head_loss = F.cross_entropy(logits, y)
+        return LocalForward(h0, inputs, branches, logits, F.cross_entropy(logits, y))
 
+    def step_gradients(self, forward: LocalForward, y: Tensor
+                       ) -> tuple[list[Tensor | None], list[Factors | None]]:
+        """``[g_0..g_L]`` for this pass, in factors where the rule gives them."""
+        hidden, logits = forward.inputs, forward.logits.detach()
         if self.low_rank and self.can_factor():
-            grads, factors = self.factored_gradients(inputs, logits.detach(), y, branches)
-        else:
-            grads = self.local_gradients(inputs, logits.detach(), y, branches)
-            factors = [None] * len(grads)
-        outputs = [head_loss, *branches, h0]
+            return self.factored_gradients(hidden, logits, y, forward.branches)
+        grads = self.local_gradients(hidden, logits, y, forward.branches)
+        return list(grads), [None] * len(grads)
+
+    @staticmethod
+    def backward_roots(forward: LocalForward, grads: list[Tensor | None],
+                       factors: list[Factors | None]) -> list[tuple[Tensor, Tensor | None]]:
+        """``(output, gradient)`` pairs for one ``autograd.backward``: the head's loss, each
+        block's output and h_0; where a gradient in factors meets a Linear, that layer's
+        backward is done here and its input becomes the root (:mod:`.low_rank`)."""
+        outputs = [forward.head_loss, *forward.branches, forward.h0]
         out_grads = [None, *grads[1:], grads[0]]
         out_factors = [None, *factors[1:], factors[0]]
-        pairs = []
+        roots: list[tuple[Tensor, Tensor | None]] = []
         for out, grad, factor in zip(outputs, out_grads, out_factors, strict=True):
             if not out.requires_grad:  # frozen parts have no graph
                 continue
             call = linear_producing(out) if fits(factor, out) else None
-            if call is not None:  # a low-rank gradient through a Linear: in its factors
+            if call is not None:
                 assert factor is not None
                 out, grad = call.input, linear_backward_in_factors(call, factor)
                 if grad is None:
                     continue
             elif grad is None and factor is not None:  # (the head's loss has no grad given)
                 grad = written_out(factor)
-            pairs.append((out, grad))
-        if pairs:
-            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
-
-        if self.clip is not None:
-            for l in range(anatomy.num_blocks):
-                params = [p for p in anatomy.block_parameters(l) if p.grad is not None]
-                if params:
-                    torch.nn.utils.clip_grad_norm_(params, self.clip)
-        self.after_backward()
-        optimizer.step()
-        return {"loss": head_loss.detach()}
+            roots.append((out, grad))
+        return roots
 
     def can_factor(self) -> bool:
         """Whether ``factored_gradients`` gives factors (a rule with low-rank credit says so)."""
