@@ -31,7 +31,8 @@ so as N grows every figure converges and the statistic with them (a per-sample t
 would instead grow like sqrt(N) and declare any small bias significant).
 
 D4 is always reported; it joins the verdict only when gated (``--gate-d4``).  Nothing here
-imports torch; scipy's t distribution is imported when a p-value is computed.
+imports torch; scipy's t kernel (scipy.special, not scipy.stats) is imported when a p-value is
+computed.
 """
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ def null_p_value(observed: float | None, mean: float | None, std: float | None,
         return math.nan
     if std == 0:  # every draw gave the same figure: above it or not
         return 0.0 if observed > mean else 1.0
-    from scipy import stats
+    from scipy.special import stdtr  # t.sf's own kernel, without scipy.stats' 0.6-0.9 s import
 
     t = (observed - mean) / (std * math.sqrt(1.0 + 1.0 / draws))
-    return float(stats.t.sf(t, draws - 1))
+    return float(stdtr(draws - 1, -t))
 
 
 def band(cosine: float | None) -> str:

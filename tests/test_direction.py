@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -41,6 +43,21 @@ def test_the_number_of_draws_counts_a_few_draws_ask_for_more_evidence():
     # at K=10 a figure 1.92 std above the null's mean is the edge of p = 0.05
     edge = 0.0 + 0.02 * math.sqrt(1.1) * stats.t.ppf(0.95, 9)
     assert null_p_value(edge, 0.0, 0.02, 10) == pytest.approx(0.05)
+
+
+def test_p_values_take_the_t_kernel_without_importing_scipy_stats():
+    # every report read recomputes D4's p-values (and a CI comparison its Welch p): in a
+    # controller or a cached rerun that is scipy.stats' second of imports for one function
+    code = ("import sys; from fa_checks.direction import null_p_value; "
+            "from fa_checks.compare.stats import welch_worse_p; "
+            "print(null_p_value(0.3, 0.1, 0.05, 7), welch_worse_p([1, 2, 3], [0, 1, 1], "
+            "higher_is_better=True), 'scipy.stats' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=120)
+    p_null, p_welch, imported = done.stdout.split()
+    t = 0.2 / (0.05 * math.sqrt(1 + 1 / 7))
+    assert float(p_null) == pytest.approx(stats.t.sf(t, 6), rel=1e-12)
+    assert 0 < float(p_welch) < 0.5 and imported == "False"
 
 
 def test_degenerate_nulls_and_non_finite_figures():
