@@ -24,29 +24,29 @@ What a report cannot prove: that its measured figures came from the model it nam
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError, one_line
+from .findings import (
+    credit_sentence,
+    deep_mean,
+    depth_utility,
+    growth_of,
+    max_growth_of,
+    reference_from_norms,
+    scale_from_norms,
+)
 from .report import (
-    DEFAULT_MIN_MARGIN_PP,
     CreditMetrics,
-    DepthUtility,
-    ReferenceValidity,
     Report,
-    ScaleStability,
     Thresholds,
     depth_margin,
     divergence_of,
-    floor_fires,
     format_number,
     format_percent,
-    format_signed,
-    growth_fires,
     is_finite,
-    margin_fires,
-    minimum_fires,
 )
 
 #: a report file larger than this is refused before it is parsed
@@ -141,27 +141,6 @@ def _show(value: Any) -> str:
     return format_number(value) if isinstance(value, (int, float)) else repr(value)[:40]
 
 
-def growth_of(before: float, after: float) -> float:
-    """D1's growth across one block from the median norms either side (as measured)."""
-    if before == 0 and after == 0:
-        return 1.0  # a stream that stays at zero does not grow
-    return after / before if before != 0 else math.inf
-
-
-def max_growth_of(norms: Sequence[float], growth: Sequence[float]) -> float:
-    """D1's figure from the norms and growths: the largest growth; Inf or NaN when a norm is
-    not finite (as :func:`fa_checks.diagnostics.protocol.scale_stability` reports it)."""
-    if not all(is_finite(n) for n in norms):
-        return math.inf if growth and not any(math.isnan(g) for g in growth) else math.nan
-    return max(growth) if growth else 1.0
-
-
-def deep_mean(values: Sequence[float | None]) -> float | None:
-    """The mean over layers h_1..h_L of a per-layer credit figure (None where unmeasured)."""
-    deep = [v for v in values[1:] if v is not None]
-    return math.fsum(deep) / len(deep) if deep else None
-
-
 def _check_figures(report: Report, where: str) -> None:
     """Measured figures are possible ones; derived figures equal their recomputation."""
     if not (is_finite(report.test_acc) and 0 <= report.test_acc <= 1):
@@ -226,8 +205,6 @@ def _judged(stored: Report, in_force: InForce, where: str) -> Report:
                   for stream in ("residual stream", "hidden state") for ln in (False, True)]
     d1 = next((c for c in candidates if c.explanation == stored.d1.explanation), candidates[0])
     d2 = reference_from_norms(grads, limits.grad_floor)
-    if stored.d2.explanation.startswith(d2.explanation):  # the per-layer note it may add
-        d2.explanation = stored.d2.explanation
     baseline = stored.d3.baseline_acc if in_force.baseline_acc is None else in_force.baseline_acc
     if baseline is None and in_force.depth_utility:
         raise ClaimRefused(
@@ -272,103 +249,6 @@ def _differences(recorded: Mapping[str, float | None], report: Report, in_force:
             + "; ".join(notes)]
 
 
-def scale_from_norms(norms: Sequence[float], limit: float, *, stream: str = "residual stream",
-                     layer_norm: bool = False) -> ScaleStability:
-    """D1 worded and judged from the median hidden norms ``[h_0..h_L]`` (``stream``: what
-    the model's hidden state is called; ``layer_norm``: it ends in a LayerNorm)."""
-    growth = [growth_of(norms[i], norms[i + 1]) for i in range(len(norms) - 1)]
-    top = max_growth_of(norms, growth)
-    bad = next((i for i, n in enumerate(norms) if not is_finite(n)), None)
-    if bad is not None:
-        return ScaleStability(top, growth, list(norms), limit, True,
-                              f"the hidden state is non-finite at h_{bad}: the model has "
-                              "diverged", worst_block=bad - 1 if bad > 0 else None)
-    if not growth:
-        return ScaleStability(1.0, [], list(norms), limit, False, "no blocks: nothing can grow")
-    worst = max(range(len(growth)), key=lambda i: growth[i])
-    fires = growth_fires(top, limit)
-    detail = (f"across block {worst} (median per-sample norm {format_number(norms[worst])} -> "
-              f"{format_number(norms[worst + 1])})")
-    sentence = (f"the {stream} grew {format_number(top)}x {detail} against a limit of "
-                f"{format_number(limit)}x" if fires else
-                f"the largest growth of the {stream} is {format_number(top)}x {detail}, "
-                f"within the limit of {format_number(limit)}x")
-    if fires and layer_norm:
-        sentence += "; a terminal LayerNorm would hide this from the loss"
-    return ScaleStability(top, growth, list(norms), limit, fires, sentence, worst)
-
-
-def reference_from_norms(grads: Sequence[float], floor: float) -> ReferenceValidity:
-    """D2 worded and judged from the per-sample BP gradient norms ``[g_0..g_L]``."""
-    last = len(grads) - 1
-    g_last = grads[-1]
-    bad = next((i for i, g in enumerate(grads) if not is_finite(g)), None)
-    if bad is not None:
-        return ReferenceValidity(g_last, list(grads), floor, True,
-                                 f"the per-sample BP gradient is non-finite at h_{bad}: there "
-                                 "is no BP reference to compare a credit signal with")
-    fires = floor_fires(g_last, floor)
-    sentence = (f"the per-sample BP gradient at h_{last} is {format_number(g_last)}, "
-                + (f"below the floor {format_number(floor)}: gradient-based comparisons "
-                   "(cosine against BP) are meaningless at this scale" if fires else
-                   f"above the floor {format_number(floor)}"))
-    return ReferenceValidity(g_last, list(grads), floor, fires, sentence)
-
-
-def depth_utility(test_acc: float, baseline_acc: float | None,
-                  min_margin_pp: float = DEFAULT_MIN_MARGIN_PP, *,
-                  divergence: str | None = None) -> DepthUtility:
-    """D3: ``100 * (test_acc - baseline_acc)`` against ``min_margin_pp`` (None: no baseline, not
-    evaluated), for a report computed here and one read back alike.  ``divergence``: why the
-    model diverged; D3 then fails whatever the margin (its accuracy credits nothing learned)."""
-    if baseline_acc is None:
-        return DepthUtility(None, None, min_margin_pp, None,
-                            "not evaluated: no frozen-blocks baseline accuracy was given")
-    margin = depth_margin(test_acc, baseline_acc)
-    if divergence is not None or not math.isfinite(margin):
-        cause = divergence or (f"the accuracy margin is not a number (test accuracy "
-                               f"{format_percent(test_acc)}, baseline "
-                               f"{format_percent(baseline_acc)}): the model has diverged")
-        return DepthUtility(margin, baseline_acc, min_margin_pp, True,
-                            f"{cause}; a diverged model shows no depth utility, whatever its "
-                            "accuracy", diverged=divergence is not None)
-    fires = bool(margin_fires(margin, min_margin_pp))
-    side = "above" if margin >= 0 else "below"
-    return DepthUtility(
-        margin, baseline_acc, min_margin_pp, fires,
-        f"test accuracy {format_percent(test_acc)} is {abs(margin):.1f} pp {side} the "
-        f"frozen-blocks baseline {format_percent(baseline_acc)}; the trained blocks must add at "
-        f"least {min_margin_pp:.1f} pp")
-
-
-def credit_sentence(credit: CreditMetrics, num_blocks: int, *, reference_valid: bool) -> str:
-    """The credit metrics' sentence, worded from their figures and the gates in force (as
-    :mod:`fa_checks.diagnostics.credit` words it)."""
-    if credit.deep_cosine is None:
-        scope = "h_0 only (no deep layers)"
-        cos = credit.cosine[0] if credit.cosine else None
-        rho = credit.rho[0] if credit.rho else None
-    else:
-        scope, cos, rho = f"deep layers h_1..h_{num_blocks}", credit.deep_cosine, credit.deep_rho
-    sentence = f"over {scope}: mean cosine with the per-sample BP gradient {format_signed(cos)}"
-    if credit.null_deep_mean is not None:
-        sentence += (f" (fresh-feedback null {format_signed(credit.null_deep_mean)} +- "
-                     f"{format_number(credit.null_deep_std)} over {credit.null_draws} draws)")
-    sentence += f", perturbation correlation {format_signed(rho)}"
-    for label, value, minimum in (("cosine", cos, credit.min_cosine),
-                                  ("perturbation correlation", rho, credit.min_rho)):
-        fires = minimum_fires(value, minimum)
-        if fires is not None:
-            verb = "is below" if fires else "meets"
-            sentence += f"; the {label} {format_signed(value)} {verb} the minimum " + \
-                format_number(minimum)
-    if bad := [i for i, v in enumerate(credit.cosine) if v is not None and not is_finite(v)]:
-        sentence += "; the credit signal is non-finite at " + ", ".join(f"h_{i}" for i in bad)
-    if not reference_valid:
-        sentence += "; the BP reference failed D2, so these comparisons measure numerical noise"
-    return sentence
-
-
 # -- cache entries ---------------------------------------------------------------------------------
 def check_cached_report(value: Any, in_force: InForce) -> Report:
     """A cached report, served only when it agrees with itself and was judged against exactly
@@ -391,5 +271,4 @@ def check_cached_report(value: Any, in_force: InForce) -> Report:
 
 
 __all__ = ["MAX_REPORT_BYTES", "ClaimRefused", "InForce", "Judgement", "check_cached_report",
-           "credit_sentence", "deep_mean", "depth_utility", "growth_of", "judge_entry",
-           "max_growth_of", "reference_from_norms", "scale_from_norms"]
+           "judge_entry"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fa_checks.claims import depth_utility, reference_from_norms, scale_from_norms
+from fa_checks.findings import depth_utility, reference_from_norms, scale_from_norms
 from fa_checks.report import Report, Thresholds, divergence_of
 
 TINY = {"d_hidden": 16, "num_blocks": 2}

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from fa_checks.claims import InForce, judge_entry
 from fa_checks.diagnostics import metrics
 from fa_checks.diagnostics.protocol import depth_utility, evaluate
 from fa_checks.models import build_model
@@ -252,6 +253,34 @@ def test_accuracies_are_fractions() -> None:
         evaluate(tiny("resmlp"), *batch("resmlp"), baseline_acc=49.6)
 
 
+# -- one wording for a report computed here and one read back -------------------------------------
+@pytest.mark.parametrize("arch", sorted(TINY))
+@pytest.mark.parametrize("floor_at", ["none", "some", "all"])
+@pytest.mark.parametrize("growth_limit", [1.01, 1e6])
+def test_a_report_read_back_says_what_the_computed_one_says(arch, floor_at, growth_limit):
+    model, (x, y) = tiny(arch), batch(arch)
+    first = evaluate(model, x, y, baseline_acc=0.1)
+    grads = sorted(first.d2.grad_norms)
+    floor = {"none": grads[0] / 2, "some": (grads[0] + grads[-1]) / 2, "all": grads[-1] * 2}
+    thresholds = Thresholds(max_growth=growth_limit, grad_floor=floor[floor_at],
+                            min_cosine=0.5, min_rho=-0.5)
+    grads = per_sample_gradients(model.eval(), x, y)[1]
+    noisy = [g + g.std() * torch.randn(g.shape, generator=torch.Generator().manual_seed(1))
+             for g in grads]
+    report = evaluate(model, x, y, baseline_acc=0.1, thresholds=thresholds, credit=noisy,
+                      directions=4)
+    read = judge_entry(json.loads(json.dumps(report.to_dict())),
+                       InForce(thresholds=thresholds), where="here").report
+    sections = ("d1", "d2", "d3", "credit")
+    assert [getattr(read, name).explanation for name in sections] == [
+        getattr(report, name).explanation for name in sections]
+    assert "the minimum 0.5" in report.credit.explanation
+    assert (read.d1.fires, read.d2.fires) == (report.d1.fires, report.d2.fires)
+    note = {"none": "the floor holds at every h_l", "some": "whose credit figures measure",
+            "all": "below the floor"}[floor_at]
+    assert note in report.d2.explanation
+
+
 # -- non-finite models -----------------------------------------------------------------------
 @pytest.mark.parametrize("arch", sorted(TINY))
 @pytest.mark.parametrize("poison", [math.nan, math.inf])
@@ -270,6 +299,12 @@ def test_a_diverged_model_fails_with_a_message_and_valid_json(arch: str, poison:
     assert json.loads(text)["D1"]["max_growth"] in ("NaN", "Infinity")
     assert report.divergence == report.d1.explanation
     assert Report.from_dict(json.loads(text)).divergence == report.divergence
+    # read back, the same sentences less what only the tensors could count
+    read = judge_entry(json.loads(text), InForce(), where="here").report
+    uncounted = re.compile(r" \(\d+ of 16 samples have NaN or Inf\)")
+    assert " of 16 samples" in report.d1.explanation + report.d2.explanation
+    assert (read.d1.explanation, read.d2.explanation) == (
+        uncounted.sub("", report.d1.explanation), uncounted.sub("", report.d2.explanation))
     # a diverged model is not the silent mode 1, and its accuracy credits it with nothing
     assert not report.mode1 and report.d3.diverged
     assert report.d3.explanation.startswith(report.d1.explanation)

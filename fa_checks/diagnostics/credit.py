@@ -9,15 +9,15 @@ gates (``--min-cosine``, ``--min-rho``) compare the means over the deep layers h
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..findings import credit_sentence, deep_mean
 from ..models.anatomy import Anatomy, anatomy_of
-from ..report import CreditMetrics, Thresholds, format_number, format_signed
+from ..report import CreditMetrics, Thresholds
 from . import metrics
 from .direction import DirectionProbe, feedback_null, spread
 
@@ -95,8 +95,8 @@ def credit_metrics(
         null_mean=None if null is None else null.mean,
         null_std=None if null is None else null.std,
         null_draws=0 if null is None else null.draws,
-        deep_cosine=_deep(cos),
-        deep_rho=_deep(rho),
+        deep_cosine=deep_mean(cos),
+        deep_rho=deep_mean(rho),
         null_deep_mean=None if null is None else null.deep_mean,
         null_deep_std=None if null is None else null.deep_std,
         min_cosine=thresholds.min_cosine,
@@ -105,52 +105,9 @@ def credit_metrics(
         null_rho_std=None if rho_null is None else rho_null[1],
     )
     credit.judge()
-    credit.explanation = _credit_sentence(credit, len(hidden) - 1, bad_layers, reference_valid)
+    credit.explanation = credit_sentence(credit, len(hidden) - 1, reference_valid=reference_valid,
+                                         non_finite_layers=bad_layers)
     return credit
-
-
-def _deep(values: Sequence[float | None]) -> float | None:
-    deep = [v for v in values[1:] if v is not None]
-    return math.fsum(deep) / len(deep) if deep else None
-
-
-def _credit_sentence(
-    s: CreditMetrics, num_blocks: int, bad_layers: list[int], reference_valid: bool
-) -> str:
-    if s.deep_cosine is None:
-        scope = "h_0 only (no deep layers)"
-        cos_value, rho_value = s.cosine[0], s.rho[0]
-    else:
-        scope = f"deep layers h_1..h_{num_blocks}"
-        cos_value, rho_value = s.deep_cosine, s.deep_rho
-    parts = [f"over {scope}: mean cosine with the per-sample BP gradient "
-             f"{format_signed(cos_value)}"]
-    if s.null_deep_mean is not None:
-        parts[-1] += (
-            f" (fresh-feedback null {format_signed(s.null_deep_mean)} +- "
-            f"{format_number(s.null_deep_std)} over {s.null_draws} draws)"
-        )
-    parts.append(f"perturbation correlation {format_signed(rho_value)}")
-    sentence = ", ".join(parts)
-    for label, value, minimum, fires in (
-        ("cosine", cos_value, s.min_cosine, s.cosine_fires),
-        ("perturbation correlation", rho_value, s.min_rho, s.rho_fires),
-    ):
-        if fires is not None:
-            verb = "is below" if fires else "meets"
-            sentence += (f"; the {label} {format_signed(value)} {verb} the minimum "
-                         f"{format_number(minimum)}")
-    if bad_layers:
-        sentence += (
-            "; the credit signal is non-finite at "
-            + ", ".join(f"h_{l}" for l in bad_layers)
-        )
-    if not reference_valid:
-        sentence += (
-            "; the BP reference failed D2, so these comparisons measure numerical noise"
-        )
-    return sentence
-
 
 
 __all__ = ["credit_metrics"]

@@ -41,8 +41,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..claims import depth_utility  # torch-free: one D3 for computed and read-back reports
 from ..direction import direction_from
+
+# torch-free: one wording of D1-D3 for computed and read-back reports
+from ..findings import depth_utility, reference_from_norms, scale_from_norms
 from ..models.anatomy import Anatomy, anatomy_of, eval_mode, per_sample_gradients
 from ..report import (
     DEFAULT_GRAD_FLOOR,
@@ -52,17 +54,10 @@ from ..report import (
     ScaleStability,
     Thresholds,
     divergence_of,
-    floor_fires,
-    format_number,
-    format_percent,
-    growth_fires,
 )
 from . import metrics
 from .credit import credit_metrics
 from .seeds import gate_across_seeds  # torch-free; kept importable from here
-
-_fmt = format_number  # short names for the sentences below
-_pct = format_percent
 
 
 # -- the diagnostics ---------------------------------------------------------------------------
@@ -86,10 +81,8 @@ def _layer_norms(tensors: Sequence[Tensor]) -> tuple[list[float], int | None, in
     return medians, first_bad, bad_count
 
 
-def _growth(before: float, after: float) -> float:
-    if before == 0 and after == 0:
-        return 1.0  # a stream that stays at zero does not grow
-    return after / before if before != 0 else math.inf
+def _non_finite_count(first_bad: int | None, bad_count: int, samples: int) -> str:
+    return "" if first_bad is None else f" ({bad_count} of {samples} samples have NaN or Inf)"
 
 
 def scale_stability(
@@ -99,83 +92,24 @@ def scale_stability(
     residual: bool = True,
     terminal_layer_norm: bool = False,
 ) -> ScaleStability:
-    """D1 from the hidden states ``[h_0..h_L]`` of one eval batch."""
+    """D1 from the hidden states ``[h_0..h_L]`` of one eval batch (worded by
+    :func:`~fa_checks.findings.scale_from_norms`, as a report read back is)."""
     norms, first_bad, bad_count = _layer_norms(hidden)
-    growth = [_growth(norms[l], norms[l + 1]) for l in range(len(norms) - 1)]
-    stream = "residual stream" if residual else "hidden state"
-    n = hidden[0].shape[0]
-    if first_bad is not None:
-        # h_0 is the embedding's output; h_l for l >= 1 is block l-1's
-        block = first_bad - 1 if first_bad > 0 else None
-        worst = math.inf if growth and not any(math.isnan(g) for g in growth) else math.nan
-        return ScaleStability(
-            max_growth=worst,
-            per_block_growth=growth,
-            hidden_norms=norms,
-            threshold=threshold,
-            fires=True,
-            worst_block=block,
-            explanation=(
-                f"the hidden state became non-finite at h_{first_bad} ({bad_count} of {n} "
-                "samples have NaN or Inf): the model has diverged"
-            ),
-        )
-    if not growth:
-        return ScaleStability(1.0, [], norms, threshold, False, "no blocks: nothing can grow")
-    worst_block = max(range(len(growth)), key=lambda l: growth[l])
-    top = growth[worst_block]
-    fires = growth_fires(top, threshold)
-    detail = (
-        f"across block {worst_block} (median per-sample norm {_fmt(norms[worst_block])} -> "
-        f"{_fmt(norms[worst_block + 1])})"
-    )
-    if fires:
-        explanation = (
-            f"the {stream} grew {_fmt(top)}x {detail} against a limit of {_fmt(threshold)}x"
-        )
-        if terminal_layer_norm:
-            explanation += "; a terminal LayerNorm would hide this from the loss"
-    else:
-        explanation = (
-            f"the largest growth of the {stream} is {_fmt(top)}x {detail}, within the limit of "
-            f"{_fmt(threshold)}x"
-        )
-    return ScaleStability(top, growth, norms, threshold, fires, explanation, worst_block)
+    return scale_from_norms(norms, threshold,
+                            stream="residual stream" if residual else "hidden state",
+                            layer_norm=terminal_layer_norm,
+                            bad_samples=_non_finite_count(first_bad, bad_count,
+                                                          hidden[0].shape[0]))
 
 
 def reference_validity(
     grads: Sequence[Tensor], floor: float = DEFAULT_GRAD_FLOOR
 ) -> ReferenceValidity:
-    """D2 from each sample's own loss gradient at every hidden state ``[g_0..g_L]``."""
+    """D2 from each sample's own loss gradient at every hidden state ``[g_0..g_L]`` (worded
+    by :func:`~fa_checks.findings.reference_from_norms`)."""
     norms, first_bad, bad_count = _layer_norms(grads)
-    g_last = norms[-1]
-    last = len(norms) - 1
-    n = grads[0].shape[0]
-    if first_bad is not None:
-        return ReferenceValidity(
-            g_last, norms, floor, True,
-            f"the per-sample BP gradient is non-finite at h_{first_bad} ({bad_count} of {n} "
-            "samples): there is no BP reference to compare a credit signal with",
-        )
-    fires = floor_fires(g_last, floor)
-    if fires:
-        explanation = (
-            f"the per-sample BP gradient at h_{last} is {_fmt(g_last)}, below the floor "
-            f"{_fmt(floor)}: gradient-based comparisons (cosine against BP) are meaningless at "
-            "this scale"
-        )
-    else:
-        explanation = (
-            f"the per-sample BP gradient at h_{last} is {_fmt(g_last)}, above the floor "
-            f"{_fmt(floor)}"
-        )
-    below = [l for l, g in enumerate(norms) if floor_fires(g, floor)]
-    if not below:
-        explanation += "; the floor holds at every h_l, so every layer's credit figures count"
-    elif len(below) < len(norms):
-        explanation += ("; below it at " + ", ".join(f"h_{l}" for l in below)
-                        + ", whose credit figures measure numerical noise")
-    return ReferenceValidity(g_last, norms, floor, fires, explanation)
+    return reference_from_norms(norms, floor, bad_samples=_non_finite_count(
+        first_bad, bad_count, grads[0].shape[0]))
 
 
 def accuracy(model: nn.Module | Anatomy, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> float:
