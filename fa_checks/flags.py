@@ -24,6 +24,7 @@ from .report import DEFAULT_GRAD_FLOOR, DEFAULT_MAX_GROWTH, DEFAULT_MIN_MARGIN_P
 from .settings import (
     DEFAULT_ARCH,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_COMPARE_FAIL,
     DEFAULT_CPUS_PER_RUN,
     DEFAULT_DATA,
     DEFAULT_DEVICE,
@@ -225,6 +226,23 @@ OUTPUTS = _flags(
          values.non_empty_text, metavar="FILE"),
     Flag("plots", "write the visual report's figures as PNG files into DIR",
          values.non_empty_text, metavar="DIR"),
+)
+
+
+#: the CI loop (:mod:`fa_checks.compare.ci`), in both faces: ``fa-checks check --compare`` is
+#: ``pytest --fa-compare``
+CI_LOOP = _flags(
+    Flag("compare", "compare this run with BASE (a report file, a saved name or 'last'); a "
+                    "regression fails the run (exit 1)", values.non_empty_text, metavar="BASE"),
+    Flag("compare-fail", f"what counts as a regression (default {DEFAULT_COMPARE_FAIL}; 'none': "
+                         "report only)", values.non_empty_text, metavar="SPEC"),
+    Flag("store", "the store of saved reports (default $FA_CHECKS_STORE, else "
+                  ".fa-checks/reports in the folder the run starts in)",
+         values.non_empty_text, metavar="DIR"),
+    Flag("md", "write the job page (Markdown verdicts and comparison) to FILE; it is also "
+               "appended to $GITHUB_STEP_SUMMARY when that is set",
+         values.non_empty_text, metavar="FILE"),
+    Flag("autosave", "save this run's report in the store of saved reports"),
 )
 
 

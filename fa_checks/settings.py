@@ -34,6 +34,9 @@ DEFAULT_EVAL_SIZE = 1024
 #: what each task asks a Ray cluster for (fa_checks.cluster)
 DEFAULT_GPUS_PER_RUN = 0.0
 DEFAULT_CPUS_PER_RUN = 1
+#: --compare-fail: what counts as a regression against the accepted run (the CI loop,
+#: :mod:`fa_checks.compare.rules`; the README justifies each number)
+DEFAULT_COMPARE_FAIL = "verdict,acc:2,D1:x2,D2:x10,D3:2,D4:2,alpha:0.05"
 
 
 @dataclass

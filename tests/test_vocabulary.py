@@ -15,8 +15,9 @@ from pytest_fa_checks.session import build_subjects
 
 from fa_checks.cli.main import build_parser, given_flags
 from fa_checks.cli.main import main as cli_main
+from fa_checks.compare.rules import DEFAULT_SPEC
 from fa_checks.errors import UsageError
-from fa_checks.flags import FRESH_ONLY, OUTPUTS, SHARED, build_settings
+from fa_checks.flags import CI_LOOP, FRESH_ONLY, OUTPUTS, SHARED, build_settings
 from fa_checks.settings import Settings
 from fa_checks.subjects import fresh_subjects
 from fa_checks.values import parse_key_values
@@ -127,6 +128,31 @@ def test_help_texts_are_the_same_in_both_faces(pytester: pytest.Pytester) -> Non
     for name, flag in SHARED.items():
         assert cli_help[f"--{name}"] == flag.help_text() or flag.parse is None
         assert plugin_help[f"--fa-{name}"].startswith(flag.help_text())
+
+
+def test_the_ci_loops_flags_are_one_vocabulary_in_both_faces(pytester: pytest.Pytester) -> None:
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    config = pytester.parseconfig()
+    plugin_help = {o.names()[0]: o.attrs().get("help", "")
+                   for g in config._parser._groups for o in g.options}
+    for command in ("check", "sweep"):
+        cli_help = {a.option_strings[0]: a.help for a in commands[command]._actions
+                    if a.option_strings}
+        for name, flag in CI_LOOP.items():
+            assert cli_help[f"--{name}"] == plugin_help[f"--fa-{name}"] == flag.help
+    assert "default " + DEFAULT_SPEC in CI_LOOP["compare-fail"].help
+
+
+@pytest.mark.parametrize("name", ["compare", "compare-fail", "store", "md"])
+def test_an_empty_ci_flag_is_refused_by_both_faces_naming_it(
+        pytester: pytest.Pytester, name: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["check", str(tmp_path / "run.pt"), f"--{name}", " "]) == 2
+    assert f"--{name}: ' ' is not valid: it must not be empty" in capsys.readouterr().err
+    result = pytester.runpytest_subprocess("--fa-checkpoint", str(tmp_path / "run.pt"),
+                                           f"--fa-{name}", " ")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--fa-{name} ' ' is not valid: it must not be empty*"])
 
 
 # -- the same flags give the same outcomes ---------------------------------------------------

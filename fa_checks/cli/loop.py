@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError, UsageError, one_line
 from ..files import check_writable
-from ..flags import TRAINING
+from ..flags import CI_LOOP, TRAINING, add_to_argparse
 from ..report import Report, is_error_entry
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
@@ -33,10 +33,8 @@ def add_compare_command(commands: Any) -> None:
 
 def add_ci_flags(parser: argparse.ArgumentParser, *, run: bool = True,
                  sweep: bool = False) -> None:
-    """The CI loop's flags (fa_checks.compare.ci): the same names as pytest's without ``fa-``;
-    ``sweep``: also ``--config`` and ``-j``."""
-    from ..compare.rules import DEFAULT_SPEC
-
+    """The CI loop's flags (:data:`fa_checks.flags.CI_LOOP`, pytest's without ``fa-``);
+    ``run``: also ``--compare`` and ``--autosave``; ``sweep``: also ``--config`` and ``-j``."""
     if sweep:
         parser.add_argument("--config", metavar="TOML",
                             help="the sweep in a file: methods, method_args (lists make cells), "
@@ -46,21 +44,9 @@ def add_ci_flags(parser: argparse.ArgumentParser, *, run: bool = True,
                             help="run N subjects at a time in parallel processes on this "
                                  "machine (one cache; the cores divided among them); default 1")
 
-    if run:
-        parser.add_argument("--compare", metavar="BASE",
-                            help="compare this run with BASE (a report file, a saved name or "
-                                 "'last'); a regression exits 1")
-        parser.add_argument("--autosave", action="store_true",
-                            help="save this run's report in the store (see --store)")
-    parser.add_argument("--compare-fail", metavar="SPEC",
-                        help=f"what counts as a regression (default {DEFAULT_SPEC}; 'none': "
-                             "report only)")
-    parser.add_argument("--store", metavar="DIR",
-                        help="the store of saved reports (default $FA_CHECKS_STORE, else "
-                             ".fa-checks/reports here)")
-    parser.add_argument("--md", metavar="FILE",
-                        help="write the job page (Markdown verdicts and comparison); it is "
-                             "also appended to $GITHUB_STEP_SUMMARY when that is set")
+    run_only = ("compare", "autosave") if run else ()
+    add_to_argparse(parser, [CI_LOOP[name] for name in (*run_only, "compare-fail", "store",
+                                                        "md")])
 
 
 def _jobs(text: str) -> int:

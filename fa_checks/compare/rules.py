@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..report import Report, format_number, format_percent
+from ..settings import DEFAULT_COMPARE_FAIL
 
 DEFAULT_ALPHA = 0.05
-#: the default of --compare-fail, spelled out (the README justifies each number)
-DEFAULT_SPEC = "verdict,acc:2,D1:x2,D2:x10,D3:2,D4:2,alpha:0.05"
+#: the default of --compare-fail, spelled out
+DEFAULT_SPEC = DEFAULT_COMPARE_FAIL
 
 
 def _log10(x: float | None) -> float | None:

@@ -13,36 +13,43 @@ from typing import Any
 
 import pytest
 
-OPTIONS = (
-    ("compare", "compare this run with BASE (a report file, a saved name or 'last'); a "
-                "regression fails the session", "BASE"),
-    ("compare-fail", "what counts as a regression (default "
-                     "verdict,acc:2,D1:x2,D2:x10,D3:2,D4:2,alpha:0.05; 'none': report only)",
-     "SPEC"),
-    ("store", "the store of saved reports (default $FA_CHECKS_STORE, else "
-              ".fa-checks/reports in the folder pytest runs in)", "DIR"),
-    ("md", "write the job page (Markdown verdicts and comparison) to PATH; it is also "
-           "appended to $GITHUB_STEP_SUMMARY when that is set", "PATH"),
-)
+from fa_checks.flags import CI_LOOP, Flag
+
+from .flags import GROUP, PREFIX
+
+
+def _dest(flag: Flag) -> str:
+    return "fa_ci_" + flag.dest
 
 
 def add_ci_flags(parser: pytest.Parser) -> None:
-    group = parser.getgroup("fa-checks")
-    for name, text, metavar in OPTIONS:
-        group.addoption(f"--fa-{name}", default=None, metavar=metavar, help=text,
-                        dest="fa_ci_" + name.replace("-", "_"))
-    group.addoption("--fa-autosave", action="store_true", default=False, dest="fa_ci_autosave",
-                    help="save this run's report in the store (see --fa-store)")
+    """The CI loop's flags (:data:`fa_checks.flags.CI_LOOP`) as ``--fa-*``, checked when read."""
+    group = parser.getgroup(GROUP)
+    for flag in CI_LOOP.values():
+        if flag.parse is None:
+            group.addoption(PREFIX + flag.name, action="store_true", default=False,
+                            dest=_dest(flag), help=flag.help)
+        else:
+            group.addoption(PREFIX + flag.name, default=None, dest=_dest(flag),
+                            metavar=flag.metavar, help=flag.help)
 
 
 def ci_request(config: pytest.Config) -> Any:
     from fa_checks.compare.ci import CiRequest
+    from fa_checks.errors import ConfigError
 
     def get(name: str) -> Any:
-        return config.getoption("fa_ci_" + name, default=None)
+        flag = CI_LOOP[name]
+        raw = config.getoption(_dest(flag), default=None)
+        if flag.parse is None or raw is None:
+            return raw or None
+        try:
+            return flag.read(raw, PREFIX + flag.name)
+        except ConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     return CiRequest(autosave=bool(get("autosave")), store=get("store"), compare=get("compare"),
-                     compare_fail=get("compare_fail"), md=get("md"), prefix="--fa-")
+                     compare_fail=get("compare-fail"), md=get("md"), prefix=PREFIX)
 
 
 class CiLoop:
@@ -99,8 +106,7 @@ def configure_ci(config: pytest.Config, reporter: Any, settings: Any = None) -> 
     beside the controller's verdict ``reporter`` (None: nothing to check; then nothing of
     fa_checks.compare is imported, so an idle plugin stays light).  The base report is judged
     against the run's ``settings``' thresholds, as the run is."""
-    given = any(config.getoption("fa_ci_" + name, default=None)
-                for name in ("autosave", "compare", "compare_fail", "md", "store"))
+    given = any(config.getoption(_dest(flag), default=None) for flag in CI_LOOP.values())
     if given and reporter is None:
         raise pytest.UsageError("--fa-compare, --fa-autosave and --fa-md work on a run's "
                                 "report: give --fa-checkpoint PATH or --fa-method NAME too")
