@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from fa_checks.data import load_data
@@ -39,3 +42,22 @@ def test_the_fresh_subjects_mnist1d_is_made_once_on_a_thread(tmp_path):
 def test_nothing_is_made_for_data_that_is_read_or_made_in_memory(tmp_path):
     assert session(tmp_path, "synthetic").generate_data_meanwhile() is None
     assert not (tmp_path / "cache" / "data").exists()
+
+
+CHECKPOINTS_ONLY = """
+import json, sys
+from fa_checks.report import Thresholds
+from fa_checks.session import CheckSession
+from fa_checks.settings import Settings
+from fa_checks.subjects import Subject
+subjects = [Subject(id="run.pt", kind="checkpoint", path=sys.argv[1])]
+thread = CheckSession(Settings(thresholds=Thresholds()), subjects).generate_data_meanwhile()
+print(json.dumps({"thread": thread is not None, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_a_controller_of_checkpoints_only_imports_no_torch_for_it(tmp_path):
+    # a cached rerun's controller reads JSON: the data module would bring torch in for nothing
+    done = subprocess.run([sys.executable, "-c", CHECKPOINTS_ONLY, str(tmp_path / "run.pt")],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout) == {"thread": False, "torch": False}

@@ -142,11 +142,14 @@ class CheckSession:
         worker to need the data finds it in the cache, or waits on its lock for this thread
         instead of generating it while the other waits.  Nothing else is generated
         (other datasets are read, not made); a failure is left for the workers to report."""
+        fresh = [subject for subject in self.subjects.values() if subject.kind == "fresh"]
+        if not fresh:
+            return None  # checkpoints only: the data module's import would bring torch in
         from ..data.mnist1d import NAME as GENERATED  # the one dataset made into a cache file
 
         specs: dict[str, tuple[str, dict[str, Any]]] = {}
-        for subject in self.subjects.values():
-            if subject.kind == "fresh" and str(subject.data).lower() == GENERATED:
+        for subject in fresh:
+            if str(subject.data).lower() == GENERATED:
                 options = dict(subject.data_options or {})
                 specs.setdefault(repr(sorted(options.items())), (subject.data, options))
         if not specs:
