@@ -15,7 +15,7 @@ import pytest
 
 from fa_checks.flags import CI_LOOP, Flag
 
-from .flags import GROUP, PREFIX
+from .flags import GROUP, PREFIX, add_option
 
 
 def _dest(flag: Flag) -> str:
@@ -26,12 +26,7 @@ def add_ci_flags(parser: pytest.Parser) -> None:
     """The CI loop's flags (:data:`fa_checks.flags.CI_LOOP`) as ``--fa-*``, checked when read."""
     group = parser.getgroup(GROUP)
     for flag in CI_LOOP.values():
-        if flag.parse is None:
-            group.addoption(PREFIX + flag.name, action="store_true", default=False,
-                            dest=_dest(flag), help=flag.help)
-        else:
-            group.addoption(PREFIX + flag.name, default=None, dest=_dest(flag),
-                            metavar=flag.metavar, help=flag.help)
+        add_option(group, flag, _dest(flag))
 
 
 def ci_request(config: pytest.Config) -> Any:

@@ -92,24 +92,29 @@ def add_flags(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, "fa-checks: silent-failure checks for feedback-alignment "
                                    "training")
     for flag in FLAGS.values():
-        name, dest = PREFIX + flag.name, option_dest(flag)
-        if flag.parse is None:
-            group.addoption(name, *ALIASES.get(flag.name, ()), action="store_true",
-                            default=False, dest=dest, help=flag.help)
-        elif flag.many == "append":
-            group.addoption(name, action="append", default=[], dest=dest,
-                            metavar=flag.metavar, help=flag.help_text())
-        elif flag.many == "+":
-            group.addoption(name, nargs="+", default=None, dest=dest, metavar=flag.metavar,
-                            help=flag.help_text())
-        else:
-            group.addoption(name, *ALIASES.get(flag.name, ()), default=None, dest=dest,
-                            metavar=flag.metavar,
-                            help=flag.help_text() + (f" [ini: {ini_key(flag)}]"
-                                                     if flag.ini else ""))
+        add_option(group, flag, option_dest(flag),
+                   ini_note=f" [ini: {ini_key(flag)}]" if flag.ini else "")
         if flag.ini:
             kind = "args" if flag.many else _INI_TYPES[flag.kind]
             parser.addini(ini_key(flag), flag.help_text(), type=kind, default=None)
+
+
+def add_option(group: Any, flag: Flag, dest: str, *, ini_note: str = "") -> None:
+    """``--fa-<name>`` for ``flag`` in ``group``, kept at ``dest``: a switch, a repeatable
+    flag, several values or one (``ini_note``: said after a one-value flag's help)."""
+    name, aliases = PREFIX + flag.name, ALIASES.get(flag.name, ())
+    if flag.parse is None:
+        group.addoption(name, *aliases, action="store_true", default=False, dest=dest,
+                        help=flag.help)
+    elif flag.many == "append":
+        group.addoption(name, action="append", default=[], dest=dest, metavar=flag.metavar,
+                        help=flag.help_text())
+    elif flag.many == "+":
+        group.addoption(name, nargs="+", default=None, dest=dest, metavar=flag.metavar,
+                        help=flag.help_text())
+    else:
+        group.addoption(name, *aliases, default=None, dest=dest, metavar=flag.metavar,
+                        help=flag.help_text() + ini_note)
 
 
 def _read(flag: Flag, raw: Any, where: str) -> Any:
